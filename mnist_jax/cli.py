@@ -1,0 +1,127 @@
+"""The `mnist-jax` command: prepare, train and eval."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+from mnist_jax.config import PRESETS, Config, ConfigError, preset
+from mnist_jax.idx import DataError
+from mnist_jax.results import RunExistsError
+
+# Shorter flag names for the most used settings; the rest are --field-name.
+_FLAG_NAMES = {"num_epochs": "--epochs", "learning_rate": "--lr"}
+_HELP = {
+    "layer_sizes": "comma-separated, from 784 to 10",
+    "sigma": "standard deviation of the initial weights and biases",
+    "init": "jax: jax.random; numpy: RandomState(seed) in the seed notebook's order",
+    "shuffle": "reshuffle the training set each epoch (off: the raw files' order)",
+    "data_dir": "tfds data folder (default: $TFDS_DATA_DIR, else tfds's default)",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(n) for n in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Config field; unset flags keep the preset's value."""
+    parser.add_argument("--preset", default="default", help=f"base settings: {', '.join(PRESETS)}")
+    for f in dataclasses.fields(Config):
+        flag = _FLAG_NAMES.get(f.name, "--" + f.name.replace("_", "-"))
+        kind = type(f.default) if f.default is not None else str
+        kwargs = {"dest": f.name, "default": None,
+                  "help": f"{_HELP.get(f.name, f.name.replace('_', ' '))} (default: {f.default})"}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = _int_list if kind is tuple else kind
+        parser.add_argument(flag, **kwargs)
+
+
+def _config_from_args(args: argparse.Namespace) -> Config:
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+                 if getattr(args, f.name) is not None}
+    return preset(args.preset).replace(**overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mnist-jax", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train the MLP and print the accuracy table")
+    _add_config_flags(train)
+    train.add_argument("--out", help="run folder for config, metrics, summary, params and curves")
+    train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    evaluate = commands.add_parser("eval", help="re-score a run's saved parameters")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--split", choices=("test", "train"), default="test")
+    evaluate.add_argument("--data-dir", help="tfds data folder (default: the run's)")
+
+    prepare = commands.add_parser("prepare", help="build the tfds mnist dataset from raw IDX files")
+    prepare.add_argument("--idx-dir", default=os.environ.get("MNIST_JAX_IDX_DIR"),
+                         help="folder of the four IDX files, .gz or not (default: $MNIST_JAX_IDX_DIR)")
+    prepare.add_argument("--data-dir", help="tfds data folder (default: $TFDS_DATA_DIR, else tfds's default)")
+    prepare.add_argument("--skip-checksums", action="store_true",
+                         help="accept files other than the published MNIST ones (formats are still checked)")
+    return parser
+
+
+def _train(args) -> None:
+    config = _config_from_args(args)
+    from mnist_jax.console import ConsoleReporter
+    from mnist_jax.training import train
+
+    train(config, args.out, overwrite=args.overwrite,
+          reporter=ConsoleReporter(progress=False if args.quiet else None))
+    if args.out:
+        print(f"Run saved in {args.out}")
+
+
+def _eval(args) -> None:
+    from mnist_jax.results import RunDir
+    from mnist_jax.training import score
+
+    config, params = RunDir(args.run_dir).load()
+    if args.data_dir:
+        config = config.replace(data_dir=args.data_dir)
+    accuracy, mean_loss = score(params, config, args.split)
+    print(f"{args.split} accuracy {100 * accuracy:.2f}%, mean loss {mean_loss:.4f}")
+
+
+def _prepare(args) -> None:
+    from mnist_jax.data import prepare
+
+    if not args.idx_dir:
+        raise ConfigError("prepare needs --idx-dir or $MNIST_JAX_IDX_DIR")
+    print(f"Prepared the tfds mnist dataset in {prepare(args.idx_dir, args.data_dir, not args.skip_checksums)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        {"train": _train, "eval": _eval, "prepare": _prepare}[args.command](args)
+    except (ConfigError, RunExistsError) as e:
+        print(f"mnist-jax {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (DataError, FileNotFoundError) as e:
+        print(f"mnist-jax {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Every hyperparameter in one place, with the seed notebook's values as defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+DTYPES = ("float32", "float64")
+INITS = ("jax", "numpy")
+
+
+class ConfigError(ValueError):
+    """An invalid setting."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """A training run's settings.
+
+    `init="numpy"` draws the weights from `numpy.random.RandomState(seed)` in the
+    seed notebook's order; `init="jax"` uses `jax.random`. `shuffle=False` feeds
+    the training examples in the raw files' order, as the notebook did.
+    """
+
+    layer_sizes: tuple[int, ...] = (784, 200, 100, 10)
+    sigma: float = 0.1
+    learning_rate: float = 0.001
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    batch_size: int = 256
+    num_epochs: int = 5
+    seed: int = 42
+    dtype: str = "float32"
+    init: str = "jax"
+    shuffle: bool = True
+    eval_batch_size: int = 10_000
+    data_dir: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "layer_sizes", tuple(int(n) for n in self.layer_sizes))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises ConfigError on the first invalid setting."""
+        sizes = self.layer_sizes
+        checks = [
+            (len(sizes) >= 2 and sizes[0] == 784 and sizes[-1] == 10,
+             f"layer_sizes must start at 784 and end at 10, got {','.join(map(str, sizes))}"),
+            (all(n > 0 for n in sizes), f"layer sizes must be positive, got {sizes}"),
+            (self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}"),
+            (self.eval_batch_size > 0, f"eval_batch_size must be positive, got {self.eval_batch_size}"),
+            (self.num_epochs > 0, f"num_epochs must be positive, got {self.num_epochs}"),
+            (self.sigma > 0, f"sigma must be positive, got {self.sigma}"),
+            (self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}"),
+            (0 <= self.b1 < 1 and 0 <= self.b2 < 1, f"b1 and b2 must lie in [0, 1), got {self.b1}, {self.b2}"),
+            (self.eps >= 0, f"eps must not be negative, got {self.eps}"),
+            (self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}"),
+            (self.init in INITS, f"init must be one of {', '.join(INITS)}, got {self.init!r}"),
+            (0 <= self.seed < 2**32, f"seed must lie in [0, 2**32), got {self.seed}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def replace(self, **changes) -> Config:
+        """A copy with `changes` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict of every setting."""
+        return {**dataclasses.asdict(self), "layer_sizes": list(self.layer_sizes)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Config:
+        """The inverse of `to_dict`; unknown keys are an error."""
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+PRESETS: dict[str, Config] = {
+    "default": Config(),
+    # The seed notebook exactly: float64, RandomState(42) weights, file order.
+    "seed": Config(dtype="float64", init="numpy", shuffle=False),
+}
+
+
+def preset(name: str) -> Config:
+    """The named preset's Config."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PRESETS[name]

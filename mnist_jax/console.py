@@ -1,0 +1,50 @@
+"""Terminal output: the seed notebook's accuracy table, timings and a progress bar."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from mnist_jax.config import Config
+from mnist_jax.results import EpochMetrics, Reporter, Result
+
+_HEADER = "Epoch | Train accuracy | Test accuracy | Seconds | Examples/s"
+
+
+class ConsoleReporter(Reporter):
+    """Prints one table row per epoch; draws a progress bar when `stream` is a terminal."""
+
+    def __init__(self, stream: TextIO = sys.stdout, progress: bool | None = None):
+        self.stream = stream
+        self.progress = stream.isatty() if progress is None else progress
+        self.steps_per_epoch = 0
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def on_start(self, config: Config, environment: dict, steps_per_epoch: int) -> None:
+        self.steps_per_epoch = steps_per_epoch
+        self._print(f"Training {'-'.join(map(str, config.layer_sizes))} MLP, {config.dtype}, "
+                    f"batch {config.batch_size}, {config.num_epochs} epochs on "
+                    f"{environment['num_devices']} x {environment['device']}")
+        self._print(_HEADER)
+
+    def on_batch(self, epoch: int, batches_done: int) -> None:
+        if not self.progress:
+            return
+        width = 30
+        filled = width * batches_done // self.steps_per_epoch
+        bar = "#" * filled + "." * (width - filled)
+        print(f"\r{epoch:5} [{bar}] {batches_done}/{self.steps_per_epoch}", end="",
+              file=self.stream, flush=True)
+
+    def on_epoch(self, m: EpochMetrics) -> None:
+        seconds = f"{m.epoch_seconds:7.2f}" if m.epoch_seconds else f"{'':7}"
+        rate = f"{m.examples_per_second:10,.0f}" if m.examples_per_second else f"{'':10}"
+        clear = "\r\033[K" if self.progress else ""
+        self._print(f"{clear}{m.epoch:5} | {100 * m.train_accuracy:13.2f}% | "
+                    f"{100 * m.test_accuracy:12.2f}% | {seconds} | {rate}")
+
+    def on_end(self, result: Result) -> None:
+        self._print(f"Final test accuracy {100 * result.final_test_accuracy:.2f}%; compiled in "
+                    f"{result.compile_seconds:.2f} s, trained in {result.summary()['train_seconds']:.2f} s")

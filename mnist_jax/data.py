@@ -1,0 +1,162 @@
+"""The tfds `mnist` dataset: offline preparation, loading and minibatch streams."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import NamedTuple
+
+# TF only gathers uint8 batches here: its info logs and oneDNN kernels are noise.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from tensorflow_datasets.core import hashing
+from tensorflow_datasets.image_classification.mnist import MNIST
+
+from mnist_jax.idx import DataError, read_split
+
+# TF only feeds data: keep it off every accelerator so JAX owns their memory.
+tf.config.set_visible_devices([], "GPU")
+
+IDX_DIR_ENV = "MNIST_JAX_IDX_DIR"
+
+
+class Batch(NamedTuple):
+    """A fixed-size minibatch; `mask` is 0 for padding rows past the split's end."""
+
+    images: np.ndarray  # (B, 28, 28, 1) uint8
+    labels: np.ndarray  # (B,) int32
+    mask: np.ndarray  # (B,) bool
+
+
+class _LocalMNIST(MNIST, skip_registration=True):
+    """tfds's own MNIST builder, fed from verified local IDX files instead of a download."""
+
+    name = "mnist"
+
+    def __init__(self, *, idx_dir: str, verify_checksums: bool, **kwargs):
+        self._idx_dir = idx_dir
+        self._verify_checksums = verify_checksums
+        super().__init__(**kwargs)
+
+    def _split_generators(self, dl_manager):
+        # Read and verify both splits before tfds writes anything.
+        splits = {s: read_split(self._idx_dir, s, self._verify_checksums) for s in ("train", "test")}
+        return [
+            tfds.core.SplitGenerator(name=s, gen_kwargs={"split": split})
+            for s, split in splits.items()
+        ]
+
+    def _generate_examples(self, split):
+        for index, (image, label) in enumerate(zip(split.images, split.labels)):
+            yield index, {"image": image[..., None], "label": int(label)}
+
+
+def resolve_data_dir(data_dir: str | None) -> str:
+    """tfds's convention: the given folder, else $TFDS_DATA_DIR, else tfds's default."""
+    return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR") or tfds.core.constants.DATA_DIR)
+
+
+def is_prepared(data_dir: str | None = None) -> bool:
+    """Whether the tfds `mnist` dataset is prepared in `data_dir`."""
+    version_dir = os.path.join(resolve_data_dir(data_dir), "mnist", str(MNIST.VERSION))
+    return os.path.isfile(os.path.join(version_dir, "dataset_info.json"))
+
+
+def prepare(idx_dir: str, data_dir: str | None = None, verify_checksums: bool = True) -> str:
+    """Builds the tfds `mnist` dataset from the raw IDX files, without network.
+
+    Verifies each file's format and (unless disabled) the published MD5 of its
+    uncompressed bytes. tfds writes into a temporary folder and renames it when
+    done, so a failure leaves no half-built dataset. Returns the dataset folder.
+    """
+    data_dir = resolve_data_dir(data_dir)
+    builder = _LocalMNIST(idx_dir=idx_dir, verify_checksums=verify_checksums, data_dir=data_dir)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+    )
+    return builder.data_dir
+
+
+def ensure_prepared(data_dir: str | None = None) -> None:
+    """Prepares the dataset from $MNIST_JAX_IDX_DIR if it is set and not prepared yet."""
+    idx_dir = os.environ.get(IDX_DIR_ENV)
+    if idx_dir and not is_prepared(data_dir):
+        prepare(idx_dir, data_dir)
+
+
+def file_order(split: str, num_examples: int) -> np.ndarray:
+    """Positions, in tfds's stored order, of the examples in the raw files' order.
+
+    tfds stores examples sorted by a salted hash of their key, which our builder
+    (like tfds's own) sets to the example's index in the raw files.
+    """
+    hasher = hashing.Hasher(salt=split)
+    stored_keys = np.argsort([hasher.hash_key(i) for i in range(num_examples)], kind="stable")
+    return np.argsort(stored_keys)
+
+
+def load_split(split: str, data_dir: str | None = None, in_file_order: bool = False):
+    """Reads a whole split through tfds into host arrays (images uint8, labels int32)."""
+    ensure_prepared(data_dir)
+    try:
+        ds = tfds.load("mnist", split=split, data_dir=resolve_data_dir(data_dir),
+                       batch_size=-1, as_supervised=True)
+    except Exception as e:  # tfds raises many kinds: a failed download, a missing or damaged folder
+        raise DataError(
+            f"cannot read the tfds mnist dataset in {resolve_data_dir(data_dir)}: {e}; "
+            f"prepare it with `mnist-jax prepare --idx-dir DIR` or set ${IDX_DIR_ENV}"
+        ) from e
+    images, labels = (np.asarray(a) for a in tfds.as_numpy(ds))
+    labels = labels.astype(np.int32)
+    if in_file_order:
+        order = file_order(split, len(labels))
+        images, labels = images[order], labels[order]
+    return images, labels
+
+
+def batches(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    *,
+    shuffle_seed: tuple[int, int] | None = None,
+) -> Iterator[Batch]:
+    """Streams one pass over a split as fixed-size batches through tf.data.
+
+    With `shuffle_seed` (for example `(seed, epoch)`) the order is a stateless
+    shuffle: reproducible, and different for each seed pair. The last batch is
+    padded to `batch_size` and masked, so every example counts exactly once and
+    every batch has the same shape.
+    """
+    num_examples = len(labels)
+    order = tf.range(num_examples, dtype=tf.int64)
+    if shuffle_seed is not None:
+        order = tf.random.experimental.stateless_shuffle(order, seed=shuffle_seed)
+    images, labels = tf.constant(images), tf.constant(labels)
+
+    def gather_padded(indices):
+        real = tf.shape(indices)[0]
+        indices = tf.pad(indices, [[0, batch_size - real]])
+        mask = tf.range(batch_size) < real
+        return Batch(tf.gather(images, indices), tf.gather(labels, indices), mask)
+
+    ds = (tf.data.Dataset.from_tensor_slices(order)
+          .batch(batch_size)
+          .map(gather_padded, num_parallel_calls=tf.data.AUTOTUNE)
+          .prefetch(tf.data.AUTOTUNE))
+    return (Batch(*b) for b in ds.as_numpy_iterator())
+
+
+def prefetch_to_device(iterator: Iterator[Batch], size: int = 2) -> Iterator[Batch]:
+    """Transfers batches to the default device `size` ahead of their use."""
+    queue = []
+    for batch in iterator:
+        queue.append(jax.device_put(batch))
+        if len(queue) > size:
+            yield queue.pop(0)
+    yield from queue

@@ -1,0 +1,171 @@
+"""What a run produces: per-epoch metrics, the result object, and the run folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+from dataclasses import dataclass, field
+
+import jax
+import numpy as np
+
+from mnist_jax.config import Config
+from mnist_jax.model import Params
+
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "params.npz", "curves.png")
+_PACKAGES = ("mnist-jax", "jax", "jaxlib", "optax", "numpy", "tensorflow-cpu", "tensorflow",
+             "tensorflow-datasets")
+
+
+class RunExistsError(FileExistsError):
+    """The output folder already holds a run."""
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """Metrics over the full splits after `epoch` epochs (0: before training)."""
+
+    epoch: int
+    train_accuracy: float
+    test_accuracy: float
+    train_loss: float  # mean negative log-likelihood per example
+    test_loss: float
+    epoch_seconds: float | None  # training time of this epoch, None for epoch 0
+    examples_per_second: float | None
+    eval_seconds: float
+
+
+@dataclass
+class Result:
+    """A finished run: its config, final parameters, history and environment."""
+
+    config: Config
+    params: Params
+    history: list[EpochMetrics]
+    compile_seconds: float
+    device: str
+    num_devices: int
+    versions: dict[str, str]
+    status: str = "completed"
+    command: list[str] = field(default_factory=list)
+
+    @property
+    def final_test_accuracy(self) -> float:
+        return self.history[-1].test_accuracy
+
+    def summary(self) -> dict:
+        """The JSON-ready summary written as summary.json."""
+        return {
+            "status": self.status,
+            "config": self.config.to_dict(),
+            "history": [dataclasses.asdict(m) for m in self.history],
+            "final_train_accuracy": self.history[-1].train_accuracy,
+            "final_test_accuracy": self.final_test_accuracy,
+            "compile_seconds": self.compile_seconds,
+            "train_seconds": sum(m.epoch_seconds or 0 for m in self.history),
+            "device": self.device,
+            "num_devices": self.num_devices,
+            "versions": self.versions,
+            "command": self.command,
+        }
+
+
+class Reporter:
+    """Hooks the training loop calls; this base class ignores them all."""
+
+    def on_start(self, config: Config, environment: dict, steps_per_epoch: int) -> None: ...
+    def on_batch(self, epoch: int, batches_done: int) -> None: ...
+    def on_epoch(self, metrics: EpochMetrics) -> None: ...
+    def on_end(self, result: Result) -> None: ...
+
+
+def environment() -> dict:
+    """The device, device count and package versions a run records."""
+    device = jax.devices()[0]
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return {"device": f"{device.platform}:{device.device_kind}", "num_devices": jax.device_count(),
+            "versions": versions, "command": sys.argv}
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    """Writes `data` to `path` through a temporary file, so `path` is never half-written."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def params_to_arrays(params: Params) -> dict[str, np.ndarray]:
+    """Flat `{"W0": ..., "b0": ..., "W1": ...}` host arrays."""
+    return {f"{name}{i}": np.asarray(a) for i, layer in enumerate(params) for name, a in zip("Wb", layer)}
+
+
+def params_from_arrays(arrays) -> Params:
+    """The inverse of `params_to_arrays` (host arrays, dtype kept)."""
+    return [(arrays[f"W{i}"], arrays[f"b{i}"]) for i in range(len(arrays) // 2)]
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run folder: config.json, metrics.jsonl, summary.json, params.npz, curves.png."""
+
+    path: str
+
+    @classmethod
+    def create(cls, path: str, config: Config, overwrite: bool = False) -> RunDir:
+        """Makes the folder and writes config.json; refuses a folder holding a run unless `overwrite`."""
+        existing = [f for f in RUN_FILES if os.path.exists(os.path.join(path, f))]
+        if existing and not overwrite:
+            raise RunExistsError(f"{path} already holds a run ({', '.join(existing)}); "
+                                 "pass --overwrite to replace it or choose another --out")
+        os.makedirs(path, exist_ok=True)
+        for name in existing:
+            os.remove(os.path.join(path, name))
+        run_dir = cls(path)
+        run_dir._write_json("config.json", config.to_dict())
+        return run_dir
+
+    def _write_json(self, name: str, value) -> None:
+        _write_atomic(os.path.join(self.path, name), (json.dumps(value, indent=2) + "\n").encode())
+
+    def append_metrics(self, metrics: EpochMetrics) -> None:
+        """Appends one epoch's line to metrics.jsonl and syncs it to disk."""
+        with open(os.path.join(self.path, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(dataclasses.asdict(metrics)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def write_result(self, result: Result) -> None:
+        """Writes params.npz, curves.png and, last, summary.json."""
+        from mnist_jax.plots import plot_curves  # matplotlib loads only when a run is saved
+
+        buffer = io.BytesIO()
+        np.savez(buffer, **params_to_arrays(result.params))
+        _write_atomic(os.path.join(self.path, "params.npz"), buffer.getvalue())
+
+        plot_curves(result.history, os.path.join(self.path, "curves.png"))
+        self._write_json("summary.json", result.summary())
+
+    def load(self) -> tuple[Config, Params]:
+        """The run's config and saved parameters."""
+        with open(os.path.join(self.path, "config.json")) as f:
+            config = Config.from_dict(json.load(f))
+        with np.load(os.path.join(self.path, "params.npz")) as arrays:
+            return config, params_from_arrays(dict(arrays))

@@ -1,0 +1,36 @@
+"""On the real MNIST files ($MNIST_JAX_IDX_DIR): the seed notebook's figures."""
+
+import jax
+import numpy as np
+import pytest
+
+from mnist_jax import Config, data, loss, preset, train
+from mnist_jax.model import init_params
+from mnist_jax.training import normalise
+
+# The seed notebook's printed table (train %, test %) after 0-4 epochs, and epoch 5.
+SEED_TABLE = [(9.93, 9.62), (94.01, 93.99), (96.08, 95.63), (97.19, 96.50), (97.82, 96.92), (98.27, 97.10)]
+
+
+def test_seed_first_batch_objective(real_data_dir):
+    with jax.enable_x64(True):
+        images, labels = data.load_split("train", real_data_dir, in_file_order=True)
+        params = init_params(42, method="numpy", dtype=np.float64)
+        value = loss(params, normalise(images[:256], np.float64), labels[:256])
+    assert float(value) == pytest.approx(593.5535733141162, rel=1e-12)
+
+
+@pytest.mark.slow
+def test_seed_preset_reproduces_the_notebook_table(real_data_dir):
+    result = train(preset("seed").replace(data_dir=real_data_dir))
+    got = [(100 * m.train_accuracy, 100 * m.test_accuracy) for m in result.history]
+    for epoch, (row, expected) in enumerate(zip(got, SEED_TABLE)):
+        assert row == pytest.approx(expected, abs=0.02 + 1e-9), f"epoch {epoch}"
+
+
+@pytest.mark.slow
+def test_default_run_reaches_96_5_percent(real_data_dir):
+    result = train(Config(data_dir=real_data_dir))
+    assert len(result.history) == 6
+    assert result.final_test_accuracy >= 0.965
+    assert [m.epoch for m in result.history] == list(range(6))
