@@ -19,6 +19,8 @@ _HELP = {
     "init": "jax: jax.random; numpy: RandomState(seed) in the seed notebook's order",
     "shuffle": "reshuffle the training set each epoch (off: the raw files' order)",
     "data_dir": "tfds data folder (default: $TFDS_DATA_DIR, else tfds's default)",
+    "pipeline": "device: data in device memory, an epoch is one compiled scan; stream: tf.data chunks",
+    "batches_per_chunk": "stream pipeline: batches per transfer and per compiled call",
 }
 
 
@@ -64,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run folder for config, metrics, summary, params and curves")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--compilation-cache", metavar="DIR",
+                       help="keep compiled programs in DIR so later runs skip compiling")
 
     evaluate = commands.add_parser("eval", help="re-score a run's saved parameters")
     evaluate.add_argument("run_dir")
@@ -82,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args) -> None:
     config = _config_from_args(args)
     from mnist_jax.console import ConsoleReporter
-    from mnist_jax.training import train
+    from mnist_jax.training import enable_compilation_cache, train
 
+    if args.compilation_cache:
+        enable_compilation_cache(args.compilation_cache)
     train(config, args.out, overwrite=args.overwrite,
           reporter=ConsoleReporter(progress=False if args.quiet else None))
     if args.out:

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 DTYPES = ("float32", "float64")
+PIPELINES = ("device", "stream")
 INITS = ("jax", "numpy")
 
 
@@ -20,6 +21,9 @@ class Config:
     `init="numpy"` draws the weights from `numpy.random.RandomState(seed)` in the
     seed notebook's order; `init="jax"` uses `jax.random`. `shuffle=False` feeds
     the training examples in the raw files' order, as the notebook did.
+    `pipeline="device"` keeps the data in device memory and runs an epoch as one
+    compiled program; `"stream"` streams tf.data chunks of `batches_per_chunk`
+    batches to the device, each trained on by one compiled call.
     """
 
     layer_sizes: tuple[int, ...] = (784, 200, 100, 10)
@@ -35,6 +39,8 @@ class Config:
     init: str = "jax"
     shuffle: bool = True
     eval_batch_size: int = 10_000
+    pipeline: str = "device"
+    batches_per_chunk: int = 16
     data_dir: str | None = None
 
     def __post_init__(self):
@@ -49,6 +55,7 @@ class Config:
              f"layer_sizes must start at 784 and end at 10, got {','.join(map(str, sizes))}"),
             (all(n > 0 for n in sizes), f"layer sizes must be positive, got {sizes}"),
             (self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}"),
+            (self.batches_per_chunk > 0, f"batches_per_chunk must be positive, got {self.batches_per_chunk}"),
             (self.eval_batch_size > 0, f"eval_batch_size must be positive, got {self.eval_batch_size}"),
             (self.num_epochs > 0, f"num_epochs must be positive, got {self.num_epochs}"),
             (self.sigma > 0, f"sigma must be positive, got {self.sigma}"),
@@ -56,6 +63,7 @@ class Config:
             (0 <= self.b1 < 1 and 0 <= self.b2 < 1, f"b1 and b2 must lie in [0, 1), got {self.b1}, {self.b2}"),
             (self.eps >= 0, f"eps must not be negative, got {self.eps}"),
             (self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}"),
+            (self.pipeline in PIPELINES, f"pipeline must be one of {', '.join(PIPELINES)}, got {self.pipeline!r}"),
             (self.init in INITS, f"init must be one of {', '.join(INITS)}, got {self.init!r}"),
             (0 <= self.seed < 2**32, f"seed must lie in [0, 2**32), got {self.seed}"),
         ]

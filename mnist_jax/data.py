@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 # TF only gathers uint8 batches here: its info logs and oneDNN kernels are noise.
@@ -11,6 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -119,44 +121,61 @@ def load_split(split: str, data_dir: str | None = None, in_file_order: bool = Fa
     return images, labels
 
 
-def batches(
-    images: np.ndarray,
-    labels: np.ndarray,
-    batch_size: int,
-    *,
-    shuffle_seed: tuple[int, int] | None = None,
-) -> Iterator[Batch]:
-    """Streams one pass over a split as fixed-size batches through tf.data.
+def epoch_order(seed: int, epoch: jax.Array | int, num_examples: int) -> jax.Array:
+    """The training order of epoch `epoch`: a permutation drawn from (seed, epoch).
 
-    With `shuffle_seed` (for example `(seed, epoch)`) the order is a stateless
-    shuffle: reproducible, and different for each seed pair. The last batch is
-    padded to `batch_size` and masked, so every example counts exactly once and
-    every batch has the same shape.
+    Both pipelines use it, so they see the same batches.
     """
-    num_examples = len(labels)
-    order = tf.range(num_examples, dtype=tf.int64)
-    if shuffle_seed is not None:
-        order = tf.random.experimental.stateless_shuffle(order, seed=shuffle_seed)
+    return jax.random.permutation(jax.random.fold_in(jax.random.key(seed), epoch), num_examples)
+
+
+def batch_chunks(images: np.ndarray, labels: np.ndarray, orders: np.ndarray, batch_size: int,
+                 batches_per_chunk: int = 1) -> tf.data.Dataset:
+    """A tf.data stream of fixed-shape chunks of `batches_per_chunk` batches.
+
+    `orders` holds one row of example indices per pass over the split (an epoch,
+    or an evaluation). Each pass is padded to whole chunks; padding rows have
+    mask False, so every example counts exactly once per pass and every chunk
+    has the same shape. Build it once and iterate it as often as needed: tf.data
+    traces its functions only when the dataset is built.
+    """
+    rows = batch_size * batches_per_chunk
+    num_passes, num_examples = orders.shape
+    per_pass = -(-num_examples // rows) * rows
+    padded = np.full((num_passes, per_pass), -1, np.int32)
+    padded[:, :num_examples] = orders
     images, labels = tf.constant(images), tf.constant(labels)
+    chunk_shape = (batches_per_chunk, batch_size)
 
-    def gather_padded(indices):
-        real = tf.shape(indices)[0]
-        indices = tf.pad(indices, [[0, batch_size - real]])
-        mask = tf.range(batch_size) < real
-        return Batch(tf.gather(images, indices), tf.gather(labels, indices), mask)
+    def gather(indices):
+        mask = indices >= 0
+        indices = tf.maximum(indices, 0)
+        return Batch(tf.reshape(tf.gather(images, indices), chunk_shape + tuple(images.shape[1:])),
+                     tf.reshape(tf.gather(labels, indices), chunk_shape),
+                     tf.reshape(mask, chunk_shape))
 
-    ds = (tf.data.Dataset.from_tensor_slices(order)
-          .batch(batch_size)
-          .map(gather_padded, num_parallel_calls=tf.data.AUTOTUNE)
-          .prefetch(tf.data.AUTOTUNE))
-    return (Batch(*b) for b in ds.as_numpy_iterator())
+    return (tf.data.Dataset.from_tensor_slices(padded.reshape(-1, rows))
+            .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(2))
 
 
-def prefetch_to_device(iterator: Iterator[Batch], size: int = 2) -> Iterator[Batch]:
-    """Transfers batches to the default device `size` ahead of their use."""
-    queue = []
+def padded_batch_indices(order: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """`order` padded to whole batches, as (steps, batch_size) indices and mask."""
+    num_steps = -(-order.shape[0] // batch_size)
+    padding = num_steps * batch_size - order.shape[0]
+    mask = jnp.arange(num_steps * batch_size) < order.shape[0]
+    return (jnp.pad(order, (0, padding)).reshape(num_steps, batch_size),
+            mask.reshape(num_steps, batch_size))
+
+
+def prefetch_to_device(dataset: Iterable, size: int = 2) -> Iterator[Batch]:
+    """Transfers a tf.data stream's batches to the default device `size` ahead of their use."""
+    queue = collections.deque()
+    # A named iterator lives as long as this generator: tearing down a tf.data
+    # iterator can stall for a while, which must not happen inside an epoch.
+    iterator = dataset.as_numpy_iterator() if isinstance(dataset, tf.data.Dataset) else iter(dataset)
     for batch in iterator:
-        queue.append(jax.device_put(batch))
+        queue.append(jax.device_put(Batch(*batch)))
         if len(queue) > size:
-            yield queue.pop(0)
+            yield queue.popleft()
     yield from queue

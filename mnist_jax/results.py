@@ -87,7 +87,7 @@ class Reporter:
 
 def environment() -> dict:
     """The device, device count and package versions a run records."""
-    device = jax.devices()[0]
+    (device,) = jax.numpy.zeros(()).devices()  # honours jax.default_device
     versions = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:

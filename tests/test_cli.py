@@ -22,6 +22,15 @@ def test_prepare_verifies_checksums_unless_told_not_to(idx_dir, tmp_path, capsys
     assert (tmp_path / "mnist" / "3.0.1" / "dataset_info.json").exists()
 
 
+def test_compilation_cache_is_filled(data_dir, tmp_path):
+    cache = tmp_path / "cache"
+    cmd = [os.path.join(os.path.dirname(sys.executable), "mnist-jax"), "train", *SMALL, "--epochs", "1",
+           "--data-dir", data_dir, "--compilation-cache", str(cache)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert any(name.startswith("jit_scan_epoch") for name in os.listdir(cache))
+
+
 def test_train_then_eval_through_the_console_script(data_dir, tmp_path):
     out = tmp_path / "run"
     cmd = [os.path.join(os.path.dirname(sys.executable), "mnist-jax"), "train", *SMALL,

@@ -1,4 +1,4 @@
-"""The minibatch stream: fixed shapes, every example once, seeded shuffles."""
+"""The minibatch stream: fixed shapes, every example once per pass, seeded orders."""
 
 import jax
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 from mnist_jax import data
 
-N, B = 103, 16
+N, B, K = 103, 16, 3
 
 
 @pytest.fixture
@@ -16,39 +16,57 @@ def split():
     return images, np.arange(N, dtype=np.int32)  # label = example index
 
 
-def epoch_order(split, seed):
-    batches = list(data.batches(*split, B, shuffle_seed=seed))
-    assert all(b.images.shape == (B, 28, 28, 1) and b.labels.shape == (B,) for b in batches)
-    labels = np.concatenate([b.labels[b.mask] for b in batches])
-    for b in batches:  # images travel with their labels
-        np.testing.assert_array_equal(b.images[b.mask], split[0][b.labels[b.mask]])
-    return batches, labels
+def passes(split, orders, batches_per_chunk=K):
+    """The labels seen in each pass, in order, checking shapes and image-label pairing."""
+    chunks = list(data.batch_chunks(*split, orders, B, batches_per_chunk).as_numpy_iterator())
+    per_pass = len(chunks) // len(orders)
+    assert per_pass == -(-N // (B * batches_per_chunk))
+    seen = []
+    for chunk in chunks:
+        chunk = data.Batch(*chunk)
+        assert chunk.images.shape == (batches_per_chunk, B, 28, 28, 1)
+        assert chunk.labels.shape == chunk.mask.shape == (batches_per_chunk, B)
+        np.testing.assert_array_equal(chunk.images[chunk.mask], split[0][chunk.labels[chunk.mask]])
+        seen.append(chunk.labels[chunk.mask])
+    return [np.concatenate(seen[i * per_pass:(i + 1) * per_pass]) for i in range(len(orders))]
 
 
-def test_every_example_once_with_a_padded_masked_last_batch(split):
-    batches, labels = epoch_order(split, None)
-    assert len(batches) == -(-N // B)
-    np.testing.assert_array_equal(labels, np.arange(N))  # no shuffle: file order
-    assert batches[-1].mask.sum() == N % B and batches[-1].mask[: N % B].all()
-    assert all(b.mask.all() for b in batches[:-1])
+def test_every_example_once_per_pass_in_the_given_order(split):
+    orders = np.stack([np.arange(N), np.arange(N)[::-1]])
+    file_order, reversed_order = passes(split, orders)
+    np.testing.assert_array_equal(file_order, np.arange(N))
+    np.testing.assert_array_equal(reversed_order, np.arange(N)[::-1])
 
 
-def test_shuffle_is_seeded_and_differs_by_epoch(split):
-    _, epoch1 = epoch_order(split, (42, 1))
-    _, epoch1_again = epoch_order(split, (42, 1))
-    _, epoch2 = epoch_order(split, (42, 2))
-    _, other_seed = epoch_order(split, (7, 1))
-    for order in (epoch1, epoch2, other_seed):
-        np.testing.assert_array_equal(np.sort(order), np.arange(N))
-    np.testing.assert_array_equal(epoch1, epoch1_again)
-    assert not np.array_equal(epoch1, np.arange(N))
-    assert not np.array_equal(epoch1, epoch2)
-    assert not np.array_equal(epoch1, other_seed)
+def test_padding_sits_at_the_end_of_each_pass(split):
+    chunks = [data.Batch(*c) for c in data.batch_chunks(*split, np.arange(N)[None], B, 1).as_numpy_iterator()]
+    assert len(chunks) == -(-N // B)
+    assert all(c.mask.all() for c in chunks[:-1])
+    assert chunks[-1].mask.sum() == N % B and chunks[-1].mask[0, : N % B].all()
+
+
+def test_epoch_order_is_seeded_and_differs_by_epoch():
+    order = lambda seed, epoch: np.asarray(data.epoch_order(seed, epoch, N))  # noqa: E731
+    for o in (order(42, 1), order(42, 2), order(7, 1)):
+        np.testing.assert_array_equal(np.sort(o), np.arange(N))
+    np.testing.assert_array_equal(order(42, 1), order(42, 1))
+    assert not np.array_equal(order(42, 1), np.arange(N))
+    assert not np.array_equal(order(42, 1), order(42, 2))
+    assert not np.array_equal(order(42, 1), order(7, 1))
+
+
+def test_padded_batch_indices_match_the_host_stream(split):
+    order = np.asarray(data.epoch_order(0, 1, N))
+    indices, mask = data.padded_batch_indices(order, B)
+    (host,) = passes(split, order[None], 1)
+    assert indices.shape == mask.shape == (-(-N // B), B)
+    np.testing.assert_array_equal(np.asarray(indices)[np.asarray(mask)], host)
 
 
 def test_prefetch_to_device_keeps_order_and_puts_on_device(split):
-    host = list(data.batches(*split, B))
-    device = list(data.prefetch_to_device(iter(host), size=2))
+    stream = data.batch_chunks(*split, np.arange(N)[None], B, 1)
+    host = [data.Batch(*c) for c in stream.as_numpy_iterator()]
+    device = list(data.prefetch_to_device(stream, size=2))
     assert len(device) == len(host)
     for h, d in zip(host, device):
         assert isinstance(d.images, jax.Array)

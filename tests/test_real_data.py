@@ -6,7 +6,7 @@ import pytest
 
 from mnist_jax import Config, data, loss, preset, train
 from mnist_jax.model import init_params
-from mnist_jax.training import normalise
+from mnist_jax.steps import normalise
 
 # The seed notebook's printed table (train %, test %) after 0-4 epochs, and epoch 5.
 SEED_TABLE = [(9.93, 9.62), (94.01, 93.99), (96.08, 95.63), (97.19, 96.50), (97.82, 96.92), (98.27, 97.10)]
@@ -21,8 +21,9 @@ def test_seed_first_batch_objective(real_data_dir):
 
 
 @pytest.mark.slow
-def test_seed_preset_reproduces_the_notebook_table(real_data_dir):
-    result = train(preset("seed").replace(data_dir=real_data_dir))
+@pytest.mark.parametrize("pipeline", ["device", "stream"])
+def test_seed_preset_reproduces_the_notebook_table(real_data_dir, pipeline):
+    result = train(preset("seed").replace(data_dir=real_data_dir, pipeline=pipeline))
     got = [(100 * m.train_accuracy, 100 * m.test_accuracy) for m in result.history]
     for epoch, (row, expected) in enumerate(zip(got, SEED_TABLE)):
         assert row == pytest.approx(expected, abs=0.02 + 1e-9), f"epoch {epoch}"

@@ -1,0 +1,49 @@
+"""The benchmark command end to end on a tiny configuration."""
+
+import importlib.util
+import json
+import struct
+
+import pytest
+
+from benchmarks.run import main, matmul_flops_per_epoch, scaled_widths
+
+
+def png_size(path):
+    with open(path, "rb") as f:
+        header = f.read(24)
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", header[16:24])
+
+
+def test_matmul_flops_of_the_seed_mlp():
+    # 2 * N * (forward + weight gradients + input gradients of layers 2 and 3)
+    assert matmul_flops_per_epoch((784, 200, 100, 10), 60_000) == 2 * 60_000 * (2 * 177_800 + 21_000)
+    assert scaled_widths((784, 200, 100, 10), 0.5) == (784, 100, 50, 10)
+
+
+@pytest.mark.slow
+def test_bench_runs_end_to_end_and_writes_well_formed_outputs(data_dir, tmp_path):
+    results = main(["--out", str(tmp_path), "--data-dir", data_dir, "--epochs", "2", "--repeats", "2",
+                    "--warmup", "0", "--reference-epochs", "1", "--layer-sizes", "784,16,10",
+                    "--batch-sizes", "32,64", "--width-scales", "1,2"])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["platforms"].keys() == results["platforms"].keys() and "cpu" in saved["platforms"]
+    cpu = saved["platforms"]["cpu"]
+    assert set(cpu["pipelines"]) == {"stream", "device", "device float64 (seed preset)"}
+    for timing in cpu["pipelines"].values():
+        s = timing["seconds_per_epoch"]
+        assert s["n"] == 4 and 0 < s["min"] <= s["median"] <= s["max"]
+        assert timing["compile_seconds"]["median"] > 0 and 0 <= timing["final_test_accuracy"]["median"] <= 1
+    assert [row["batch_size"] for row in cpu["sweeps"]["batch_size"]] == [32, 64]
+    assert [row["layer_sizes"] for row in cpu["sweeps"]["width_scale"]] == [[784, 16, 10], [784, 32, 10]]
+    assert cpu["gemm_gflops"] > 0 and cpu["floor_seconds_per_epoch"] > 0
+    assert saved["environment"]["versions"]["jax"]
+    autograd = saved["references"]["autograd float64 (seed notebook)"]
+    assert autograd["seconds_per_epoch"]["median"] > 0
+    torch = saved["references"]["pytorch-cpu float32"]
+    assert ("seconds_per_epoch" in torch) == (importlib.util.find_spec("torch") is not None)
+    table = (tmp_path / "results.md").read_text()
+    for name in ("mnist_jax stream", "mnist_jax device", "autograd float64", "pytorch-cpu float32"):
+        assert f"| {name}" in table
+    assert png_size(tmp_path / "chart.png")[0] > 500 and png_size(tmp_path / "sweeps.png")[0] > 500

@@ -1,0 +1,103 @@
+"""The two data paths: same results, one compilation each, donated buffers, exact padding."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from mnist_jax import Config, data, loss, train
+from mnist_jax.pipelines import PIPELINES, epoch_orders
+from mnist_jax.results import Reporter
+from mnist_jax.steps import init_state, make_optimizer, normalise
+from tests.conftest import NUM_TRAIN
+
+# 300 examples in batches of 32: 10 steps, the last of 12 examples; 4 batches per
+# chunk: 3 chunks, the last holding 2 real batches and 2 of padding.
+BASE = dict(layer_sizes=(784, 16, 10), batch_size=32, batches_per_chunk=4, num_epochs=2,
+            eval_batch_size=64)
+
+
+def reference_params(config, splits):
+    """Plain Optax Adam over the same batches, the last one simply shorter: no padding, no masks."""
+    images, labels = splits
+    state = init_state(config)
+    params, opt_state = state.params, state.opt_state
+    optimizer = make_optimizer(config)
+    orders = epoch_orders(config, len(labels), range(1, config.num_epochs + 1))
+    for order in orders:
+        for start in range(0, len(order), config.batch_size):
+            rows = order[start:start + config.batch_size]
+            grads = jax.grad(loss)(params, normalise(images[rows], params[0][0].dtype), labels[rows])
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+    return params
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_both_pipelines_match_plain_optax_with_a_short_last_batch(data_dir, shuffle):
+    config = Config(**BASE, shuffle=shuffle, data_dir=data_dir)
+    expected = reference_params(config, data.load_split("train", data_dir, in_file_order=not shuffle))
+    results = {p: train(config.replace(pipeline=p)) for p in PIPELINES}
+    for result in results.values():
+        for got, want in zip(jax.tree.leaves(result.params), jax.tree.leaves(expected)):
+            np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-6)
+    stream, device = ([(m.train_accuracy, m.test_accuracy) for m in r.history] for r in results.values())
+    assert stream == device
+
+
+class CompileCounter(Reporter):
+    """Counts XLA compilations after the first epoch ends."""
+
+    def __init__(self):
+        self.after_first_epoch = None
+        jax.monitoring.register_event_duration_secs_listener(self._on_event)
+
+    def _on_event(self, event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration" and self.after_first_epoch is not None:
+            self.after_first_epoch += 1
+
+    def on_epoch(self, metrics):
+        if metrics.epoch == 1:
+            self.after_first_epoch = 0
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_nothing_is_compiled_after_the_first_epoch(data_dir, pipeline):
+    counter = CompileCounter()
+    train(Config(**{**BASE, "num_epochs": 3}, pipeline=pipeline, data_dir=data_dir), reporter=counter)
+    assert counter.after_first_epoch == 0
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_donated_state_is_consumed_and_evaluation_still_works(data_dir, name):
+    config = Config(**BASE, pipeline=name, data_dir=data_dir)
+    splits = {s: data.load_split(s, data_dir) for s in ("train", "test")}
+    state = init_state(config)
+    pipeline = PIPELINES[name](config, splits, state)
+    first = pipeline.train_epoch(state, 1, lambda done: None)
+    assert all(leaf.is_deleted() for leaf in jax.tree.leaves(state))  # buffers were donated
+    correct_1, _ = pipeline.evaluate(first.params, "train")
+    second = pipeline.train_epoch(first, 2, lambda done: None)
+    correct_2, _ = pipeline.evaluate(second.params, "train")
+    assert 0 <= int(correct_1) <= NUM_TRAIN and int(correct_2) >= int(correct_1)
+
+
+def test_the_stream_refuses_epochs_out_of_order(data_dir):
+    config = Config(**BASE, pipeline="stream", data_dir=data_dir)
+    splits = {s: data.load_split(s, data_dir) for s in ("train", "test")}
+    state = init_state(config)
+    pipeline = PIPELINES["stream"](config, splits, state)
+    with pytest.raises(ValueError, match="at epoch 1, not 2"):
+        pipeline.train_epoch(state, 2, lambda done: None)
+
+
+def test_progress_counts_batches(data_dir):
+    seen = []
+
+    class Progress(Reporter):
+        def on_batch(self, epoch, done):
+            seen.append((epoch, done))
+
+    train(Config(**{**BASE, "num_epochs": 1}, pipeline="stream", data_dir=data_dir), reporter=Progress())
+    assert seen == [(1, 4), (1, 8), (1, 10)]
