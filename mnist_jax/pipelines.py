@@ -1,4 +1,4 @@
-"""The two data paths: `stream` (tf.data batches fed to a jitted step) and `device`
+"""The two data paths: `stream` (tf.data chunks of batches fed to a compiled scan) and `device`
 (the splits in device memory, one compiled `lax.scan` per epoch).
 
 Both draw each epoch's order from `data.epoch_order`, so for the same config they
