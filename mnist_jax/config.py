@@ -23,7 +23,8 @@ class Config:
     the training examples in the raw files' order, as the notebook did.
     `pipeline="device"` keeps the data in device memory and runs an epoch as one
     compiled program; `"stream"` streams tf.data chunks of `batches_per_chunk`
-    batches to the device, each trained on by one compiled call.
+    batches to the device, each trained on by one compiled call. `devices` limits the
+    device mesh to the first N devices (default: all); every batch is split across it.
     """
 
     layer_sizes: tuple[int, ...] = (784, 200, 100, 10)
@@ -40,6 +41,7 @@ class Config:
     shuffle: bool = True
     eval_batch_size: int = 10_000
     pipeline: str = "device"
+    devices: int | None = None
     batches_per_chunk: int = 16
     data_dir: str | None = None
 
@@ -55,6 +57,7 @@ class Config:
              f"layer_sizes must start at 784 and end at 10, got {','.join(map(str, sizes))}"),
             (all(n > 0 for n in sizes), f"layer sizes must be positive, got {sizes}"),
             (self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}"),
+            (self.devices is None or self.devices > 0, f"devices must be positive, got {self.devices}"),
             (self.batches_per_chunk > 0, f"batches_per_chunk must be positive, got {self.batches_per_chunk}"),
             (self.eval_batch_size > 0, f"eval_batch_size must be positive, got {self.eval_batch_size}"),
             (self.num_epochs > 0, f"num_epochs must be positive, got {self.num_epochs}"),

@@ -12,7 +12,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -129,53 +128,55 @@ def epoch_order(seed: int, epoch: jax.Array | int, num_examples: int) -> jax.Arr
     return jax.random.permutation(jax.random.fold_in(jax.random.key(seed), epoch), num_examples)
 
 
-def batch_chunks(images: np.ndarray, labels: np.ndarray, orders: np.ndarray, batch_size: int,
-                 batches_per_chunk: int = 1) -> tf.data.Dataset:
-    """A tf.data stream of fixed-shape chunks of `batches_per_chunk` batches.
+def pad_to_batches(orders, batch_size: int, rows_per_batch: int, batches_per_chunk: int = 1, xp=np):
+    """Example indices laid out as whole batches: (passes, chunks, batches_per_chunk, rows_per_batch).
 
-    `orders` holds one row of example indices per pass over the split (an epoch,
-    or an evaluation). Each pass is padded to whole chunks; padding rows have
-    mask False, so every example counts exactly once per pass and every chunk
-    has the same shape. Build it once and iterate it as often as needed: tf.data
-    traces its functions only when the dataset is built.
+    `orders` holds one row of indices per pass over a split. Each batch takes the next
+    `batch_size` of them and is widened to `rows_per_batch` rows (a multiple of the
+    device count); each pass ends with padding to a whole number of chunks. Padding is -1,
+    so `indices >= 0` is the mask. `xp` is numpy, or jax.numpy inside a jitted function.
     """
-    rows = batch_size * batches_per_chunk
     num_passes, num_examples = orders.shape
-    per_pass = -(-num_examples // rows) * rows
-    padded = np.full((num_passes, per_pass), -1, np.int32)
-    padded[:, :num_examples] = orders
+    num_batches = -(-num_examples // batch_size)
+    num_chunks = -(-num_batches // batches_per_chunk)
+    batches = xp.pad(orders, ((0, 0), (0, num_batches * batch_size - num_examples)), constant_values=-1)
+    batches = xp.pad(batches.reshape(num_passes, num_batches, batch_size),
+                     ((0, 0), (0, num_chunks * batches_per_chunk - num_batches), (0, rows_per_batch - batch_size)),
+                     constant_values=-1)
+    return batches.reshape(num_passes, num_chunks, batches_per_chunk, rows_per_batch)
+
+
+def batch_chunks(images: np.ndarray, labels: np.ndarray, orders: np.ndarray, batch_size: int,
+                 batches_per_chunk: int = 1, rows_per_batch: int | None = None) -> tf.data.Dataset:
+    """A tf.data stream of fixed-shape chunks of `batches_per_chunk` batches, pass after pass.
+
+    See `pad_to_batches` for the layout; padding rows have mask False, so every example
+    counts exactly once per pass and every chunk has the same shape. Build it once and
+    iterate it as often as needed: tf.data traces its functions only when it is built.
+    """
+    indices = pad_to_batches(orders.astype(np.int32), batch_size, rows_per_batch or batch_size,
+                             batches_per_chunk)
     images, labels = tf.constant(images), tf.constant(labels)
-    chunk_shape = (batches_per_chunk, batch_size)
 
-    def gather(indices):
-        mask = indices >= 0
-        indices = tf.maximum(indices, 0)
-        return Batch(tf.reshape(tf.gather(images, indices), chunk_shape + tuple(images.shape[1:])),
-                     tf.reshape(tf.gather(labels, indices), chunk_shape),
-                     tf.reshape(mask, chunk_shape))
+    def gather(chunk_indices):
+        mask = chunk_indices >= 0
+        rows = tf.maximum(chunk_indices, 0)
+        return Batch(tf.gather(images, rows), tf.gather(labels, rows), mask)
 
-    return (tf.data.Dataset.from_tensor_slices(padded.reshape(-1, rows))
+    return (tf.data.Dataset.from_tensor_slices(indices.reshape(-1, *indices.shape[2:]))
             .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(2))
 
 
-def padded_batch_indices(order: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Array]:
-    """`order` padded to whole batches, as (steps, batch_size) indices and mask."""
-    num_steps = -(-order.shape[0] // batch_size)
-    padding = num_steps * batch_size - order.shape[0]
-    mask = jnp.arange(num_steps * batch_size) < order.shape[0]
-    return (jnp.pad(order, (0, padding)).reshape(num_steps, batch_size),
-            mask.reshape(num_steps, batch_size))
-
-
-def prefetch_to_device(dataset: Iterable, size: int = 2) -> Iterator[Batch]:
-    """Transfers a tf.data stream's batches to the default device `size` ahead of their use."""
+def prefetch_to_device(dataset: Iterable, sharding: jax.sharding.Sharding | None = None,
+                       size: int = 2) -> Iterator[Batch]:
+    """Transfers a tf.data stream's batches to the devices `size` ahead of their use."""
     queue = collections.deque()
     # A named iterator lives as long as this generator: tearing down a tf.data
     # iterator can stall for a while, which must not happen inside an epoch.
     iterator = dataset.as_numpy_iterator() if isinstance(dataset, tf.data.Dataset) else iter(dataset)
     for batch in iterator:
-        queue.append(jax.device_put(Batch(*batch)))
+        queue.append(jax.device_put(Batch(*batch), sharding))
         if len(queue) > size:
             yield queue.popleft()
     yield from queue

@@ -85,16 +85,17 @@ class Reporter:
     def on_end(self, result: Result) -> None: ...
 
 
-def environment() -> dict:
-    """The device, device count and package versions a run records."""
-    (device,) = jax.numpy.zeros(()).devices()  # honours jax.default_device
+def environment(mesh: jax.sharding.Mesh | None = None) -> dict:
+    """The device kind and count (the mesh's, else the default device's), versions and command."""
+    devices = list(mesh.devices.flat) if mesh is not None else list(jax.numpy.zeros(()).devices())
+    device = devices[0]
     versions = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             pass
-    return {"device": f"{device.platform}:{device.device_kind}", "num_devices": jax.device_count(),
+    return {"device": f"{device.platform}:{device.device_kind}", "num_devices": len(devices),
             "versions": versions, "command": sys.argv}
 
 

@@ -9,7 +9,7 @@ import time
 import jax
 import numpy as np
 
-from mnist_jax import data
+from mnist_jax import data, parallel
 from mnist_jax.config import Config
 from mnist_jax.model import Params
 from mnist_jax.pipelines import PIPELINES, eval_chunk, stream_eval
@@ -47,15 +47,18 @@ def train(config: Config = Config(), out_dir: str | None = None, *, overwrite: b
     Accuracy and mean loss over the full splits are measured before training
     (epoch 0) and after every epoch.
     """
+    mesh = parallel.make_mesh(config.devices)
+    for batch_size in (config.batch_size, config.eval_batch_size):
+        parallel.rows_per_batch(batch_size, mesh)  # fails early if smaller than the device count
     run_dir = RunDir.create(out_dir, config, overwrite=overwrite) if out_dir else None
     reporter = reporter or Reporter()
     with precision(config):
         splits = {"train": data.load_split("train", config.data_dir, in_file_order=not config.shuffle),
                   "test": data.load_split("test", config.data_dir)}
         sizes = {name: len(labels) for name, (_, labels) in splits.items()}
-        state = init_state(config)
-        pipeline = PIPELINES[config.pipeline](config, splits, state)
-        env = environment()
+        state = jax.device_put(init_state(config), parallel.replicated(mesh))
+        pipeline = PIPELINES[config.pipeline](config, splits, state, mesh)
+        env = environment(mesh)
         reporter.on_start(config, env, steps_per_epoch=-(-sizes["train"] // config.batch_size))
         history = []
 

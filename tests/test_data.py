@@ -1,6 +1,7 @@
 """The minibatch stream: fixed shapes, every example once per pass, seeded orders."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -55,12 +56,24 @@ def test_epoch_order_is_seeded_and_differs_by_epoch():
     assert not np.array_equal(order(42, 1), order(7, 1))
 
 
-def test_padded_batch_indices_match_the_host_stream(split):
-    order = np.asarray(data.epoch_order(0, 1, N))
-    indices, mask = data.padded_batch_indices(order, B)
-    (host,) = passes(split, order[None], 1)
-    assert indices.shape == mask.shape == (-(-N // B), B)
-    np.testing.assert_array_equal(np.asarray(indices)[np.asarray(mask)], host)
+def test_pad_to_batches_layout_is_the_same_in_numpy_and_jax():
+    orders = np.stack([np.arange(N), np.arange(N)[::-1]])
+    host = data.pad_to_batches(orders, B, B + 2, K)
+    device = np.asarray(data.pad_to_batches(jnp.asarray(orders), B, B + 2, K, xp=jnp))
+    np.testing.assert_array_equal(host, device)
+    num_batches = -(-N // B)
+    assert host.shape == (2, -(-num_batches // K), K, B + 2)
+    batches = host.reshape(2, -1, B + 2)
+    assert (batches[:, :, B:] == -1).all()  # widened rows are padding
+    assert (batches[:, num_batches:] == -1).all()  # so are whole batches past the pass's end
+    for order, pass_batches in zip(orders, batches):
+        np.testing.assert_array_equal(pass_batches[pass_batches >= 0], order)
+
+
+def test_widened_batches_keep_every_example_once(split):
+    chunks = [data.Batch(*c) for c in data.batch_chunks(*split, np.arange(N)[None], B, 1, B + 3).as_numpy_iterator()]
+    assert all(c.labels.shape == (1, B + 3) for c in chunks)
+    np.testing.assert_array_equal(np.concatenate([c.labels[c.mask] for c in chunks]), np.arange(N))
 
 
 def test_prefetch_to_device_keeps_order_and_puts_on_device(split):

@@ -1,4 +1,10 @@
-"""The two data paths: same results, one compilation each, donated buffers, exact padding."""
+"""The two data paths: same results, one compilation each, donated buffers, exact padding,
+and the same trajectory on 1 and 4 devices."""
+
+import json
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from mnist_jax import Config, data, loss, train
+from mnist_jax import Config, data, loss, parallel, train
 from mnist_jax.pipelines import PIPELINES, epoch_orders
 from mnist_jax.results import Reporter
 from mnist_jax.steps import init_state, make_optimizer, normalise
@@ -46,6 +52,12 @@ def test_both_pipelines_match_plain_optax_with_a_short_last_batch(data_dir, shuf
     assert stream == device
 
 
+def build(config, splits):
+    mesh = parallel.make_mesh(config.devices)
+    state = jax.device_put(init_state(config), parallel.replicated(mesh))
+    return state, PIPELINES[config.pipeline](config, splits, state, mesh)
+
+
 class CompileCounter(Reporter):
     """Counts XLA compilations after the first epoch ends."""
 
@@ -73,8 +85,7 @@ def test_nothing_is_compiled_after_the_first_epoch(data_dir, pipeline):
 def test_donated_state_is_consumed_and_evaluation_still_works(data_dir, name):
     config = Config(**BASE, pipeline=name, data_dir=data_dir)
     splits = {s: data.load_split(s, data_dir) for s in ("train", "test")}
-    state = init_state(config)
-    pipeline = PIPELINES[name](config, splits, state)
+    state, pipeline = build(config, splits)
     first = pipeline.train_epoch(state, 1, lambda done: None)
     assert all(leaf.is_deleted() for leaf in jax.tree.leaves(state))  # buffers were donated
     correct_1, _ = pipeline.evaluate(first.params, "train")
@@ -86,8 +97,7 @@ def test_donated_state_is_consumed_and_evaluation_still_works(data_dir, name):
 def test_the_stream_refuses_epochs_out_of_order(data_dir):
     config = Config(**BASE, pipeline="stream", data_dir=data_dir)
     splits = {s: data.load_split(s, data_dir) for s in ("train", "test")}
-    state = init_state(config)
-    pipeline = PIPELINES["stream"](config, splits, state)
+    state, pipeline = build(config, splits)
     with pytest.raises(ValueError, match="at epoch 1, not 2"):
         pipeline.train_epoch(state, 2, lambda done: None)
 
@@ -101,3 +111,29 @@ def test_progress_counts_batches(data_dir):
 
     train(Config(**{**BASE, "num_epochs": 1}, pipeline="stream", data_dir=data_dir), reporter=Progress())
     assert seen == [(1, 4), (1, 8), (1, 10)]
+
+
+@pytest.mark.slow
+def test_four_devices_follow_the_one_device_trajectory(data_dir):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-m", "tests.multidevice_run", data_dir], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["device_count"] == 4
+    for setting in ("device/32", "device/30", "stream/32", "stream/30"):
+        result = report[setting]
+        assert result["num_devices"] == [1, 4]
+        assert result["max_param_diff"] < 1e-5, setting
+        one, four = result["accuracies"]
+        assert one == four, setting
+        assert result["replicated"]
+
+
+def test_batch_smaller_than_the_device_count_is_refused(tmp_path):
+    code = ("from mnist_jax import Config, train; "
+            f"train(Config(batch_size=3, data_dir={str(tmp_path)!r}), {str(tmp_path / 'run')!r})")
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert "ConfigError: batch size 3 is smaller than the device count 4" in proc.stderr
+    assert not (tmp_path / "run").exists()
