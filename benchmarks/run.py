@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import references
-from mnist_jax import Config, data, train
+from mnist_jax import Config, data, parallel, train
 from mnist_jax.pipelines import PIPELINES
 from mnist_jax.results import environment
 from mnist_jax.steps import init_state
@@ -64,10 +64,9 @@ def time_to_accuracy(history) -> float | None:
     return None
 
 
-def bench_jax(config: Config, device, warmup: int, repeats: int, num_train: int) -> dict:
+def bench_jax(config: Config, warmup: int, repeats: int, num_train: int) -> dict:
     """Full training runs: per-epoch seconds, compile time, time to target."""
-    with jax.default_device(device):
-        runs = [train(config) for _ in range(warmup + repeats)][warmup:]
+    runs = [train(config) for _ in range(warmup + repeats)][warmup:]
     epoch_seconds = [m.epoch_seconds for r in runs for m in r.history[1:]]
     reached = [t for t in map(time_to_accuracy, (r.history for r in runs)) if t is not None]
     return {"seconds_per_epoch": stats(epoch_seconds),
@@ -78,23 +77,22 @@ def bench_jax(config: Config, device, warmup: int, repeats: int, num_train: int)
             "final_test_accuracy": stats([r.final_test_accuracy for r in runs])}
 
 
-def sweep(config: Config, splits, device, field: str, values: list, changes: list[dict],
-          epochs: int = 3) -> list[dict]:
+def sweep(config: Config, shares, field: str, values: list, changes: list[dict], epochs: int = 3) -> list[dict]:
     """Seconds per epoch of the device pipeline (median of `epochs` after a warm-up) as settings vary."""
     rows = []
     for value, change in zip(values, changes):
         varied = config.replace(**change)
-        with jax.default_device(device):
-            state = init_state(varied)
-            pipeline = PIPELINES["device"](varied, splits, state)
-            state = pipeline.train_epoch(state, 1, lambda done: None)  # warm-up
-            seconds = []
-            for epoch in range(2, epochs + 2):
-                start = time.perf_counter()
-                state = pipeline.train_epoch(state, epoch, lambda done: None)
-                seconds.append(time.perf_counter() - start)
+        mesh = parallel.make_mesh(1, varied.platform)
+        state = parallel.replicate(init_state(varied), mesh)
+        pipeline = PIPELINES["device"](varied, shares, state, mesh)
+        state = pipeline.train_epoch(state, 1, lambda done: None)  # warm-up
+        seconds = []
+        for epoch in range(2, epochs + 2):
+            start = time.perf_counter()
+            state = pipeline.train_epoch(state, epoch, lambda done: None)
+            seconds.append(time.perf_counter() - start)
         median = statistics.median(seconds)
-        flops = matmul_flops_per_epoch(varied.layer_sizes, len(splits["train"][1]))
+        flops = matmul_flops_per_epoch(varied.layer_sizes, shares["train"].total)
         rows.append({field: value, **change, "seconds_per_epoch": median, "gflops": flops / median / 1e9})
     return rows
 
@@ -133,29 +131,30 @@ def main(argv=None) -> dict:
 
     sizes = tuple(int(n) for n in args.layer_sizes.split(","))
     config = Config(layer_sizes=sizes, num_epochs=args.epochs, data_dir=args.data_dir)
-    splits = {s: data.load_split(s, args.data_dir) for s in ("train", "test")}
-    num_train = len(splits["train"][1])
+    shares = {s: data.load_share(s, args.data_dir) for s in ("train", "test")}
+    num_train = shares["train"].total
     flops = matmul_flops_per_epoch(sizes, num_train)
     devices = [jax.devices(p)[0] for p in dict.fromkeys(["cpu", jax.default_backend()])]
     results = {"config": config.to_dict(), "environment": {**environment(), "machine": platform.processor() or platform.machine(),
                "cpu_count": os.cpu_count(), "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")},
                "matmul_gflop_per_epoch": flops / 1e9, "platforms": {}}
     for device in devices:
+        config = config.replace(platform=device.platform, devices=1)
         rate = gemm_gflops(device)
         entry = {"device": f"{device.platform}:{device.device_kind}", "gemm_gflops": rate,
                  "floor_seconds_per_epoch": flops / rate / 1e9, "pipelines": {}}
         for pipeline in PIPELINES:
-            entry["pipelines"][pipeline] = bench_jax(config.replace(pipeline=pipeline), device,
-                                                     args.warmup, args.repeats, num_train)
+            entry["pipelines"][pipeline] = bench_jax(config.replace(pipeline=pipeline), args.warmup,
+                                                     args.repeats, num_train)
         seed_config = config.replace(dtype="float64", init="numpy", shuffle=False)
-        entry["pipelines"]["device float64 (seed preset)"] = bench_jax(seed_config, device, args.warmup,
+        entry["pipelines"]["device float64 (seed preset)"] = bench_jax(seed_config, args.warmup,
                                                                        args.repeats, num_train)
         batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
         scales = [float(x) for x in args.width_scales.split(",")]
         entry["sweeps"] = {
-            "batch_size": sweep(config, splits, device, "batch_size", batch_sizes,
+            "batch_size": sweep(config, shares, "batch_size", batch_sizes,
                                 [{"batch_size": b} for b in batch_sizes]),
-            "width_scale": sweep(config, splits, device, "width_scale", scales,
+            "width_scale": sweep(config, shares, "width_scale", scales,
                                  [{"layer_sizes": scaled_widths(sizes, x)} for x in scales]),
         }
         results["platforms"][device.platform] = entry

@@ -21,6 +21,8 @@ _HELP = {
     "data_dir": "tfds data folder (default: $TFDS_DATA_DIR, else tfds's default)",
     "pipeline": "device: data in device memory, an epoch is one compiled scan; stream: tf.data chunks",
     "batches_per_chunk": "stream pipeline: batches per transfer and per compiled call",
+    "devices": "use the first N devices (default: all); each batch is split across them",
+    "platform": "cpu, gpu or tpu (default: JAX's default backend)",
 }
 
 
@@ -68,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--compilation-cache", metavar="DIR",
                        help="keep compiled programs in DIR so later runs skip compiling")
+    multihost = train.add_argument_group(
+        "several processes (hosts)", "JAX's distributed runtime; SLURM, Open MPI and Cloud TPU set it up without flags")
+    multihost.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    multihost.add_argument("--num-processes", type=int)
+    multihost.add_argument("--process-id", type=int)
+    multihost.add_argument("--distributed-timeout", type=int, default=60, metavar="SECONDS",
+                           help="give up joining the runtime after this long (default: 60)")
 
     evaluate = commands.add_parser("eval", help="re-score a run's saved parameters")
     evaluate.add_argument("run_dir")
@@ -85,14 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args) -> None:
     config = _config_from_args(args)
+    import jax
+
     from mnist_jax.console import ConsoleReporter
+    from mnist_jax.parallel import initialize_distributed
+    from mnist_jax.results import Reporter
     from mnist_jax.training import enable_compilation_cache, train
 
+    initialize_distributed(args.coordinator, args.num_processes, args.process_id, args.distributed_timeout)
     if args.compilation_cache:
         enable_compilation_cache(args.compilation_cache)
-    train(config, args.out, overwrite=args.overwrite,
-          reporter=ConsoleReporter(progress=False if args.quiet else None))
-    if args.out:
+    lead = jax.process_index() == 0  # only process 0 prints and writes
+    reporter = ConsoleReporter(progress=False if args.quiet else None) if lead else Reporter()
+    train(config, args.out, overwrite=args.overwrite, reporter=reporter)
+    if args.out and lead:
         print(f"Run saved in {args.out}")
 
 
@@ -123,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RunExistsError) as e:
         print(f"mnist-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except (DataError, FileNotFoundError) as e:
+    except (DataError, FileNotFoundError, RuntimeError) as e:
         print(f"mnist-jax {args.command}: error: {e}", file=sys.stderr)
         return 1
     return 0

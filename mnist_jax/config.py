@@ -25,6 +25,7 @@ class Config:
     compiled program; `"stream"` streams tf.data chunks of `batches_per_chunk`
     batches to the device, each trained on by one compiled call. `devices` limits the
     device mesh to the first N devices (default: all); every batch is split across it.
+    `platform` picks the kind of device ("cpu", "gpu", "tpu"; default: JAX's default).
     """
 
     layer_sizes: tuple[int, ...] = (784, 200, 100, 10)
@@ -42,6 +43,7 @@ class Config:
     eval_batch_size: int = 10_000
     pipeline: str = "device"
     devices: int | None = None
+    platform: str | None = None
     batches_per_chunk: int = 16
     data_dir: str | None = None
 

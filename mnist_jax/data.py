@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import NamedTuple
 
 # TF only gathers uint8 batches here: its info logs and oneDNN kernels are noise.
@@ -120,24 +121,63 @@ def load_split(split: str, data_dir: str | None = None, in_file_order: bool = Fa
     return images, labels
 
 
-def epoch_order(seed: int, epoch: jax.Array | int, num_examples: int) -> jax.Array:
+def epoch_order(seed: int, epoch: jax.Array | int, num_examples: int, process: int | None = None) -> jax.Array:
     """The training order of epoch `epoch`: a permutation drawn from (seed, epoch).
 
-    Both pipelines use it, so they see the same batches.
+    Both pipelines use it, so they see the same batches. `process` gives each process
+    of a multi-process stream its own order of its own share.
     """
-    return jax.random.permutation(jax.random.fold_in(jax.random.key(seed), epoch), num_examples)
+    key = jax.random.fold_in(jax.random.key(seed), epoch)
+    return jax.random.permutation(key if process is None else jax.random.fold_in(key, process), num_examples)
 
 
-def pad_to_batches(orders, batch_size: int, rows_per_batch: int, batches_per_chunk: int = 1, xp=np):
+@dataclass(frozen=True)
+class Share:
+    """This process's contiguous share of a split, in tfds's stored order.
+
+    `bounds[q]:bounds[q + 1]` are process q's stored positions; one process holds it all.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    bounds: tuple[int, ...]
+
+    @property
+    def total(self) -> int:
+        return self.bounds[-1]
+
+    def local_file_order(self, split: str) -> np.ndarray:
+        """This share's examples (local indices) in the raw files' order."""
+        start, end = self.bounds[jax.process_index()], self.bounds[jax.process_index() + 1]
+        order = file_order(split, self.total)
+        return order[(order >= start) & (order < end)] - start
+
+
+def load_share(split: str, data_dir: str | None = None) -> Share:
+    """Reads only this process's share of a split through tfds (all of it in one process)."""
+    num_processes = jax.process_count()
+    if num_processes == 1:
+        images, labels = load_split(split, data_dir)
+        return Share(images, labels, (0, len(labels)))
+    subsplits = tfds.even_splits(split, n=num_processes)
+    info = tfds.builder("mnist", data_dir=resolve_data_dir(data_dir)).info
+    sizes = [info.splits[sub].num_examples for sub in subsplits]
+    images, labels = load_split(subsplits[jax.process_index()], data_dir)
+    return Share(images, labels, tuple(int(b) for b in np.cumsum([0] + sizes)))
+
+
+def pad_to_batches(orders, batch_size: int, rows_per_batch: int, batches_per_chunk: int = 1, xp=np,
+                   num_batches: int | None = None):
     """Example indices laid out as whole batches: (passes, chunks, batches_per_chunk, rows_per_batch).
 
     `orders` holds one row of indices per pass over a split. Each batch takes the next
     `batch_size` of them and is widened to `rows_per_batch` rows (a multiple of the
-    device count); each pass ends with padding to a whole number of chunks. Padding is -1,
+    device count); each pass ends with padding to `num_batches` batches (default: as many
+    as the pass needs) and to a whole number of chunks. Padding is -1,
     so `indices >= 0` is the mask. `xp` is numpy, or jax.numpy inside a jitted function.
     """
     num_passes, num_examples = orders.shape
-    num_batches = -(-num_examples // batch_size)
+    num_batches = num_batches or -(-num_examples // batch_size)
     num_chunks = -(-num_batches // batches_per_chunk)
     batches = xp.pad(orders, ((0, 0), (0, num_batches * batch_size - num_examples)), constant_values=-1)
     batches = xp.pad(batches.reshape(num_passes, num_batches, batch_size),
@@ -147,7 +187,8 @@ def pad_to_batches(orders, batch_size: int, rows_per_batch: int, batches_per_chu
 
 
 def batch_chunks(images: np.ndarray, labels: np.ndarray, orders: np.ndarray, batch_size: int,
-                 batches_per_chunk: int = 1, rows_per_batch: int | None = None) -> tf.data.Dataset:
+                 batches_per_chunk: int = 1, rows_per_batch: int | None = None,
+                 num_batches: int | None = None) -> tf.data.Dataset:
     """A tf.data stream of fixed-shape chunks of `batches_per_chunk` batches, pass after pass.
 
     See `pad_to_batches` for the layout; padding rows have mask False, so every example
@@ -155,7 +196,7 @@ def batch_chunks(images: np.ndarray, labels: np.ndarray, orders: np.ndarray, bat
     iterate it as often as needed: tf.data traces its functions only when it is built.
     """
     indices = pad_to_batches(orders.astype(np.int32), batch_size, rows_per_batch or batch_size,
-                             batches_per_chunk)
+                             batches_per_chunk, num_batches=num_batches)
     images, labels = tf.constant(images), tf.constant(labels)
 
     def gather(chunk_indices):
@@ -171,12 +212,18 @@ def batch_chunks(images: np.ndarray, labels: np.ndarray, orders: np.ndarray, bat
 def prefetch_to_device(dataset: Iterable, sharding: jax.sharding.Sharding | None = None,
                        size: int = 2) -> Iterator[Batch]:
     """Transfers a tf.data stream's batches to the devices `size` ahead of their use."""
+    def put(batch):
+        # Each process contributes its rows of the global batch (all of them in one process).
+        if sharding is None:
+            return jax.device_put(batch)
+        return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, a), batch)
+
     queue = collections.deque()
     # A named iterator lives as long as this generator: tearing down a tf.data
     # iterator can stall for a while, which must not happen inside an epoch.
     iterator = dataset.as_numpy_iterator() if isinstance(dataset, tf.data.Dataset) else iter(dataset)
     for batch in iterator:
-        queue.append(jax.device_put(Batch(*batch), sharding))
+        queue.append(put(Batch(*batch)))
         if len(queue) > size:
             yield queue.popleft()
     yield from queue

@@ -30,7 +30,6 @@ from mnist_jax.data import Batch
 from mnist_jax.model import Params
 from mnist_jax.steps import TrainState, eval_step, make_optimizer, train_step
 
-Split = tuple[np.ndarray, np.ndarray]
 OnBatch = Callable[[int], None]
 
 
@@ -58,12 +57,25 @@ def eval_chunk(params: Params, chunk: Batch) -> tuple[jax.Array, jax.Array]:
     return correct.sum(), batch_losses.sum()
 
 
-def epoch_orders(config: Config, num_examples: int, epochs: range) -> np.ndarray:
-    """Each epoch's example order, one row per epoch."""
+def local_orders(config: Config, share: data.Share, split: str, epochs: range) -> np.ndarray:
+    """This process's training order of its share, one row per epoch.
+
+    In one process this is `data.epoch_order` (or the raw files' order), as on the device
+    path. Each of several processes shuffles its own share.
+    """
+    num_examples = len(share.labels)
     if not config.shuffle:
-        return np.tile(np.arange(num_examples, dtype=np.int32), (len(epochs), 1))
-    order = jax.jit(data.epoch_order, static_argnums=(0, 2))
-    return np.stack([np.asarray(order(config.seed, epoch, num_examples)) for epoch in epochs])
+        return np.tile(share.local_file_order(split), (len(epochs), 1))
+    process = jax.process_index() if jax.process_count() > 1 else None
+    order = jax.jit(data.epoch_order, static_argnums=(0, 2, 3))
+    return np.stack([np.asarray(order(config.seed, epoch, num_examples, process)) for epoch in epochs])
+
+
+def _batches_per_pass(bounds: tuple[int, ...], batch_size: int) -> int:
+    """The most batches any process needs for its share, so all run the same number of steps."""
+    count = jax.process_count()
+    parts = [batch_size // count + (q < batch_size % count) for q in range(count)]
+    return max(-(-int(n) // part) for n, part in zip(np.diff(bounds), parts))
 
 
 def stream_eval(eval_fn: Callable, params: Params, stream: tf.data.Dataset,
@@ -82,21 +94,26 @@ class StreamPipeline:
     (and its functions traced) once, and its prefetching runs on across epoch boundaries.
     """
 
-    def __init__(self, config: Config, splits: dict[str, Split], state: TrainState, mesh: Mesh):
+    def __init__(self, config: Config, shares: dict[str, data.Share], state: TrainState, mesh: Mesh):
         self.config = config
         self.chunk_sharding = parallel.split_along(mesh, axis=1)
         rows = parallel.rows_per_batch(config.batch_size, mesh)
         eval_rows = parallel.rows_per_batch(config.eval_batch_size, mesh)
-        images, labels = splits["train"]
-        self.steps_per_epoch = -(-len(labels) // config.batch_size)
+        train = shares["train"]
+        self.steps_per_epoch = _batches_per_pass(train.bounds, config.batch_size)
         self.chunks_per_epoch = -(-self.steps_per_epoch // config.batches_per_chunk)
         self.next_epoch = 1
+        # Each process streams its rows of every batch, from its own share.
+        local_rows, local_eval_rows = rows // jax.process_count(), eval_rows // jax.process_count()
         self.train_stream = data.prefetch_to_device(data.batch_chunks(
-            images, labels, epoch_orders(config, len(labels), range(1, config.num_epochs + 1)),
-            config.batch_size, config.batches_per_chunk, rows), self.chunk_sharding)
+            train.images, train.labels, local_orders(config, train, "train", range(1, config.num_epochs + 1)),
+            parallel.process_part(config.batch_size), config.batches_per_chunk, local_rows,
+            self.steps_per_epoch), self.chunk_sharding)
         self.eval_streams = {
-            name: data.batch_chunks(x, y, np.arange(len(y))[None], config.eval_batch_size, 1, eval_rows)
-            for name, (x, y) in splits.items()}
+            name: data.batch_chunks(share.images, share.labels, np.arange(len(share.labels))[None],
+                                    parallel.process_part(config.eval_batch_size), 1, local_eval_rows,
+                                    _batches_per_pass(share.bounds, config.eval_batch_size))
+            for name, share in shares.items()}
         start = time.perf_counter()
         # Every chunk has the same shape, so these two programs are all that is compiled.
         step = jax.jit(functools.partial(train_chunk, optimizer=make_optimizer(config)), donate_argnums=0)
@@ -119,32 +136,35 @@ class StreamPipeline:
         return stream_eval(self.eval_step, params, self.eval_streams[split], self.chunk_sharding)
 
 
-def scan_epoch(state: TrainState, images: jax.Array, labels: jax.Array, epoch: jax.Array, *,
-               config: Config, num_examples: int, rows: int, mesh: Mesh) -> tuple[TrainState, jax.Array]:
-    """One epoch as a single program: shuffle on the device, then scan the step over batches."""
-    order = data.epoch_order(config.seed, epoch, num_examples) if config.shuffle else jnp.arange(num_examples)
-    indices = data.pad_to_batches(order[None], config.batch_size, rows, xp=jnp)[0, :, 0]
+def _gather(images: jax.Array, labels: jax.Array, indices: jax.Array, mesh: Mesh) -> Batch:
+    """The batch at `indices` (-1 for padding), split across the devices."""
+    rows = jnp.maximum(indices, 0)
+    batch = Batch(images[rows], labels[rows], indices >= 0)
+    return jax.lax.with_sharding_constraint(batch, parallel.split_along(mesh))
+
+
+def scan_epoch(state: TrainState, images: jax.Array, labels: jax.Array, row_order: jax.Array,
+               epoch: jax.Array, *, config: Config, rows: int, mesh: Mesh) -> tuple[TrainState, jax.Array]:
+    """One epoch as a single program: shuffle on the device, then scan the step over batches.
+
+    `row_order` lists the split's rows in its base order: tfds's, or the raw files' when
+    not shuffling.
+    """
+    if config.shuffle:
+        row_order = row_order[data.epoch_order(config.seed, epoch, row_order.shape[0])]
+    indices = data.pad_to_batches(row_order[None], config.batch_size, rows, xp=jnp)[0, :, 0]
     optimizer = make_optimizer(config)
-
-    def step(state, batch_indices):
-        batch = Batch(images[jnp.maximum(batch_indices, 0)], labels[jnp.maximum(batch_indices, 0)],
-                      batch_indices >= 0)
-        batch = jax.lax.with_sharding_constraint(batch, parallel.split_along(mesh))
-        return train_step(state, batch, optimizer)
-
-    return jax.lax.scan(step, state, indices)
+    return jax.lax.scan(lambda state, i: train_step(state, _gather(images, labels, i, mesh), optimizer),
+                        state, indices)
 
 
-def scan_eval(params: Params, images: jax.Array, labels: jax.Array, *, num_examples: int,
+def scan_eval(params: Params, images: jax.Array, labels: jax.Array, row_order: jax.Array, *,
               batch_size: int, rows: int, mesh: Mesh) -> tuple[jax.Array, jax.Array]:
     """Correct predictions and summed loss over a whole split, as a single program."""
-    indices = data.pad_to_batches(jnp.arange(num_examples)[None], batch_size, rows, xp=jnp)[0, :, 0]
+    indices = data.pad_to_batches(row_order[None], batch_size, rows, xp=jnp)[0, :, 0]
 
     def accumulate(totals, batch_indices):
-        batch = Batch(images[jnp.maximum(batch_indices, 0)], labels[jnp.maximum(batch_indices, 0)],
-                      batch_indices >= 0)
-        batch = jax.lax.with_sharding_constraint(batch, parallel.split_along(mesh))
-        correct, batch_loss = eval_step(params, batch)
+        correct, batch_loss = eval_step(params, _gather(images, labels, batch_indices, mesh))
         return (totals[0] + correct, totals[1] + batch_loss), None
 
     zero = jnp.zeros((), params[0][0].dtype)
@@ -153,25 +173,24 @@ def scan_eval(params: Params, images: jax.Array, labels: jax.Array, *, num_examp
 
 
 class DevicePipeline:
-    """Each split read once into device memory, split across the devices; an epoch and an
-    evaluation are one call each."""
+    """Each split read once into device memory, split across the devices (each process
+    contributing its share); an epoch and an evaluation are one call each."""
 
-    def __init__(self, config: Config, splits: dict[str, Split], state: TrainState, mesh: Mesh):
+    def __init__(self, config: Config, shares: dict[str, data.Share], state: TrainState, mesh: Mesh):
         self.config = config
-        # Each split's rows are padded to a multiple of the device count, to split evenly.
-        self.splits = {name: jax.device_put(tuple(parallel.pad_rows(a, mesh) for a in split),
-                                            parallel.split_along(mesh))
-                       for name, split in splits.items()}
+        self.splits = {}
+        for name, share in shares.items():
+            images, labels, rows_of = parallel.place_split(share.images, share.labels, share.bounds, mesh)
+            in_file_order = name == "train" and not config.shuffle
+            order = rows_of[data.file_order(name, share.total)] if in_file_order else rows_of
+            self.splits[name] = (images, labels, jax.device_put(order, parallel.replicated(mesh)))
         rows = parallel.rows_per_batch(config.batch_size, mesh)
         eval_rows = parallel.rows_per_batch(config.eval_batch_size, mesh)
         start = time.perf_counter()
-        epoch = jax.jit(functools.partial(scan_epoch, config=config, num_examples=len(splits["train"][1]),
-                                          rows=rows, mesh=mesh), donate_argnums=0)
+        epoch = jax.jit(functools.partial(scan_epoch, config=config, rows=rows, mesh=mesh), donate_argnums=0)
         self.epoch = epoch.lower(state, *self.splits["train"], jnp.int32(0)).compile()
-        self.evals = {
-            name: jax.jit(functools.partial(scan_eval, num_examples=len(labels), batch_size=config.eval_batch_size,
-                                            rows=eval_rows, mesh=mesh)).lower(state.params, *self.splits[name]).compile()
-            for name, (_, labels) in splits.items()}
+        evaluate = jax.jit(functools.partial(scan_eval, batch_size=config.eval_batch_size, rows=eval_rows, mesh=mesh))
+        self.evals = {name: evaluate.lower(state.params, *split).compile() for name, split in self.splits.items()}
         self.compile_seconds = time.perf_counter() - start
 
     def train_epoch(self, state: TrainState, epoch: int, on_batch: OnBatch) -> TrainState:

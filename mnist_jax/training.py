@@ -44,20 +44,24 @@ def train(config: Config = Config(), out_dir: str | None = None, *, overwrite: b
           reporter: Reporter | None = None) -> Result:
     """Trains the MLP as `config` says; writes the run folder if `out_dir` is given.
 
+    Runs on every device of the platform (or the first `config.devices`), and across all
+    processes once `jax.distributed` is initialized.
+
     Accuracy and mean loss over the full splits are measured before training
     (epoch 0) and after every epoch.
     """
-    mesh = parallel.make_mesh(config.devices)
+    mesh = parallel.make_mesh(config.devices, config.platform)
     for batch_size in (config.batch_size, config.eval_batch_size):
         parallel.rows_per_batch(batch_size, mesh)  # fails early if smaller than the device count
-    run_dir = RunDir.create(out_dir, config, overwrite=overwrite) if out_dir else None
+    # In a run of several processes, process 0 alone writes the run folder.
+    writes = out_dir and jax.process_index() == 0
+    run_dir = RunDir.create(out_dir, config, overwrite=overwrite) if writes else None
     reporter = reporter or Reporter()
     with precision(config):
-        splits = {"train": data.load_split("train", config.data_dir, in_file_order=not config.shuffle),
-                  "test": data.load_split("test", config.data_dir)}
-        sizes = {name: len(labels) for name, (_, labels) in splits.items()}
-        state = jax.device_put(init_state(config), parallel.replicated(mesh))
-        pipeline = PIPELINES[config.pipeline](config, splits, state, mesh)
+        shares = {name: data.load_share(name, config.data_dir) for name in ("train", "test")}
+        sizes = {name: share.total for name, share in shares.items()}
+        state = parallel.replicate(init_state(config), mesh)
+        pipeline = PIPELINES[config.pipeline](config, shares, state, mesh)
         env = environment(mesh)
         reporter.on_start(config, env, steps_per_epoch=-(-sizes["train"] // config.batch_size))
         history = []

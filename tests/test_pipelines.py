@@ -13,7 +13,7 @@ import optax
 import pytest
 
 from mnist_jax import Config, data, loss, parallel, train
-from mnist_jax.pipelines import PIPELINES, epoch_orders
+from mnist_jax.pipelines import PIPELINES, local_orders
 from mnist_jax.results import Reporter
 from mnist_jax.steps import init_state, make_optimizer, normalise
 from tests.conftest import NUM_TRAIN
@@ -24,13 +24,13 @@ BASE = dict(layer_sizes=(784, 16, 10), batch_size=32, batches_per_chunk=4, num_e
             eval_batch_size=64)
 
 
-def reference_params(config, splits):
+def reference_params(config, share):
     """Plain Optax Adam over the same batches, the last one simply shorter: no padding, no masks."""
-    images, labels = splits
+    images, labels = share.images, share.labels
     state = init_state(config)
     params, opt_state = state.params, state.opt_state
     optimizer = make_optimizer(config)
-    orders = epoch_orders(config, len(labels), range(1, config.num_epochs + 1))
+    orders = local_orders(config, share, "train", range(1, config.num_epochs + 1))
     for order in orders:
         for start in range(0, len(order), config.batch_size):
             rows = order[start:start + config.batch_size]
@@ -43,7 +43,7 @@ def reference_params(config, splits):
 @pytest.mark.parametrize("shuffle", [True, False])
 def test_both_pipelines_match_plain_optax_with_a_short_last_batch(data_dir, shuffle):
     config = Config(**BASE, shuffle=shuffle, data_dir=data_dir)
-    expected = reference_params(config, data.load_split("train", data_dir, in_file_order=not shuffle))
+    expected = reference_params(config, data.load_share("train", data_dir))
     results = {p: train(config.replace(pipeline=p)) for p in PIPELINES}
     for result in results.values():
         for got, want in zip(jax.tree.leaves(result.params), jax.tree.leaves(expected)):
@@ -54,7 +54,7 @@ def test_both_pipelines_match_plain_optax_with_a_short_last_batch(data_dir, shuf
 
 def build(config, splits):
     mesh = parallel.make_mesh(config.devices)
-    state = jax.device_put(init_state(config), parallel.replicated(mesh))
+    state = parallel.replicate(init_state(config), mesh)
     return state, PIPELINES[config.pipeline](config, splits, state, mesh)
 
 
@@ -84,7 +84,7 @@ def test_nothing_is_compiled_after_the_first_epoch(data_dir, pipeline):
 @pytest.mark.parametrize("name", PIPELINES)
 def test_donated_state_is_consumed_and_evaluation_still_works(data_dir, name):
     config = Config(**BASE, pipeline=name, data_dir=data_dir)
-    splits = {s: data.load_split(s, data_dir) for s in ("train", "test")}
+    splits = {s: data.load_share(s, data_dir) for s in ("train", "test")}
     state, pipeline = build(config, splits)
     first = pipeline.train_epoch(state, 1, lambda done: None)
     assert all(leaf.is_deleted() for leaf in jax.tree.leaves(state))  # buffers were donated
@@ -96,7 +96,7 @@ def test_donated_state_is_consumed_and_evaluation_still_works(data_dir, name):
 
 def test_the_stream_refuses_epochs_out_of_order(data_dir):
     config = Config(**BASE, pipeline="stream", data_dir=data_dir)
-    splits = {s: data.load_split(s, data_dir) for s in ("train", "test")}
+    splits = {s: data.load_share(s, data_dir) for s in ("train", "test")}
     state, pipeline = build(config, splits)
     with pytest.raises(ValueError, match="at epoch 1, not 2"):
         pipeline.train_epoch(state, 2, lambda done: None)
