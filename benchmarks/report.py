@@ -62,6 +62,10 @@ def markdown(results: dict) -> str:
         for field, rows in entry["sweeps"].items():
             lines += [f"| {field} | {row[field]} | {row['seconds_per_epoch']:.3f} | {row['gflops']:.0f} |"
                       for row in rows]
+        scaling = entry["device_scaling"]
+        lines += ["", f"Device-count scaling on {platform}" + (f" ({scaling['note']})" if scaling.get("note") else "")
+                  + ":", "", "| pipeline | devices | s/epoch |", "| --- | --- | --- |"]
+        lines += [f"| {r['pipeline']} | {r['devices']} | {r['seconds_per_epoch']:.3f} |" for r in scaling["rows"]]
     return "\n".join(lines) + "\n"
 
 
@@ -84,7 +88,7 @@ def charts(results: dict, out: str) -> None:
     fig.savefig(os.path.join(out, "chart.png"), dpi=120)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
     for ax, field, label in zip(axes, ("batch_size", "width_scale"), ("batch size", "hidden width (x default)")):
         for platform, entry in results["platforms"].items():
             rows = entry["sweeps"][field]
@@ -97,6 +101,18 @@ def charts(results: dict, out: str) -> None:
         ax.set_xticks(values, labels=[f"{v:g}" for v in values])
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(loc="upper left")
+    ax = axes[2]
+    for platform, entry in results["platforms"].items():
+        scaling = entry["device_scaling"]
+        for pipeline in dict.fromkeys(r["pipeline"] for r in scaling["rows"]):
+            rows = [r for r in scaling["rows"] if r["pipeline"] == pipeline]
+            simulated = " (simulated)" if scaling["simulated"] else ""
+            ax.plot([r["devices"] for r in rows], [r["seconds_per_epoch"] for r in rows], "o-",
+                    label=f"{platform}{simulated} {pipeline}")
+    ax.set(xlabel="devices", ylabel="seconds per epoch", xscale="log", title="Cost vs device count")
+    ax.set_xticks([r["devices"] for r in rows], labels=[str(r["devices"]) for r in rows])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.legend()
     fig.savefig(os.path.join(out, "sweeps.png"), dpi=120)
     plt.close(fig)
 

@@ -11,11 +11,12 @@ rate to give the matmul floor. It writes results.json, results.md and two PNG ch
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 
 import jax
@@ -23,10 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import references
+from benchmarks.scaling import scaling, time_epochs
 from mnist_jax import Config, data, parallel, train
 from mnist_jax.pipelines import PIPELINES
 from mnist_jax.results import environment
-from mnist_jax.steps import init_state
 
 TARGET_ACCURACY = 0.97
 
@@ -78,23 +79,30 @@ def bench_jax(config: Config, warmup: int, repeats: int, num_train: int) -> dict
 
 
 def sweep(config: Config, shares, field: str, values: list, changes: list[dict], epochs: int = 3) -> list[dict]:
-    """Seconds per epoch of the device pipeline (median of `epochs` after a warm-up) as settings vary."""
+    """Seconds per epoch of the device pipeline on one device as settings vary."""
     rows = []
     for value, change in zip(values, changes):
         varied = config.replace(**change)
-        mesh = parallel.make_mesh(1, varied.platform)
-        state = parallel.replicate(init_state(varied), mesh)
-        pipeline = PIPELINES["device"](varied, shares, state, mesh)
-        state = pipeline.train_epoch(state, 1, lambda done: None)  # warm-up
-        seconds = []
-        for epoch in range(2, epochs + 2):
-            start = time.perf_counter()
-            state = pipeline.train_epoch(state, epoch, lambda done: None)
-            seconds.append(time.perf_counter() - start)
-        median = statistics.median(seconds)
+        seconds = time_epochs(varied, shares, parallel.make_mesh(1, varied.platform), "device", epochs)
         flops = matmul_flops_per_epoch(varied.layer_sizes, shares["train"].total)
-        rows.append({field: value, **change, "seconds_per_epoch": median, "gflops": flops / median / 1e9})
+        rows.append({field: value, **change, "seconds_per_epoch": seconds, "gflops": flops / seconds / 1e9})
     return rows
+
+
+def device_scaling(config: Config, shares, counts: list[int]) -> dict:
+    """Both pipelines on 1..N devices; CPU devices are simulated in a subprocess."""
+    simulated = config.platform == "cpu"
+    if not simulated:
+        available = len(jax.devices(config.platform))
+        return {"simulated": False, "rows": scaling(config, shares, [n for n in counts if n <= available])}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={max(counts)}"}
+    command = [sys.executable, "-m", "benchmarks.scaling", "--devices", ",".join(map(str, counts)),
+               "--layer-sizes", ",".join(map(str, config.layer_sizes)), "--platform", "cpu"]
+    if config.data_dir:
+        command += ["--data-dir", config.data_dir]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    return {"simulated": True, "rows": json.loads(proc.stdout.strip().splitlines()[-1]),
+            "note": "simulated CPU devices share this machine's cores: this measures overhead, not speedup"}
 
 
 def scaled_widths(sizes: tuple[int, ...], scale: float) -> tuple[int, ...]:
@@ -127,6 +135,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--layer-sizes", default="784,200,100,10")
     parser.add_argument("--batch-sizes", default="64,128,256,512,1024", help="batch-size sweep")
     parser.add_argument("--width-scales", default="0.5,1,2,4", help="hidden-width sweep, times the widths")
+    parser.add_argument("--device-counts", default="1,2,4,8", help="device-count scaling")
     args = parser.parse_args(argv)
 
     sizes = tuple(int(n) for n in args.layer_sizes.split(","))
@@ -157,6 +166,7 @@ def main(argv=None) -> dict:
             "width_scale": sweep(config, shares, "width_scale", scales,
                                  [{"layer_sizes": scaled_widths(sizes, x)} for x in scales]),
         }
+        entry["device_scaling"] = device_scaling(config, shares, [int(n) for n in args.device_counts.split(",")])
         results["platforms"][device.platform] = entry
     results["references"] = bench_references(*data.load_split("train", args.data_dir, in_file_order=True),
                                              args.reference_epochs)
