@@ -7,7 +7,7 @@ import dataclasses
 import os
 import sys
 
-from mnist_jax.config import PRESETS, Config, ConfigError, preset
+from mnist_jax.config import PRESETS, Config, ConfigError, preset, read_config_file
 from mnist_jax.idx import DataError
 from mnist_jax.results import RunExistsError
 
@@ -40,7 +40,9 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per Config field; unset flags keep the preset's value."""
-    parser.add_argument("--preset", default="default", help=f"base settings: {', '.join(PRESETS)}")
+    parser.add_argument("--preset", help=f"base settings: {', '.join(PRESETS)} (default: default)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="TOML or JSON file of settings (and a preset); flags override it")
     for f in dataclasses.fields(Config):
         flag = _FLAG_NAMES.get(f.name, "--" + f.name.replace("_", "-"))
         kind = type(f.default) if f.default is not None else str
@@ -54,9 +56,13 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_from_args(args: argparse.Namespace) -> Config:
+    """The preset, then the config file, then the flags given: later ones win."""
+    from_file = read_config_file(args.config) if args.config else {}
+    base = preset(args.preset or from_file.pop("preset", "default"))
+    from_file.pop("preset", None)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
                  if getattr(args, f.name) is not None}
-    return preset(args.preset).replace(**overrides)
+    return base.replace(**from_file).replace(**overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
+import tomllib
 from dataclasses import dataclass
 
 DTYPES = ("float32", "float64")
@@ -105,3 +108,60 @@ def preset(name: str) -> Config:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def read_config_file(path: str) -> dict:
+    """Settings from a TOML or JSON file (by extension), checked against `Config`'s fields.
+
+    A file may also name a `preset`. Errors name the file, the line and the key.
+    """
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    try:
+        values = tomllib.loads(text) if path.endswith(".toml") else json.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: line {e.lineno}: {e.msg}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a table of settings")
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    for key, value in values.items():
+        where = f"{path}: line {_line_of(text, key)}: key {key!r}"
+        if key == "preset":
+            expected = str
+        elif key not in fields:
+            raise ConfigError(f"{where} is not a setting")
+        else:
+            expected = type(fields[key].default) if fields[key].default is not None else type(value)
+        if not _fits(value, expected):
+            raise ConfigError(f"{where} must be {_TYPE_NAMES.get(expected, expected.__name__)}, got {value!r}")
+    try:
+        preset(values.get("preset", "default")).replace(**{k: v for k, v in values.items() if k != "preset"})
+    except ConfigError as e:
+        key = next((k for k in values if str(e).startswith(k)), None)
+        raise ConfigError(f"{path}: line {_line_of(text, key)}: {e}" if key else f"{path}: {e}") from None
+    return values
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+               tuple: "a list of integers"}
+
+
+def _fits(value, expected: type) -> bool:
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is tuple:
+        return isinstance(value, list) and all(_fits(v, int) for v in value)
+    return isinstance(value, expected)
+
+
+def _line_of(text: str, key: str) -> int:
+    """The line on which `key` is set (TOML `key =` or JSON `"key":`), 1-based."""
+    pattern = re.compile(rf'^\s*(?:{re.escape(key)}\s*=|.*"{re.escape(key)}"\s*:)')
+    return next((n for n, line in enumerate(text.splitlines(), 1) if pattern.match(line)), 1)

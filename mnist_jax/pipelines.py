@@ -183,7 +183,7 @@ class DevicePipeline:
             images, labels, rows_of = parallel.place_split(share.images, share.labels, share.bounds, mesh)
             in_file_order = name == "train" and not config.shuffle
             order = rows_of[data.file_order(name, share.total)] if in_file_order else rows_of
-            self.splits[name] = (images, labels, jax.device_put(order, parallel.replicated(mesh)))
+            self.splits[name] = (images, labels, parallel.replicate(order, mesh))
         rows = parallel.rows_per_batch(config.batch_size, mesh)
         eval_rows = parallel.rows_per_batch(config.eval_batch_size, mesh)
         start = time.perf_counter()
