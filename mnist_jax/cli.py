@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(train)
     train.add_argument("--out", help="run folder for config, metrics, summary, params and curves")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--compilation-cache", metavar="DIR",
                        help="keep compiled programs in DIR so later runs skip compiling")
@@ -99,7 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args) -> None:
-    config = _config_from_args(args)
+    if args.resume:
+        from mnist_jax.results import RunDir
+
+        config, out = RunDir(args.resume).config(), args.resume
+    else:
+        config, out = _config_from_args(args), args.out
     import jax
 
     from mnist_jax.console import ConsoleReporter
@@ -112,9 +118,14 @@ def _train(args) -> None:
         enable_compilation_cache(args.compilation_cache)
     lead = jax.process_index() == 0  # only process 0 prints and writes
     reporter = ConsoleReporter(progress=False if args.quiet else None) if lead else Reporter()
-    train(config, args.out, overwrite=args.overwrite, reporter=reporter)
-    if args.out and lead:
-        print(f"Run saved in {args.out}")
+    result = train(config, out, overwrite=args.overwrite, resume=bool(args.resume), reporter=reporter)
+    if out and lead:
+        print(f"Run saved in {out}")
+    if result.status == "interrupted":
+        resume = f"; continue with: mnist-jax train --resume {out}" if out else ""
+        print(f"mnist-jax train: interrupted after epoch {result.history[-1].epoch}{resume}", file=sys.stderr)
+        return 130
+    return 0
 
 
 def _eval(args) -> None:
@@ -140,14 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        {"train": _train, "eval": _eval, "prepare": _prepare}[args.command](args)
+        status = {"train": _train, "eval": _eval, "prepare": _prepare}[args.command](args)
     except (ConfigError, RunExistsError) as e:
         print(f"mnist-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
     except (DataError, FileNotFoundError, RuntimeError) as e:
         print(f"mnist-jax {args.command}: error: {e}", file=sys.stderr)
         return 1
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ class Config:
     batches to the device, each trained on by one compiled call. `devices` limits the
     device mesh to the first N devices (default: all); every batch is split across it.
     `platform` picks the kind of device ("cpu", "gpu", "tpu"; default: JAX's default).
+    A run with a folder saves a checkpoint every `checkpoint_every` epochs (and after the
+    last), keeping the newest `keep_checkpoints`.
     """
 
     layer_sizes: tuple[int, ...] = (784, 200, 100, 10)
@@ -47,6 +49,8 @@ class Config:
     pipeline: str = "device"
     devices: int | None = None
     platform: str | None = None
+    checkpoint_every: int = 1
+    keep_checkpoints: int = 3
     batches_per_chunk: int = 16
     data_dir: str | None = None
 
@@ -63,6 +67,8 @@ class Config:
             (all(n > 0 for n in sizes), f"layer sizes must be positive, got {sizes}"),
             (self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}"),
             (self.devices is None or self.devices > 0, f"devices must be positive, got {self.devices}"),
+            (self.checkpoint_every > 0, f"checkpoint_every must be positive, got {self.checkpoint_every}"),
+            (self.keep_checkpoints > 0, f"keep_checkpoints must be positive, got {self.keep_checkpoints}"),
             (self.batches_per_chunk > 0, f"batches_per_chunk must be positive, got {self.batches_per_chunk}"),
             (self.eval_batch_size > 0, f"eval_batch_size must be positive, got {self.eval_batch_size}"),
             (self.num_epochs > 0, f"num_epochs must be positive, got {self.num_epochs}"),

@@ -13,7 +13,6 @@ deadlock in an all-reduce when many are queued, and each call is long (a chunk o
 from __future__ import annotations
 
 import functools
-import itertools
 import time
 from collections.abc import Callable
 
@@ -31,6 +30,7 @@ from mnist_jax.model import Params
 from mnist_jax.steps import TrainState, eval_step, make_optimizer, train_step
 
 OnBatch = Callable[[int], None]
+ShouldStop = Callable[[], bool]
 
 
 def _chunk_spec(batches: int, rows: int, sharding) -> Batch:
@@ -64,6 +64,8 @@ def local_orders(config: Config, share: data.Share, split: str, epochs: range) -
     path. Each of several processes shuffles its own share.
     """
     num_examples = len(share.labels)
+    if not epochs:
+        return np.zeros((0, num_examples), np.int32)
     if not config.shuffle:
         return np.tile(share.local_file_order(split), (len(epochs), 1))
     process = jax.process_index() if jax.process_count() > 1 else None
@@ -94,7 +96,8 @@ class StreamPipeline:
     (and its functions traced) once, and its prefetching runs on across epoch boundaries.
     """
 
-    def __init__(self, config: Config, shares: dict[str, data.Share], state: TrainState, mesh: Mesh):
+    def __init__(self, config: Config, shares: dict[str, data.Share], state: TrainState, mesh: Mesh,
+                 start_epoch: int = 1, batches_done: int = 0):
         self.config = config
         self.chunk_sharding = parallel.split_along(mesh, axis=1)
         rows = parallel.rows_per_batch(config.batch_size, mesh)
@@ -102,13 +105,14 @@ class StreamPipeline:
         train = shares["train"]
         self.steps_per_epoch = _batches_per_pass(train.bounds, config.batch_size)
         self.chunks_per_epoch = -(-self.steps_per_epoch // config.batches_per_chunk)
-        self.next_epoch = 1
+        self.next_epoch = start_epoch
+        self.chunks_done = batches_done // config.batches_per_chunk  # of the epoch under way
         # Each process streams its rows of every batch, from its own share.
         local_rows, local_eval_rows = rows // jax.process_count(), eval_rows // jax.process_count()
-        self.train_stream = data.prefetch_to_device(data.batch_chunks(
-            train.images, train.labels, local_orders(config, train, "train", range(1, config.num_epochs + 1)),
-            parallel.process_part(config.batch_size), config.batches_per_chunk, local_rows,
-            self.steps_per_epoch), self.chunk_sharding)
+        stream = data.batch_chunks(
+            train.images, train.labels, local_orders(config, train, "train", range(start_epoch, config.num_epochs + 1)),
+            parallel.process_part(config.batch_size), config.batches_per_chunk, local_rows, self.steps_per_epoch)
+        self.train_stream = data.prefetch_to_device(stream.skip(self.chunks_done), self.chunk_sharding)
         self.eval_streams = {
             name: data.batch_chunks(share.images, share.labels, np.arange(len(share.labels))[None],
                                     parallel.process_part(config.eval_batch_size), 1, local_eval_rows,
@@ -122,14 +126,20 @@ class StreamPipeline:
             state.params, _chunk_spec(1, eval_rows, self.chunk_sharding)).compile()
         self.compile_seconds = time.perf_counter() - start
 
-    def train_epoch(self, state: TrainState, epoch: int, on_batch: OnBatch) -> TrainState:
+    def train_epoch(self, state: TrainState, epoch: int, on_batch: OnBatch,
+                    should_stop: ShouldStop = lambda: False) -> tuple[TrainState, int | None]:
+        """Trains on the rest of the epoch; returns the state and, if stopped early, the batches done."""
         if epoch != self.next_epoch:
             raise ValueError(f"the stream is at epoch {self.next_epoch}, not {epoch}")
-        self.next_epoch += 1
-        for index, chunk in enumerate(itertools.islice(self.train_stream, self.chunks_per_epoch)):
-            state = jax.block_until_ready(self.step(state, chunk)[0])
-            on_batch(min((index + 1) * self.config.batches_per_chunk, self.steps_per_epoch))
-        return state
+        while self.chunks_done < self.chunks_per_epoch:
+            state = jax.block_until_ready(self.step(state, next(self.train_stream))[0])
+            self.chunks_done += 1
+            batches_done = min(self.chunks_done * self.config.batches_per_chunk, self.steps_per_epoch)
+            on_batch(batches_done)
+            if should_stop() and self.chunks_done < self.chunks_per_epoch:
+                return state, batches_done
+        self.next_epoch, self.chunks_done = epoch + 1, 0
+        return state, None
 
     def evaluate(self, params: Params, split: str) -> tuple[jax.Array, jax.Array]:
         """Correct predictions and summed loss over a split, on the devices."""
@@ -176,7 +186,9 @@ class DevicePipeline:
     """Each split read once into device memory, split across the devices (each process
     contributing its share); an epoch and an evaluation are one call each."""
 
-    def __init__(self, config: Config, shares: dict[str, data.Share], state: TrainState, mesh: Mesh):
+    def __init__(self, config: Config, shares: dict[str, data.Share], state: TrainState, mesh: Mesh,
+                 start_epoch: int = 1, batches_done: int = 0):
+        del start_epoch, batches_done  # every epoch is one call and depends only on its number
         self.config = config
         self.splits = {}
         for name, share in shares.items():
@@ -193,10 +205,12 @@ class DevicePipeline:
         self.evals = {name: evaluate.lower(state.params, *split).compile() for name, split in self.splits.items()}
         self.compile_seconds = time.perf_counter() - start
 
-    def train_epoch(self, state: TrainState, epoch: int, on_batch: OnBatch) -> TrainState:
+    def train_epoch(self, state: TrainState, epoch: int, on_batch: OnBatch,
+                    should_stop: ShouldStop = lambda: False) -> tuple[TrainState, None]:
+        """Trains on the whole epoch (one call: it cannot stop part-way)."""
         state, batch_losses = jax.block_until_ready(self.epoch(state, *self.splits["train"], jnp.int32(epoch)))
         on_batch(batch_losses.shape[0])
-        return state
+        return state, None
 
     def evaluate(self, params: Params, split: str) -> tuple[jax.Array, jax.Array]:
         """Correct predictions and summed loss over a split, on the devices."""

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 import jax
 import numpy as np
 
-from mnist_jax.config import Config
+from mnist_jax.config import Config, ConfigError
 from mnist_jax.model import Params
 
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "params.npz", "curves.png")
@@ -99,7 +100,7 @@ def environment(mesh: jax.sharding.Mesh | None = None) -> dict:
             "versions": versions, "command": sys.argv}
 
 
-def _write_atomic(path: str, data: bytes) -> None:
+def write_atomic(path: str, data: bytes) -> None:
     """Writes `data` to `path` through a temporary file, so `path` is never half-written."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
     try:
@@ -130,6 +131,15 @@ class RunDir:
     path: str
 
     @classmethod
+    def open_existing(cls, path: str, config: Config) -> RunDir:
+        """A run folder to resume: it must hold a run of exactly `config`."""
+        saved = cls(path).config()
+        if saved != config:
+            changed = [k for k, v in config.to_dict().items() if saved.to_dict()[k] != v]
+            raise ConfigError(f"resuming {path} needs its own config; these differ: {', '.join(changed)}")
+        return cls(path)
+
+    @classmethod
     def create(cls, path: str, config: Config, overwrite: bool = False) -> RunDir:
         """Makes the folder and writes config.json; refuses a folder holding a run unless `overwrite`."""
         existing = [f for f in RUN_FILES if os.path.exists(os.path.join(path, f))]
@@ -139,12 +149,18 @@ class RunDir:
         os.makedirs(path, exist_ok=True)
         for name in existing:
             os.remove(os.path.join(path, name))
+        shutil.rmtree(os.path.join(path, "checkpoints"), ignore_errors=True)
         run_dir = cls(path)
         run_dir._write_json("config.json", config.to_dict())
         return run_dir
 
     def _write_json(self, name: str, value) -> None:
-        _write_atomic(os.path.join(self.path, name), (json.dumps(value, indent=2) + "\n").encode())
+        write_atomic(os.path.join(self.path, name), (json.dumps(value, indent=2) + "\n").encode())
+
+    def rewrite_metrics(self, history: list[EpochMetrics]) -> None:
+        """Replaces metrics.jsonl with `history` (on resuming from a checkpoint)."""
+        lines = "".join(json.dumps(dataclasses.asdict(m)) + "\n" for m in history)
+        write_atomic(os.path.join(self.path, "metrics.jsonl"), lines.encode())
 
     def append_metrics(self, metrics: EpochMetrics) -> None:
         """Appends one epoch's line to metrics.jsonl and syncs it to disk."""
@@ -159,14 +175,20 @@ class RunDir:
 
         buffer = io.BytesIO()
         np.savez(buffer, **params_to_arrays(result.params))
-        _write_atomic(os.path.join(self.path, "params.npz"), buffer.getvalue())
+        write_atomic(os.path.join(self.path, "params.npz"), buffer.getvalue())
 
         plot_curves(result.history, os.path.join(self.path, "curves.png"))
         self._write_json("summary.json", result.summary())
 
+    def config(self) -> Config:
+        """The run's config."""
+        try:
+            with open(os.path.join(self.path, "config.json")) as f:
+                return Config.from_dict(json.load(f))
+        except FileNotFoundError:
+            raise RunExistsError(f"{self.path} holds no run (no config.json)") from None
+
     def load(self) -> tuple[Config, Params]:
         """The run's config and saved parameters."""
-        with open(os.path.join(self.path, "config.json")) as f:
-            config = Config.from_dict(json.load(f))
         with np.load(os.path.join(self.path, "params.npz")) as arrays:
-            return config, params_from_arrays(dict(arrays))
+            return self.config(), params_from_arrays(dict(arrays))

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import signal
+import threading
 import time
 
 import jax
 import numpy as np
 
-from mnist_jax import data, parallel
-from mnist_jax.config import Config
+from mnist_jax import checkpoints, data, parallel
+from mnist_jax.config import Config, ConfigError
 from mnist_jax.model import Params
 from mnist_jax.pipelines import PIPELINES, eval_chunk, stream_eval
 from mnist_jax.results import EpochMetrics, Reporter, Result, RunDir, environment
@@ -40,31 +42,63 @@ def score(params: Params, config: Config, split: str = "test") -> tuple[float, f
         return float(correct) / len(labels), float(total_loss) / len(labels)
 
 
+class _StopOnInterrupt:
+    """Within the block, Ctrl-C (SIGINT) asks the loop to stop at its next boundary."""
+
+    def __enter__(self):
+        self._flag = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_signal)
+        return self
+
+    def _on_signal(self, signum, frame):
+        self._flag = True
+
+    def requested(self) -> bool:
+        return self._flag
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def train(config: Config = Config(), out_dir: str | None = None, *, overwrite: bool = False,
-          reporter: Reporter | None = None) -> Result:
+          resume: bool = False, reporter: Reporter | None = None) -> Result:
     """Trains the MLP as `config` says; writes the run folder if `out_dir` is given.
 
     Runs on every device of the platform (or the first `config.devices`), and across all
-    processes once `jax.distributed` is initialized.
-
-    Accuracy and mean loss over the full splits are measured before training
-    (epoch 0) and after every epoch.
+    processes once `jax.distributed` is initialized. Accuracy and mean loss over the full
+    splits are measured before training (epoch 0) and after every epoch; a checkpoint is
+    saved as configured. `resume=True` continues the run in `out_dir` from its newest
+    checkpoint (or from the start if it has none), exactly as if it had not stopped.
     """
     mesh = parallel.make_mesh(config.devices, config.platform)
     for batch_size in (config.batch_size, config.eval_batch_size):
         parallel.rows_per_batch(batch_size, mesh)  # fails early if smaller than the device count
+    if resume and not out_dir:
+        raise ConfigError("resuming needs the run folder")
     # In a run of several processes, process 0 alone writes the run folder.
-    writes = out_dir and jax.process_index() == 0
-    run_dir = RunDir.create(out_dir, config, overwrite=overwrite) if writes else None
+    run_dir = None
+    if out_dir and jax.process_index() == 0:
+        run_dir = RunDir.open_existing(out_dir, config) if resume else RunDir.create(out_dir, config, overwrite)
     reporter = reporter or Reporter()
     with precision(config):
         shares = {name: data.load_share(name, config.data_dir) for name in ("train", "test")}
         sizes = {name: share.total for name, share in shares.items()}
-        state = parallel.replicate(init_state(config), mesh)
-        pipeline = PIPELINES[config.pipeline](config, shares, state, mesh)
+        state = init_state(config)
+        saved = checkpoints.latest(out_dir) if resume else None
+        state = parallel.replicate(saved.restore(state) if saved else state, mesh)
+        history = list(saved.history) if saved else []
+        start_epoch = saved.epoch + 1 if saved else 1
+        pipeline = PIPELINES[config.pipeline](config, shares, state, mesh, start_epoch,
+                                              saved.batches_done if saved else 0)
         env = environment(mesh)
         reporter.on_start(config, env, steps_per_epoch=-(-sizes["train"] // config.batch_size))
-        history = []
+        for metrics in history:
+            reporter.on_epoch(metrics)
+        if run_dir and saved:
+            run_dir.rewrite_metrics(history)
 
         def record(epoch: int, params: Params, epoch_seconds: float | None) -> None:
             start = time.perf_counter()
@@ -81,12 +115,24 @@ def train(config: Config = Config(), out_dir: str | None = None, *, overwrite: b
             if run_dir:
                 run_dir.append_metrics(metrics)
 
-        record(0, state.params, None)
-        for epoch in range(1, config.num_epochs + 1):
-            start = time.perf_counter()
-            state = pipeline.train_epoch(state, epoch, functools.partial(reporter.on_batch, epoch))
-            record(epoch, state.params, time.perf_counter() - start)
-    result = Result(config, state.params, history, pipeline.compile_seconds, **env)
+        if not saved:
+            record(0, state.params, None)
+        status = "completed"
+        with _StopOnInterrupt() as interrupt:
+            for epoch in range(start_epoch, config.num_epochs + 1):
+                start = time.perf_counter()
+                state, batches_done = pipeline.train_epoch(
+                    state, epoch, functools.partial(reporter.on_batch, epoch), interrupt.requested)
+                if batches_done is None:
+                    record(epoch, state.params, time.perf_counter() - start)
+                last = epoch == config.num_epochs
+                if run_dir and (batches_done or interrupt.requested() or last or epoch % config.checkpoint_every == 0):
+                    checkpoints.save(run_dir.path, epoch - 1 if batches_done else epoch, state, history,
+                                     config.keep_checkpoints, batches_done or 0)
+                if interrupt.requested() and not last:
+                    status = "interrupted"
+                    break
+    result = Result(config, state.params, history, pipeline.compile_seconds, status=status, **env)
     if run_dir:
         run_dir.write_result(result)
     reporter.on_end(result)

@@ -101,7 +101,8 @@ def test_float64_runs_in_float64(config):
 
 def test_run_folder_contents(config, result, run_dir):
     out = run_dir
-    assert sorted(os.listdir(out)) == ["config.json", "curves.png", "metrics.jsonl", "params.npz", "summary.json"]
+    assert sorted(os.listdir(out)) == ["checkpoints", "config.json", "curves.png", "metrics.jsonl", "params.npz",
+                                       "summary.json"]
     with open(os.path.join(out, "summary.json")) as f:
         summary = json.load(f)
     assert summary["status"] == "completed"

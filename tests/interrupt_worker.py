@@ -1,0 +1,26 @@
+"""Trains a small run into OUT with the CLI's own code path and sends itself SIGINT once
+8 batches of epoch INT_EPOCH are done (part-way through the epoch on the stream path, at
+its end on the device path, whose epoch is one call)."""
+
+import os
+import signal
+import sys
+
+from mnist_jax import cli
+from mnist_jax.console import ConsoleReporter
+
+data_dir, out, int_epoch, pipeline = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+original = ConsoleReporter.on_batch
+
+
+def on_batch(self, epoch, batches_done):
+    original(self, epoch, batches_done)
+    if epoch == int_epoch and batches_done >= 8 and not getattr(self, "sent", False):
+        self.sent = True
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+ConsoleReporter.on_batch = on_batch
+sys.exit(cli.main(["train", "--layer-sizes", "784,16,10", "--batch-size", "32", "--epochs", "4",
+                   "--eval-batch-size", "62", "--batches-per-chunk", "4", "--pipeline", pipeline,
+                   "--data-dir", data_dir, "--out", out]))
