@@ -62,6 +62,10 @@ def markdown(results: dict) -> str:
         for field, rows in entry["sweeps"].items():
             lines += [f"| {field} | {row[field]} | {row['seconds_per_epoch']:.3f} | {row['gflops']:.0f} |"
                       for row in rows]
+        sweep = entry["seed_sweep"]
+        lines += ["", f"Seed sweep on {platform}: {sweep['seeds']} seeds as one vmapped program took "
+                  f"{sweep['sweep_seconds']:.2f} s against {sweep['sequential_seconds']:.2f} s one after another "
+                  f"({sweep['speedup']:.2f}x; training and evaluation, {config['num_epochs']} epochs each)."]
         scaling = entry["device_scaling"]
         lines += ["", f"Device-count scaling on {platform}" + (f" ({scaling['note']})" if scaling.get("note") else "")
                   + ":", "", "| pipeline | devices | s/epoch |", "| --- | --- | --- |"]

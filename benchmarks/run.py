@@ -28,6 +28,7 @@ from benchmarks.scaling import scaling, time_epochs
 from mnist_jax import Config, data, parallel, train
 from mnist_jax.pipelines import PIPELINES
 from mnist_jax.results import environment
+from mnist_jax.sweep import sweep as run_sweep
 
 TARGET_ACCURACY = 0.97
 
@@ -110,6 +111,17 @@ def scaled_widths(sizes: tuple[int, ...], scale: float) -> tuple[int, ...]:
     return (sizes[0], *(max(1, round(n * scale)) for n in sizes[1:-1]), sizes[-1])
 
 
+def bench_sweep(config: Config, num_seeds: int) -> dict:
+    """A vmapped seed sweep against the same seeds trained one after another (train + eval
+    seconds in both, data loading and compilation excluded)."""
+    seeds = [config.seed + i for i in range(num_seeds)]
+    swept = run_sweep(config, seeds)
+    one_by_one = [train(config.replace(seed=seed)) for seed in seeds]
+    sequential = sum(m.eval_seconds + (m.epoch_seconds or 0) for r in one_by_one for m in r.history)
+    return {"seeds": num_seeds, "sweep_seconds": swept.seconds, "sequential_seconds": sequential,
+            "speedup": sequential / swept.seconds}
+
+
 def bench_references(images, labels, epochs: int) -> dict:
     results = {}
     for name, fn, reps in (("pytorch-cpu float32", references.torch_epoch_seconds, epochs + 1),
@@ -136,6 +148,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-sizes", default="64,128,256,512,1024", help="batch-size sweep")
     parser.add_argument("--width-scales", default="0.5,1,2,4", help="hidden-width sweep, times the widths")
     parser.add_argument("--device-counts", default="1,2,4,8", help="device-count scaling")
+    parser.add_argument("--sweep-seeds", type=int, default=8, help="seeds in the sweep-vs-sequential comparison")
     args = parser.parse_args(argv)
 
     sizes = tuple(int(n) for n in args.layer_sizes.split(","))
@@ -166,6 +179,7 @@ def main(argv=None) -> dict:
             "width_scale": sweep(config, shares, "width_scale", scales,
                                  [{"layer_sizes": scaled_widths(sizes, x)} for x in scales]),
         }
+        entry["seed_sweep"] = bench_sweep(config.replace(pipeline="device"), args.sweep_seeds)
         entry["device_scaling"] = device_scaling(config, shares, [int(n) for n in args.device_counts.split(",")])
         results["platforms"][device.platform] = entry
     results["references"] = bench_references(*data.load_split("train", args.data_dir, in_file_order=True),

@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     multihost.add_argument("--distributed-timeout", type=int, default=60, metavar="SECONDS",
                            help="give up joining the runtime after this long (default: 60)")
 
+    sweep = commands.add_parser("sweep", help="train several seeds as one vmapped program; mean, std, 95% CI")
+    _add_config_flags(sweep)
+    sweep.add_argument("--seeds", type=int, default=8, help="number of seeds, from --seed on (default: 8)")
+    sweep.add_argument("--out", help="folder for sweep.json")
+
     evaluate = commands.add_parser("eval", help="re-score a run's saved parameters")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--split", choices=("test", "train"), default="test")
@@ -128,6 +133,24 @@ def _train(args) -> None:
     return 0
 
 
+def _sweep(args) -> None:
+    config = _config_from_args(args)
+    if args.seeds < 1:
+        raise ConfigError(f"seeds must be positive, got {args.seeds}")
+    from mnist_jax.sweep import sweep
+
+    result = sweep(config, [config.seed + i for i in range(args.seeds)], args.out)
+    print(f"{args.seeds} seeds ({result.seeds[0]}..{result.seeds[-1]}), {result.seconds:.2f} s; "
+          "accuracy % as mean +- 95% CI (std)")
+    print("Epoch | Train accuracy          | Test accuracy")
+    for row in result.statistics():
+        cells = [f"{100 * row[k]['mean']:6.2f} +- {100 * row[k]['ci95']:4.2f} ({100 * row[k]['std']:4.2f})"
+                 for k in ("train_accuracy", "test_accuracy")]
+        print(f"{row['epoch']:5} | {cells[0]:23} | {cells[1]}")
+    if args.out:
+        print(f"Sweep saved in {args.out}/sweep.json")
+
+
 def _eval(args) -> None:
     from mnist_jax.results import RunDir
     from mnist_jax.training import score
@@ -151,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        status = {"train": _train, "eval": _eval, "prepare": _prepare}[args.command](args)
+        status = {"train": _train, "sweep": _sweep, "eval": _eval, "prepare": _prepare}[args.command](args)
     except (ConfigError, RunExistsError) as e:
         print(f"mnist-jax {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -154,14 +154,15 @@ def _gather(images: jax.Array, labels: jax.Array, indices: jax.Array, mesh: Mesh
 
 
 def scan_epoch(state: TrainState, images: jax.Array, labels: jax.Array, row_order: jax.Array,
-               epoch: jax.Array, *, config: Config, rows: int, mesh: Mesh) -> tuple[TrainState, jax.Array]:
+               epoch: jax.Array, seed: jax.Array, *, config: Config, rows: int,
+               mesh: Mesh) -> tuple[TrainState, jax.Array]:
     """One epoch as a single program: shuffle on the device, then scan the step over batches.
 
     `row_order` lists the split's rows in its base order: tfds's, or the raw files' when
-    not shuffling.
+    not shuffling. `seed` is an argument (not the config's) so that seed sweeps can vmap it.
     """
     if config.shuffle:
-        row_order = row_order[data.epoch_order(config.seed, epoch, row_order.shape[0])]
+        row_order = row_order[data.epoch_order(seed, epoch, row_order.shape[0])]
     indices = data.pad_to_batches(row_order[None], config.batch_size, rows, xp=jnp)[0, :, 0]
     optimizer = make_optimizer(config)
     return jax.lax.scan(lambda state, i: train_step(state, _gather(images, labels, i, mesh), optimizer),
@@ -182,6 +183,17 @@ def scan_eval(params: Params, images: jax.Array, labels: jax.Array, row_order: j
     return correct, total_loss
 
 
+def place_splits(config: Config, shares: dict[str, data.Share], mesh: Mesh) -> dict[str, tuple]:
+    """Each split in device memory as (images, labels, row order), split across the mesh."""
+    splits = {}
+    for name, share in shares.items():
+        images, labels, rows_of = parallel.place_split(share.images, share.labels, share.bounds, mesh)
+        in_file_order = name == "train" and not config.shuffle
+        order = rows_of[data.file_order(name, share.total)] if in_file_order else rows_of
+        splits[name] = (images, labels, parallel.replicate(order, mesh))
+    return splits
+
+
 class DevicePipeline:
     """Each split read once into device memory, split across the devices (each process
     contributing its share); an epoch and an evaluation are one call each."""
@@ -190,17 +202,13 @@ class DevicePipeline:
                  start_epoch: int = 1, batches_done: int = 0):
         del start_epoch, batches_done  # every epoch is one call and depends only on its number
         self.config = config
-        self.splits = {}
-        for name, share in shares.items():
-            images, labels, rows_of = parallel.place_split(share.images, share.labels, share.bounds, mesh)
-            in_file_order = name == "train" and not config.shuffle
-            order = rows_of[data.file_order(name, share.total)] if in_file_order else rows_of
-            self.splits[name] = (images, labels, parallel.replicate(order, mesh))
+        self.splits = place_splits(config, shares, mesh)
         rows = parallel.rows_per_batch(config.batch_size, mesh)
         eval_rows = parallel.rows_per_batch(config.eval_batch_size, mesh)
         start = time.perf_counter()
         epoch = jax.jit(functools.partial(scan_epoch, config=config, rows=rows, mesh=mesh), donate_argnums=0)
-        self.epoch = epoch.lower(state, *self.splits["train"], jnp.int32(0)).compile()
+        self.seed = jnp.uint32(config.seed)
+        self.epoch = epoch.lower(state, *self.splits["train"], jnp.int32(0), self.seed).compile()
         evaluate = jax.jit(functools.partial(scan_eval, batch_size=config.eval_batch_size, rows=eval_rows, mesh=mesh))
         self.evals = {name: evaluate.lower(state.params, *split).compile() for name, split in self.splits.items()}
         self.compile_seconds = time.perf_counter() - start
@@ -208,7 +216,8 @@ class DevicePipeline:
     def train_epoch(self, state: TrainState, epoch: int, on_batch: OnBatch,
                     should_stop: ShouldStop = lambda: False) -> tuple[TrainState, None]:
         """Trains on the whole epoch (one call: it cannot stop part-way)."""
-        state, batch_losses = jax.block_until_ready(self.epoch(state, *self.splits["train"], jnp.int32(epoch)))
+        state, batch_losses = jax.block_until_ready(
+            self.epoch(state, *self.splits["train"], jnp.int32(epoch), self.seed))
         on_batch(batch_losses.shape[0])
         return state, None
 

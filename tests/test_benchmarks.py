@@ -26,7 +26,7 @@ def test_matmul_flops_of_the_seed_mlp():
 def test_bench_runs_end_to_end_and_writes_well_formed_outputs(data_dir, tmp_path):
     results = main(["--out", str(tmp_path), "--data-dir", data_dir, "--epochs", "2", "--repeats", "2",
                     "--warmup", "0", "--reference-epochs", "1", "--layer-sizes", "784,16,10",
-                    "--batch-sizes", "32,64", "--width-scales", "1,2", "--device-counts", "1,2"])
+                    "--batch-sizes", "32,64", "--width-scales", "1,2", "--device-counts", "1,2", "--sweep-seeds", "2"])
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["platforms"].keys() == results["platforms"].keys() and "cpu" in saved["platforms"]
     cpu = saved["platforms"]["cpu"]
@@ -37,6 +37,7 @@ def test_bench_runs_end_to_end_and_writes_well_formed_outputs(data_dir, tmp_path
         assert timing["compile_seconds"]["median"] > 0 and 0 <= timing["final_test_accuracy"]["median"] <= 1
     assert [row["batch_size"] for row in cpu["sweeps"]["batch_size"]] == [32, 64]
     assert [row["layer_sizes"] for row in cpu["sweeps"]["width_scale"]] == [[784, 16, 10], [784, 32, 10]]
+    assert cpu["seed_sweep"]["seeds"] == 2 and cpu["seed_sweep"]["sweep_seconds"] > 0
     scaling = cpu["device_scaling"]
     assert scaling["simulated"] and "overhead, not speedup" in scaling["note"]
     assert sorted((r["pipeline"], r["devices"]) for r in scaling["rows"]) == [
@@ -51,5 +52,5 @@ def test_bench_runs_end_to_end_and_writes_well_formed_outputs(data_dir, tmp_path
     table = (tmp_path / "results.md").read_text()
     for name in ("mnist_jax stream", "mnist_jax device", "autograd float64", "pytorch-cpu float32"):
         assert f"| {name}" in table
-    assert "Device-count scaling on cpu (simulated CPU devices" in table
+    assert "Device-count scaling on cpu (simulated CPU devices" in table and "Seed sweep on cpu: 2 seeds" in table
     assert png_size(tmp_path / "chart.png")[0] > 500 and png_size(tmp_path / "sweeps.png")[0] > 1000

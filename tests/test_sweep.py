@@ -1,0 +1,51 @@
+"""Seed sweeps: one vmapped program, each model equal to its own run, honest statistics."""
+
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from mnist_jax import Config, train
+from mnist_jax.cli import main
+from mnist_jax.sweep import METRICS, statistics, sweep
+
+
+def test_statistics_against_a_hand_computation():
+    got = statistics([0.90, 0.92, 0.94])
+    assert got["mean"] == pytest.approx(0.92)
+    assert got["std"] == pytest.approx(0.02)  # sqrt(((-0.02)**2 + 0 + 0.02**2) / 2)
+    assert got["ci95"] == pytest.approx(4.302652729911275 * 0.02 / math.sqrt(3))  # t(0.975, 2) = 4.3027
+    assert got["n"] == 3
+    single = statistics([0.5])
+    assert single["std"] == 0 and math.isnan(single["ci95"])
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_each_model_of_a_sweep_equals_its_own_run(data_dir, shuffle):
+    config = Config(layer_sizes=(784, 16, 10), batch_size=32, num_epochs=2, eval_batch_size=62, shuffle=shuffle,
+                    data_dir=data_dir)
+    seeds = [3, 4, 5]
+    result = sweep(config, seeds)
+    assert result.histories.shape == (3, 3, len(METRICS))
+    for i, seed in enumerate(seeds):
+        single = train(config.replace(seed=seed))
+        for swept, alone in zip(jax.tree.leaves(result.params), jax.tree.leaves(single.params)):
+            np.testing.assert_allclose(np.asarray(swept)[i], alone, rtol=1e-5, atol=1e-6)
+        expected = [(m.train_accuracy, m.test_accuracy) for m in single.history]
+        np.testing.assert_allclose(result.histories[i, :, :2], expected, atol=1e-12)
+    assert len({float(result.histories[i, -1, 2]) for i in range(3)}) == 3  # the seeds really differ
+
+
+def test_sweep_command_prints_the_table_and_writes_json(data_dir, tmp_path, capsys):
+    assert main(["sweep", "--seeds", "3", "--layer-sizes", "784,16,10", "--batch-size", "32", "--epochs", "1",
+                 "--eval-batch-size", "62", "--data-dir", data_dir, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "3 seeds (42..44)" in out and out.count(" +- ") == 1 + 4  # the legend, then 2 epochs x 2 splits
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    assert saved["seeds"] == [42, 43, 44] and set(saved["per_seed"]) == {"42", "43", "44"}
+    last = saved["statistics"][-1]["test_accuracy"]
+    per_seed = [saved["per_seed"][s][-1]["test_accuracy"] for s in ("42", "43", "44")]
+    assert last["mean"] == pytest.approx(np.mean(per_seed)) and last["n"] == 3
+    assert main(["sweep", "--seeds", "0"]) == 2
