@@ -3,7 +3,6 @@
 import gzip
 import hashlib
 import os
-import shutil
 
 import numpy as np
 import pytest
