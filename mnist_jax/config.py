@@ -29,6 +29,8 @@ class Config:
     batches to the device, each trained on by one compiled call. `devices` limits the
     device mesh to the first N devices (default: all); every batch is split across it.
     `platform` picks the kind of device ("cpu", "gpu", "tpu"; default: JAX's default).
+    `validation_size` holds out the last N examples of tfds's training split (in its
+    stored order) as a validation split, evaluated every epoch and reported apart.
     A run with a folder saves a checkpoint every `checkpoint_every` epochs (and after the
     last), keeping the newest `keep_checkpoints`.
     """
@@ -49,6 +51,7 @@ class Config:
     pipeline: str = "device"
     devices: int | None = None
     platform: str | None = None
+    validation_size: int = 0
     checkpoint_every: int = 1
     keep_checkpoints: int = 3
     batches_per_chunk: int = 16
@@ -67,6 +70,9 @@ class Config:
             (all(n > 0 for n in sizes), f"layer sizes must be positive, got {sizes}"),
             (self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}"),
             (self.devices is None or self.devices > 0, f"devices must be positive, got {self.devices}"),
+            (self.validation_size >= 0, f"validation_size must not be negative, got {self.validation_size}"),
+            (self.validation_size == 0 or self.shuffle,
+             "validation_size needs shuffle: the raw-order (seed) preset trains on the whole training split"),
             (self.checkpoint_every > 0, f"checkpoint_every must be positive, got {self.checkpoint_every}"),
             (self.keep_checkpoints > 0, f"keep_checkpoints must be positive, got {self.keep_checkpoints}"),
             (self.batches_per_chunk > 0, f"batches_per_chunk must be positive, got {self.batches_per_chunk}"),

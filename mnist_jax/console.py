@@ -14,9 +14,9 @@ _HEADER = "Epoch | Train accuracy | Test accuracy | Seconds | Examples/s"
 class ConsoleReporter(Reporter):
     """Prints one table row per epoch; draws a progress bar when `stream` is a terminal."""
 
-    def __init__(self, stream: TextIO = sys.stdout, progress: bool | None = None):
-        self.stream = stream
-        self.progress = stream.isatty() if progress is None else progress
+    def __init__(self, stream: TextIO | None = None, progress: bool | None = None):
+        self.stream = stream or sys.stdout
+        self.progress = self.stream.isatty() if progress is None else progress
         self.steps_per_epoch = 0
 
     def _print(self, text: str) -> None:
@@ -27,7 +27,7 @@ class ConsoleReporter(Reporter):
         self._print(f"Training {'-'.join(map(str, config.layer_sizes))} MLP, {config.dtype}, "
                     f"batch {config.batch_size}, {config.num_epochs} epochs on "
                     f"{environment['num_devices']} x {environment['device']}")
-        self._print(_HEADER)
+        self._print(_HEADER.replace("| Test", "| Validation accuracy | Test") if config.validation_size else _HEADER)
 
     def on_batch(self, epoch: int, batches_done: int) -> None:
         if not self.progress:
@@ -42,7 +42,8 @@ class ConsoleReporter(Reporter):
         seconds = f"{m.epoch_seconds:7.2f}" if m.epoch_seconds else f"{'':7}"
         rate = f"{m.examples_per_second:10,.0f}" if m.examples_per_second else f"{'':10}"
         clear = "\r\033[K" if self.progress else ""
-        self._print(f"{clear}{m.epoch:5} | {100 * m.train_accuracy:13.2f}% | "
+        validation = "" if m.validation_accuracy is None else f"{100 * m.validation_accuracy:18.2f}% | "
+        self._print(f"{clear}{m.epoch:5} | {100 * m.train_accuracy:13.2f}% | {validation}"
                     f"{100 * m.test_accuracy:12.2f}% | {seconds} | {rate}")
 
     def on_end(self, result: Result) -> None:

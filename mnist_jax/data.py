@@ -153,6 +153,18 @@ class Share:
         return order[(order >= start) & (order < end)] - start
 
 
+def split_names(validation_size: int, data_dir: str | None = None) -> dict[str, str]:
+    """tfds split names for training, test and (with `validation_size`) validation."""
+    if not validation_size:
+        return {"train": "train", "test": "test"}
+    ensure_prepared(data_dir)
+    total = tfds.builder("mnist", data_dir=resolve_data_dir(data_dir)).info.splits["train"].num_examples
+    if validation_size >= total:
+        raise DataError(f"validation_size {validation_size} leaves no training examples of {total}")
+    cut = total - validation_size
+    return {"train": f"train[:{cut}]", "test": "test", "validation": f"train[{cut}:]"}
+
+
 def load_share(split: str, data_dir: str | None = None) -> Share:
     """Reads only this process's share of a split through tfds (all of it in one process)."""
     num_processes = jax.process_count()

@@ -40,6 +40,8 @@ class EpochMetrics:
     epoch_seconds: float | None  # training time of this epoch, None for epoch 0
     examples_per_second: float | None
     eval_seconds: float
+    validation_accuracy: float | None = None  # with a validation split held out of train
+    validation_loss: float | None = None
 
 
 @dataclass

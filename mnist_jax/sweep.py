@@ -65,7 +65,8 @@ def sweep(config: Config, seeds: Sequence[int], out_dir: str | None = None) -> S
     rows = parallel.rows_per_batch(config.batch_size, mesh)
     eval_rows = parallel.rows_per_batch(config.eval_batch_size, mesh)
     with precision(config):
-        shares = {name: data.load_share(name, config.data_dir) for name in ("train", "test")}
+        names = data.split_names(config.validation_size, config.data_dir)  # trains on the same examples as `train`
+        shares = {name: data.load_share(names[name], config.data_dir) for name in ("train", "test")}
         splits = place_splits(config, shares, mesh)
         states = [init_state(config.replace(seed=seed)) for seed in seeds]
         state = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)

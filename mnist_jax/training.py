@@ -84,7 +84,8 @@ def train(config: Config = Config(), out_dir: str | None = None, *, overwrite: b
         run_dir = RunDir.open_existing(out_dir, config) if resume else RunDir.create(out_dir, config, overwrite)
     reporter = reporter or Reporter()
     with precision(config):
-        shares = {name: data.load_share(name, config.data_dir) for name in ("train", "test")}
+        shares = {name: data.load_share(split, config.data_dir)
+                  for name, split in data.split_names(config.validation_size, config.data_dir).items()}
         sizes = {name: share.total for name, share in shares.items()}
         state = init_state(config)
         saved = checkpoints.latest(out_dir) if resume else None
@@ -102,12 +103,13 @@ def train(config: Config = Config(), out_dir: str | None = None, *, overwrite: b
 
         def record(epoch: int, params: Params, epoch_seconds: float | None) -> None:
             start = time.perf_counter()
-            totals = {name: pipeline.evaluate(params, name) for name in ("train", "test")}
-            (train_acc, train_loss), (test_acc, test_loss) = (
-                (float(correct) / sizes[name], float(total_loss) / sizes[name])
-                for name, (correct, total_loss) in totals.items())
+            scores = {}
+            for name in shares:
+                correct, total_loss = pipeline.evaluate(params, name)
+                scores[f"{name}_accuracy"] = float(correct) / sizes[name]
+                scores[f"{name}_loss"] = float(total_loss) / sizes[name]
             metrics = EpochMetrics(
-                epoch, train_acc, test_acc, train_loss, test_loss, epoch_seconds,
+                epoch=epoch, **scores, epoch_seconds=epoch_seconds,
                 examples_per_second=epoch_seconds and sizes["train"] / epoch_seconds,
                 eval_seconds=time.perf_counter() - start)
             history.append(metrics)
