@@ -56,10 +56,11 @@ def replicate(tree, mesh: Mesh):
     return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), tree)
 
 
-def process_part(size: int) -> int:
-    """This process's part of `size` rows split as evenly as possible across the processes."""
-    count, index = jax.process_count(), jax.process_index()
-    return size // count + (index < size % count)
+def process_part(size: int, process: int | None = None) -> int:
+    """A process's part (default: this one's) of `size` rows split as evenly as possible."""
+    count = jax.process_count()
+    process = jax.process_index() if process is None else process
+    return size // count + (process < size % count)
 
 
 def place_split(images: np.ndarray, labels: np.ndarray, bounds: tuple[int, ...],

@@ -75,8 +75,7 @@ def local_orders(config: Config, share: data.Share, split: str, epochs: range) -
 
 def _batches_per_pass(bounds: tuple[int, ...], batch_size: int) -> int:
     """The most batches any process needs for its share, so all run the same number of steps."""
-    count = jax.process_count()
-    parts = [batch_size // count + (q < batch_size % count) for q in range(count)]
+    parts = [parallel.process_part(batch_size, q) for q in range(jax.process_count())]
     return max(-(-int(n) // part) for n, part in zip(np.diff(bounds), parts))
 
 
