@@ -1,4 +1,4 @@
-"""The `mnist-jax` command: prepare, train and eval."""
+"""The `mnist-jax` command: prepare, train, sweep, report and eval."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 import os
 import sys
 
-from mnist_jax.config import PRESETS, Config, ConfigError, preset, read_config_file
+from mnist_jax.config import ACTIVATIONS, PRESETS, Config, ConfigError, preset, read_config_file
 from mnist_jax.idx import DataError
 from mnist_jax.results import RunExistsError
 
@@ -16,6 +16,8 @@ _FLAG_NAMES = {"num_epochs": "--epochs", "learning_rate": "--lr"}
 _HELP = {
     "layer_sizes": "comma-separated, from 784 to 10",
     "sigma": "standard deviation of the initial weights and biases",
+    "activation": "hidden layers' jax.nn function: " + ", ".join(ACTIVATIONS),
+    "optimizer": "an Optax optimizer by name (adam, adamw, sgd, rmsprop, lion, ...); b1, b2, eps go where accepted",
     "init": "jax: jax.random; numpy: RandomState(seed) in the seed notebook's order",
     "shuffle": "reshuffle the training set each epoch (off: the raw files' order)",
     "data_dir": "tfds data folder (default: $TFDS_DATA_DIR, else tfds's default)",
@@ -38,21 +40,53 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _bool(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() == "true"
+
+
+def _field_type(f: dataclasses.Field):
+    """The function that turns a command-line word into the field's value."""
+    kind = type(f.default) if f.default is not None else str
+    return {tuple: _int_list, bool: _bool}.get(kind, kind)
+
+
+def _flag(name: str) -> str:
+    return _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per Config field; unset flags keep the preset's value."""
     parser.add_argument("--preset", help=f"base settings: {', '.join(PRESETS)} (default: default)")
     parser.add_argument("--config", metavar="FILE",
                         help="TOML or JSON file of settings (and a preset); flags override it")
     for f in dataclasses.fields(Config):
-        flag = _FLAG_NAMES.get(f.name, "--" + f.name.replace("_", "-"))
-        kind = type(f.default) if f.default is not None else str
         kwargs = {"dest": f.name, "default": None,
                   "help": f"{_HELP.get(f.name, f.name.replace('_', ' '))} (default: {f.default})"}
-        if kind is bool:
+        if isinstance(f.default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs["type"] = _int_list if kind is tuple else kind
-        parser.add_argument(flag, **kwargs)
+            kwargs["type"] = _field_type(f)
+        parser.add_argument(_flag(f.name), **kwargs)
+
+
+def _grid_axes(specs: list[list[str]]) -> dict[str, list]:
+    """`--grid SETTING VALUE...` arguments as {field name: values}."""
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    by_flag = {_flag(name).lstrip("-"): name for name in fields} | {name: name for name in fields}
+    axes = {}
+    for setting, *words in specs:
+        name = by_flag.get(setting) or by_flag.get(setting.replace("_", "-"))
+        if name is None:
+            raise ConfigError(f"--grid: {setting!r} is not a setting")
+        if not words:
+            raise ConfigError(f"--grid {setting}: give at least one value")
+        try:
+            axes[name] = [_field_type(fields[name])(word) for word in words]
+        except (ValueError, argparse.ArgumentTypeError) as e:
+            raise ConfigError(f"--grid {setting}: {e}") from None
+    return axes
 
 
 def _config_from_args(args: argparse.Namespace) -> Config:
@@ -88,7 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser("sweep", help="train several seeds as one vmapped program; mean, std, 95% CI")
     _add_config_flags(sweep)
     sweep.add_argument("--seeds", type=int, default=8, help="number of seeds, from --seed on (default: 8)")
-    sweep.add_argument("--out", help="folder for sweep.json")
+    sweep.add_argument("--grid", nargs="+", action="append", default=[], metavar=("SETTING", "VALUE"),
+                       help="sweep every combination: repeat per setting, e.g. --grid lr 0.001 0.01 "
+                            "--grid layer_sizes 784,200,100,10 784,400,10 (seeds in every cell)")
+    sweep.add_argument("--out", help="folder for sweep.json (grid.json with --grid)")
+
+    report = commands.add_parser("report", help="tables (Markdown, LaTeX, CSV) and plots from runs, sweeps, grids")
+    report.add_argument("dirs", nargs="+", metavar="DIR", help="run, sweep or grid folders")
+    report.add_argument("--out", default="report", help="folder for the report's files (default: report)")
 
     evaluate = commands.add_parser("eval", help="re-score a run's saved parameters")
     evaluate.add_argument("run_dir")
@@ -137,18 +178,38 @@ def _sweep(args) -> None:
     config = _config_from_args(args)
     if args.seeds < 1:
         raise ConfigError(f"seeds must be positive, got {args.seeds}")
-    from mnist_jax.sweep import sweep
+    seeds = [config.seed + i for i in range(args.seeds)]
+    from mnist_jax.sweep import grid, grid_configs, settings_label, sweep
 
-    result = sweep(config, [config.seed + i for i in range(args.seeds)], args.out)
-    print(f"{args.seeds} seeds ({result.seeds[0]}..{result.seeds[-1]}), {result.seconds:.2f} s; "
-          "accuracy % as mean +- 95% CI (std)")
-    print("Epoch | Train accuracy          | Test accuracy")
-    for row in result.statistics():
-        cells = [f"{100 * row[k]['mean']:6.2f} +- {100 * row[k]['ci95']:4.2f} ({100 * row[k]['std']:4.2f})"
-                 for k in ("train_accuracy", "test_accuracy")]
-        print(f"{row['epoch']:5} | {cells[0]:23} | {cells[1]}")
+    print(f"{args.seeds} seeds ({seeds[0]}..{seeds[-1]}); accuracy % as mean +- 95% CI (std)")
+    if args.grid:
+        axes = _grid_axes(args.grid)
+        width = max(len(settings_label(cell)) for cell, _ in grid_configs(config, axes))  # checks every cell
+        print(f"{'Cell':{width}} | Train accuracy          | Test accuracy           | Seconds")
+        grid(config, axes, seeds, args.out, on_cell=lambda settings, result: print(
+            f"{settings_label(settings):{width}} | {_cells(result.statistics()[-1])} | {result.seconds:7.2f}",
+            flush=True))
+    else:
+        result = sweep(config, seeds, args.out)
+        print("Epoch | Train accuracy          | Test accuracy")
+        for row in result.statistics():
+            print(f"{row['epoch']:5} | {_cells(row)}")
+        print(f"{result.seconds:.2f} s")
     if args.out:
-        print(f"Sweep saved in {args.out}/sweep.json")
+        print(f"Saved in {os.path.join(args.out, 'grid.json' if args.grid else 'sweep.json')}")
+
+
+def _cells(row: dict) -> str:
+    """Train and test accuracy statistics, formatted as table cells."""
+    return " | ".join(f"{100 * row[k]['mean']:6.2f} +- {100 * row[k]['ci95']:4.2f} ({100 * row[k]['std']:4.2f})"
+                      for k in ("train_accuracy", "test_accuracy"))
+
+
+def _report(args) -> None:
+    from mnist_jax.report import REPORT_FILES, markdown_table, report
+
+    print(markdown_table(report(args.dirs, args.out)), end="")
+    print(f"Saved {', '.join(REPORT_FILES)} in {args.out}")
 
 
 def _eval(args) -> None:
@@ -174,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        status = {"train": _train, "sweep": _sweep, "eval": _eval, "prepare": _prepare}[args.command](args)
+        status = {"train": _train, "sweep": _sweep, "report": _report, "eval": _eval,
+                  "prepare": _prepare}[args.command](args)
     except (ConfigError, RunExistsError) as e:
         print(f"mnist-jax {args.command}: error: {e}", file=sys.stderr)
         return 2

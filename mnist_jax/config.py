@@ -11,6 +11,7 @@ from dataclasses import dataclass
 DTYPES = ("float32", "float64")
 PIPELINES = ("device", "stream")
 INITS = ("jax", "numpy")
+ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "silu", "elu", "softplus")
 
 
 class ConfigError(ValueError):
@@ -31,12 +32,16 @@ class Config:
     `platform` picks the kind of device ("cpu", "gpu", "tpu"; default: JAX's default).
     `validation_size` holds out the last N examples of tfds's training split (in its
     stored order) as a validation split, evaluated every epoch and reported apart.
+    `activation` names the hidden layers' `jax.nn` function; `optimizer` names an Optax
+    optimizer (`optax.<name>(learning_rate, ...)`), given `b1`, `b2` and `eps` where it takes them.
     A run with a folder saves a checkpoint every `checkpoint_every` epochs (and after the
     last), keeping the newest `keep_checkpoints`.
     """
 
     layer_sizes: tuple[int, ...] = (784, 200, 100, 10)
     sigma: float = 0.1
+    activation: str = "tanh"
+    optimizer: str = "adam"
     learning_rate: float = 0.001
     b1: float = 0.9
     b2: float = 0.999
@@ -84,6 +89,10 @@ class Config:
             (self.eps >= 0, f"eps must not be negative, got {self.eps}"),
             (self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}"),
             (self.pipeline in PIPELINES, f"pipeline must be one of {', '.join(PIPELINES)}, got {self.pipeline!r}"),
+            (self.activation in ACTIVATIONS,
+             f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}"),
+            (_is_optax_optimizer(self.optimizer),
+             f"optimizer must name an Optax optimizer (optax.<name>(learning_rate)), got {self.optimizer!r}"),
             (self.init in INITS, f"init must be one of {', '.join(INITS)}, got {self.init!r}"),
             (0 <= self.seed < 2**32, f"seed must lie in [0, 2**32), got {self.seed}"),
         ]
@@ -106,6 +115,18 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
         return cls(**values)
+
+
+def _is_optax_optimizer(name: str) -> bool:
+    import inspect
+
+    import optax
+
+    function = getattr(optax, name, None) if name.isidentifier() else None
+    if not inspect.isfunction(function):
+        return False
+    parameters = list(inspect.signature(function).parameters)
+    return bool(parameters) and parameters[0] == "learning_rate"
 
 
 PRESETS: dict[str, Config] = {

@@ -41,11 +41,12 @@ def init_params(
     ]
 
 
-def predict(params: Params, inputs: jax.Array) -> jax.Array:
-    """Log-probabilities (N, 10): tanh hidden layers, log-softmax output."""
+def predict(params: Params, inputs: jax.Array, activation: str = "tanh") -> jax.Array:
+    """Log-probabilities (N, 10): hidden layers with `jax.nn.<activation>`, log-softmax output."""
     *hidden, (W_out, b_out) = params
+    nonlinearity = getattr(jax.nn, activation)
     for W, b in hidden:
-        inputs = jnp.tanh(inputs @ W + b)
+        inputs = nonlinearity(inputs @ W + b)
     logits = inputs @ W_out + b_out
     return logits - logsumexp(logits, axis=1, keepdims=True)
 
@@ -56,11 +57,12 @@ def summed_nll(log_probs: jax.Array, labels: jax.Array, mask: jax.Array | None =
     return -jnp.sum(picked if mask is None else jnp.where(mask, picked, 0))
 
 
-def loss(params: Params, inputs: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+def loss(params: Params, inputs: jax.Array, labels: jax.Array, mask: jax.Array | None = None,
+         activation: str = "tanh") -> jax.Array:
     """The seed's objective: summed negative log-likelihood over the (unmasked) batch."""
-    return summed_nll(predict(params, inputs), labels, mask)
+    return summed_nll(predict(params, inputs, activation), labels, mask)
 
 
-def accuracy(params: Params, inputs: jax.Array, labels: jax.Array) -> jax.Array:
+def accuracy(params: Params, inputs: jax.Array, labels: jax.Array, activation: str = "tanh") -> jax.Array:
     """Fraction of `inputs` whose most likely class is the label."""
-    return jnp.mean(jnp.argmax(predict(params, inputs), axis=1) == labels)
+    return jnp.mean(jnp.argmax(predict(params, inputs, activation), axis=1) == labels)

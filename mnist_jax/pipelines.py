@@ -40,20 +40,21 @@ def _chunk_spec(batches: int, rows: int, sharding) -> Batch:
                  jax.ShapeDtypeStruct(shape, jnp.bool_, sharding=sharding))
 
 
-def train_chunk(state: TrainState, chunk: Batch,
-                optimizer: optax.GradientTransformation) -> tuple[TrainState, jax.Array]:
+def train_chunk(state: TrainState, chunk: Batch, optimizer: optax.GradientTransformation,
+                activation: str = "tanh") -> tuple[TrainState, jax.Array]:
     """The train step over each batch of a chunk; batches that are all padding are skipped."""
     def step(state, batch):
         skip = lambda state: (state, jnp.zeros((), state.params[0][0].dtype))  # noqa: E731
-        return jax.lax.cond(batch.mask.any(), functools.partial(train_step, batch=batch, optimizer=optimizer),
+        return jax.lax.cond(batch.mask.any(), functools.partial(train_step, batch=batch, optimizer=optimizer,
+                                                                     activation=activation),
                             skip, state)
 
     return jax.lax.scan(step, state, chunk)
 
 
-def eval_chunk(params: Params, chunk: Batch) -> tuple[jax.Array, jax.Array]:
+def eval_chunk(params: Params, chunk: Batch, activation: str = "tanh") -> tuple[jax.Array, jax.Array]:
     """Correct predictions and summed loss over every batch of a chunk."""
-    correct, batch_losses = jax.lax.map(functools.partial(eval_step, params), chunk)
+    correct, batch_losses = jax.lax.map(functools.partial(eval_step, params, activation=activation), chunk)
     return correct.sum(), batch_losses.sum()
 
 
@@ -119,9 +120,10 @@ class StreamPipeline:
             for name, share in shares.items()}
         start = time.perf_counter()
         # Every chunk has the same shape, so these two programs are all that is compiled.
-        step = jax.jit(functools.partial(train_chunk, optimizer=make_optimizer(config)), donate_argnums=0)
+        step = jax.jit(functools.partial(train_chunk, optimizer=make_optimizer(config), activation=config.activation),
+                       donate_argnums=0)
         self.step = step.lower(state, _chunk_spec(config.batches_per_chunk, rows, self.chunk_sharding)).compile()
-        self.eval_step = jax.jit(eval_chunk).lower(
+        self.eval_step = jax.jit(functools.partial(eval_chunk, activation=config.activation)).lower(
             state.params, _chunk_spec(1, eval_rows, self.chunk_sharding)).compile()
         self.compile_seconds = time.perf_counter() - start
 
@@ -164,17 +166,18 @@ def scan_epoch(state: TrainState, images: jax.Array, labels: jax.Array, row_orde
         row_order = row_order[data.epoch_order(seed, epoch, row_order.shape[0])]
     indices = data.pad_to_batches(row_order[None], config.batch_size, rows, xp=jnp)[0, :, 0]
     optimizer = make_optimizer(config)
-    return jax.lax.scan(lambda state, i: train_step(state, _gather(images, labels, i, mesh), optimizer),
-                        state, indices)
+    return jax.lax.scan(
+        lambda state, i: train_step(state, _gather(images, labels, i, mesh), optimizer, config.activation),
+        state, indices)
 
 
 def scan_eval(params: Params, images: jax.Array, labels: jax.Array, row_order: jax.Array, *,
-              batch_size: int, rows: int, mesh: Mesh) -> tuple[jax.Array, jax.Array]:
+              batch_size: int, rows: int, mesh: Mesh, activation: str = "tanh") -> tuple[jax.Array, jax.Array]:
     """Correct predictions and summed loss over a whole split, as a single program."""
     indices = data.pad_to_batches(row_order[None], batch_size, rows, xp=jnp)[0, :, 0]
 
     def accumulate(totals, batch_indices):
-        correct, batch_loss = eval_step(params, _gather(images, labels, batch_indices, mesh))
+        correct, batch_loss = eval_step(params, _gather(images, labels, batch_indices, mesh), activation)
         return (totals[0] + correct, totals[1] + batch_loss), None
 
     zero = jnp.zeros((), params[0][0].dtype)
@@ -208,7 +211,8 @@ class DevicePipeline:
         epoch = jax.jit(functools.partial(scan_epoch, config=config, rows=rows, mesh=mesh), donate_argnums=0)
         self.seed = jnp.uint32(config.seed)
         self.epoch = epoch.lower(state, *self.splits["train"], jnp.int32(0), self.seed).compile()
-        evaluate = jax.jit(functools.partial(scan_eval, batch_size=config.eval_batch_size, rows=eval_rows, mesh=mesh))
+        evaluate = jax.jit(functools.partial(scan_eval, batch_size=config.eval_batch_size, rows=eval_rows, mesh=mesh,
+                                             activation=config.activation))
         self.evals = {name: evaluate.lower(state.params, *split).compile() for name, split in self.splits.items()}
         self.compile_seconds = time.perf_counter() - start
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import NamedTuple
 
 import jax
@@ -21,8 +22,12 @@ class TrainState(NamedTuple):
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
-    """Adam with the config's learning rate and moment decays."""
-    return optax.adam(config.learning_rate, b1=config.b1, b2=config.b2, eps=config.eps)
+    """`optax.<config.optimizer>` (Adam by default) with the config's learning rate, and its
+    `b1`, `b2` and `eps` where the optimizer takes them."""
+    build = getattr(optax, config.optimizer)
+    accepted = inspect.signature(build).parameters
+    extras = {name: getattr(config, name) for name in ("b1", "b2", "eps") if name in accepted}
+    return build(config.learning_rate, **extras)
 
 
 def init_state(config: Config) -> TrainState:
@@ -37,17 +42,17 @@ def normalise(images: jax.Array, dtype: jnp.dtype) -> jax.Array:
     return images.reshape(images.shape[0], -1).astype(dtype) / 255
 
 
-def train_step(state: TrainState, batch: Batch,
-               optimizer: optax.GradientTransformation) -> tuple[TrainState, jax.Array]:
-    """One Adam step on the batch's summed loss; returns the new state and that loss."""
+def train_step(state: TrainState, batch: Batch, optimizer: optax.GradientTransformation,
+               activation: str = "tanh") -> tuple[TrainState, jax.Array]:
+    """One optimizer step on the batch's summed loss; returns the new state and that loss."""
     inputs = normalise(batch.images, state.params[0][0].dtype)
-    batch_loss, grads = jax.value_and_grad(loss)(state.params, inputs, batch.labels, batch.mask)
+    batch_loss, grads = jax.value_and_grad(loss)(state.params, inputs, batch.labels, batch.mask, activation)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     return TrainState(optax.apply_updates(state.params, updates), opt_state), batch_loss
 
 
-def eval_step(params: Params, batch: Batch) -> tuple[jax.Array, jax.Array]:
+def eval_step(params: Params, batch: Batch, activation: str = "tanh") -> tuple[jax.Array, jax.Array]:
     """Correct predictions and summed loss over the batch's real rows."""
-    log_probs = predict(params, normalise(batch.images, params[0][0].dtype))
+    log_probs = predict(params, normalise(batch.images, params[0][0].dtype), activation)
     correct = jnp.sum((jnp.argmax(log_probs, axis=1) == batch.labels) & batch.mask, dtype=jnp.int32)
     return correct, summed_nll(log_probs, batch.labels, batch.mask)

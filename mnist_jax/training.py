@@ -38,7 +38,8 @@ def score(params: Params, config: Config, split: str = "test") -> tuple[float, f
     with precision(config):
         images, labels = data.load_split(split, config.data_dir)
         stream = data.batch_chunks(images, labels, np.arange(len(labels))[None], config.eval_batch_size)
-        correct, total_loss = stream_eval(jax.jit(eval_chunk), params, stream)
+        evaluate = jax.jit(functools.partial(eval_chunk, activation=config.activation))
+        correct, total_loss = stream_eval(evaluate, params, stream)
         return float(correct) / len(labels), float(total_loss) / len(labels)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from mnist_jax import Config, train
 from mnist_jax.cli import main
-from mnist_jax.sweep import METRICS, statistics, sweep
+from mnist_jax.sweep import metric_names, statistics, sweep
 
 
 def test_statistics_against_a_hand_computation():
@@ -28,7 +28,7 @@ def test_each_model_of_a_sweep_equals_its_own_run(data_dir, shuffle):
                     data_dir=data_dir)
     seeds = [3, 4, 5]
     result = sweep(config, seeds)
-    assert result.histories.shape == (3, 3, len(METRICS))
+    assert result.histories.shape == (3, 3, len(metric_names(("train", "test"))))
     for i, seed in enumerate(seeds):
         single = train(config.replace(seed=seed))
         for swept, alone in zip(jax.tree.leaves(result.params), jax.tree.leaves(single.params)):
@@ -49,3 +49,14 @@ def test_sweep_command_prints_the_table_and_writes_json(data_dir, tmp_path, caps
     per_seed = [saved["per_seed"][s][-1]["test_accuracy"] for s in ("42", "43", "44")]
     assert last["mean"] == pytest.approx(np.mean(per_seed)) and last["n"] == 3
     assert main(["sweep", "--seeds", "0"]) == 2
+
+
+def test_a_sweep_reports_the_validation_split_as_train_does(data_dir):
+    config = Config(layer_sizes=(784, 16, 10), batch_size=32, num_epochs=1, eval_batch_size=62,
+                    validation_size=50, data_dir=data_dir)
+    result = sweep(config, [7, 8])
+    assert result.metrics == metric_names(("train", "validation", "test"))
+    column = result.metrics.index("validation_accuracy")
+    for i, seed in enumerate((7, 8)):
+        alone = train(config.replace(seed=seed)).history
+        np.testing.assert_allclose(result.histories[i, :, column], [m.validation_accuracy for m in alone], atol=1e-12)
