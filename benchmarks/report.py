@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
+import matplotlib.ticker
+from matplotlib.figure import Figure
 
 
 def _rows(results: dict):
@@ -82,7 +79,8 @@ def charts(results: dict, out: str) -> None:
             medians.append(s["median"])
             errors[0].append(s["median"] - s["min"])
             errors[1].append(s["max"] - s["median"])
-    fig, ax = plt.subplots(figsize=(9, 0.5 * len(names) + 1.5), constrained_layout=True)
+    fig = Figure(figsize=(9, 0.5 * len(names) + 1.5), layout="constrained")
+    ax = fig.subplots()
     ax.barh(names, medians, xerr=errors, color="tab:blue")
     for platform, entry in results["platforms"].items():
         ax.axvline(entry["floor_seconds_per_epoch"], ls="--", color="tab:red", label=f"{platform} matmul floor")
@@ -90,9 +88,9 @@ def charts(results: dict, out: str) -> None:
     ax.invert_yaxis()
     ax.legend()
     fig.savefig(os.path.join(out, "chart.png"), dpi=120)
-    plt.close(fig)
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
+    fig = Figure(figsize=(15, 4), layout="constrained")
+    axes = fig.subplots(1, 3)
     for ax, field, label in zip(axes, ("batch_size", "width_scale"), ("batch size", "hidden width (x default)")):
         for platform, entry in results["platforms"].items():
             rows = entry["sweeps"][field]
@@ -118,7 +116,6 @@ def charts(results: dict, out: str) -> None:
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.legend()
     fig.savefig(os.path.join(out, "sweeps.png"), dpi=120)
-    plt.close(fig)
 
 
 def write_report(results: dict, out: str) -> None:

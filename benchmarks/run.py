@@ -99,8 +99,9 @@ def device_scaling(config: Config, shares, counts: list[int]) -> dict:
     command = [sys.executable, "-m", "benchmarks.scaling", "--devices", ",".join(map(str, counts)),
                "--layer-sizes", ",".join(map(str, config.layer_sizes)), "--platform", "cpu"]
     if config.data_dir:
-        command += ["--data-dir", config.data_dir]
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+        command += ["--data-dir", os.path.abspath(config.data_dir)]
+    repository = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `benchmarks` imports from
+    proc = subprocess.run(command, env=env, cwd=repository, capture_output=True, text=True, check=True)
     return {"simulated": True, "rows": json.loads(proc.stdout.strip().splitlines()[-1]),
             "note": "simulated CPU devices share this machine's cores: this measures overhead, not speedup"}
 

@@ -1,0 +1,78 @@
+"""The notebooks run top to bottom in a fresh kernel, and are stored without outputs."""
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+SEED_TABLE = {0: (9.93, 9.62), 1: (94.01, 93.99), 2: (96.08, 95.63), 3: (97.19, 96.50), 4: (97.82, 96.92)}
+
+
+def execute(name: str, monkeypatch, **env) -> nbformat.NotebookNode:
+    """Runs the notebook in a fresh kernel (this interpreter's) with `env` set; errors raise."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    return notebook
+
+
+def text_of(notebook) -> str:
+    return "".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                   for output in cell.outputs)
+
+
+def images_in(notebook) -> int:
+    return sum("image/png" in output.get("data", {}) for cell in notebook.cells if cell.cell_type == "code"
+               for output in cell.outputs)
+
+
+def seed_rows(text: str) -> dict[int, tuple[float, float]]:
+    """The seed preset's rows of the side-by-side table: epoch -> (train %, test %)."""
+    rows = re.findall(r"^\s*(\d+) \| +([\d.]+)% / +([\d.]+)% +\|", text, re.MULTILINE)
+    return {int(epoch): (float(train), float(test)) for epoch, train, test in rows}
+
+
+@pytest.mark.parametrize("name", ["mnist_jax.ipynb", "devices.ipynb"])
+def test_notebooks_are_stored_without_outputs(name):
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nbformat.validate(notebook)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code and all(cell.outputs == [] and cell.execution_count is None for cell in code)
+
+
+def test_the_main_notebook_runs_on_small_data(data_dir, monkeypatch):
+    notebook = execute("mnist_jax.ipynb", monkeypatch, TFDS_DATA_DIR=data_dir, MNIST_JAX_NOTEBOOK_EPOCHS="1")
+    text = text_of(notebook)
+    assert "train (300, 28, 28, 1) uint8 | test (100, 28, 28, 1)" in text
+    assert sorted(seed_rows(text)) == [0, 1]
+    assert re.search(r"final test accuracy [\d.]+%; files: \[.*'summary.json'", text)
+    assert re.search(r"\d+ of 100 test digits misclassified", text)
+    assert images_in(notebook) >= 3  # the digits, the curves, the confusion matrix
+
+
+@pytest.mark.slow
+def test_the_main_notebook_reproduces_the_seed_table(real_data_dir, monkeypatch):
+    text = text_of(execute("mnist_jax.ipynb", monkeypatch, TFDS_DATA_DIR=real_data_dir))
+    assert "first-batch objective 593.5535733141" in text
+    rows = seed_rows(text)
+    assert sorted(rows) == [0, 1, 2, 3, 4, 5]
+    for epoch, expected in SEED_TABLE.items():
+        assert rows[epoch] == pytest.approx(expected, abs=0.02 + 1e-9), f"epoch {epoch}"
+
+
+@pytest.mark.slow
+def test_the_devices_notebook_runs_the_benchmarks(data_dir, monkeypatch):
+    notebook = execute("devices.ipynb", monkeypatch, TFDS_DATA_DIR=data_dir, MNIST_JAX_NOTEBOOK_QUICK="1")
+    text = text_of(notebook)
+    assert re.search(r"^cpu: \d+ x cpu", text, re.MULTILINE)
+    assert "'chart.png', 'results.json', 'results.md', 'sweeps.png'" in text
+    assert re.search(r"^cpu +\| .* \| +[\d.]+ \|  1\.00x \|", text, re.MULTILINE)
+    assert images_in(notebook) == 2
