@@ -23,11 +23,11 @@ def time_epochs(config: Config, shares: dict, mesh, pipeline: str = "device", ep
     """Median seconds per epoch after one warm-up epoch."""
     state = parallel.replicate(init_state(config), mesh)
     runner = PIPELINES[pipeline](config.replace(num_epochs=epochs + 1), shares, state, mesh)
-    state, _ = runner.train_epoch(state, 1, lambda done: None)
+    state = runner.train_epoch(state, 1, lambda done: None).state
     seconds = []
     for epoch in range(2, epochs + 2):
         start = time.perf_counter()
-        state, _ = runner.train_epoch(state, epoch, lambda done: None)
+        state = runner.train_epoch(state, epoch, lambda done: None).state
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds)
 

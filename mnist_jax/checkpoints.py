@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jax
@@ -22,6 +23,10 @@ import numpy as np
 from mnist_jax.results import EpochMetrics, write_atomic
 
 FOLDER = "checkpoints"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,10 @@ class Checkpoint:
         treedef = jax.tree.structure(template)
         if treedef.num_leaves != len(self.leaves):
             raise ValueError(f"checkpoint holds {len(self.leaves)} arrays, the state has {treedef.num_leaves}")
+        for i, (saved, expected) in enumerate(zip(self.leaves, jax.tree.leaves(template))):
+            if saved.shape != np.shape(expected) or saved.dtype != np.asarray(expected).dtype:
+                raise ValueError(f"checkpoint array {i} is {saved.dtype}{list(saved.shape)}, "
+                                 f"the state's is {np.asarray(expected).dtype}{list(np.shape(expected))}")
         return jax.tree.unflatten(treedef, self.leaves)
 
 
@@ -70,12 +79,27 @@ def save(run_dir: str, epoch: int, state, history: list[EpochMetrics], keep: int
     return path
 
 
-def latest(run_dir: str) -> Checkpoint | None:
-    """The newest checkpoint in the run folder, or None."""
-    paths = _all(run_dir)
-    if not paths:
-        return None
-    with np.load(paths[-1]) as f:
-        leaves = [f[name] for name in sorted(k for k in f.files if k.startswith("leaf_"))]
-        history = [EpochMetrics(**m) for m in json.loads(str(f["history"]))]
-        return Checkpoint(int(f["epoch"]), leaves, history, int(f["batches_done"]))
+def load(path: str) -> Checkpoint:
+    """Reads one checkpoint file; a damaged one raises CheckpointError naming it."""
+    try:
+        with np.load(path) as f:
+            leaves = [f[name] for name in sorted(k for k in f.files if k.startswith("leaf_"))]
+            history = [EpochMetrics(**m) for m in json.loads(str(f["history"]))]
+            return Checkpoint(int(f["epoch"]), leaves, history, int(f["batches_done"]))
+    except Exception as e:  # a damaged zip or array raises many kinds
+        raise CheckpointError(f"{path} is damaged: {type(e).__name__}: {e}") from e
+
+
+def latest(run_dir: str, template=None,
+           on_damaged: Callable[[str], None] = lambda message: None) -> Checkpoint | None:
+    """The newest intact checkpoint in the run folder (restorable into `template` if given),
+    or None. Each damaged one passed over is reported to `on_damaged`."""
+    for path in reversed(_all(run_dir)):
+        try:
+            checkpoint = load(path)
+            if template is not None:
+                checkpoint.restore(template)
+            return checkpoint
+        except (CheckpointError, ValueError) as e:
+            on_damaged(str(e) if isinstance(e, CheckpointError) else f"{path} does not fit this run: {e}")
+    return None

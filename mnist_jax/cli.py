@@ -7,9 +7,9 @@ import dataclasses
 import os
 import sys
 
-from mnist_jax.config import ACTIVATIONS, PRESETS, Config, ConfigError, preset, read_config_file
+from mnist_jax.config import ACTIVATIONS, PRESETS, Config, ConfigError, field_type, preset, read_config_file
 from mnist_jax.idx import DataError
-from mnist_jax.results import RunExistsError
+from mnist_jax.results import RunExistsError, RunLockedError, StorageError
 
 # Shorter flag names for the most used settings; the rest are --field-name.
 _FLAG_NAMES = {"num_epochs": "--epochs", "learning_rate": "--lr"}
@@ -48,7 +48,7 @@ def _bool(text: str) -> bool:
 
 def _field_type(f: dataclasses.Field):
     """The function that turns a command-line word into the field's value."""
-    kind = type(f.default) if f.default is not None else str
+    kind = field_type(f)
     return {tuple: _int_list, bool: _bool}.get(kind, kind)
 
 
@@ -171,6 +171,9 @@ def _train(args) -> None:
         resume = f"; continue with: mnist-jax train --resume {out}" if out else ""
         print(f"mnist-jax train: interrupted after epoch {result.history[-1].epoch}{resume}", file=sys.stderr)
         return 130
+    if result.status == "diverged":
+        print(f"mnist-jax train: {result.divergence['message']}", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -237,10 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = {"train": _train, "sweep": _sweep, "report": _report, "eval": _eval,
                   "prepare": _prepare}[args.command](args)
-    except (ConfigError, RunExistsError) as e:
+    except (ConfigError, RunExistsError, RunLockedError) as e:
         print(f"mnist-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except (DataError, FileNotFoundError, RuntimeError) as e:
+    except (DataError, StorageError, FileNotFoundError, RuntimeError) as e:
         print(f"mnist-jax {args.command}: error: {e}", file=sys.stderr)
         return 1
     return status or 0

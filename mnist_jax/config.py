@@ -117,6 +117,13 @@ class Config:
         return cls(**values)
 
 
+def field_type(f: dataclasses.Field) -> type:
+    """A setting's value type (for `int | None`, int)."""
+    if f.default is not None:
+        return type(f.default)
+    return {"int": int, "float": float, "str": str}[str(f.type).split("|")[0].strip()]
+
+
 def _is_optax_optimizer(name: str) -> bool:
     import inspect
 
@@ -169,7 +176,7 @@ def read_config_file(path: str) -> dict:
         elif key not in fields:
             raise ConfigError(f"{where} is not a setting")
         else:
-            expected = type(fields[key].default) if fields[key].default is not None else type(value)
+            expected = field_type(fields[key])
         if not _fits(value, expected):
             raise ConfigError(f"{where} must be {_TYPE_NAMES.get(expected, expected.__name__)}, got {value!r}")
     try:

@@ -47,5 +47,9 @@ class ConsoleReporter(Reporter):
                     f"{100 * m.test_accuracy:12.2f}% | {seconds} | {rate}")
 
     def on_end(self, result: Result) -> None:
-        self._print(f"Final test accuracy {100 * result.final_test_accuracy:.2f}%; compiled in "
+        final = "Final" if result.status == "completed" else f"Run {result.status}; last"
+        self._print(f"{final} test accuracy {100 * result.final_test_accuracy:.2f}%; compiled in "
                     f"{result.compile_seconds:.2f} s, trained in {result.summary()['train_seconds']:.2f} s")
+
+    def on_warning(self, message: str) -> None:
+        print(f"mnist-jax: warning: {message}", file=sys.stderr, flush=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -65,8 +67,11 @@ def resolve_data_dir(data_dir: str | None) -> str:
 
 def is_prepared(data_dir: str | None = None) -> bool:
     """Whether the tfds `mnist` dataset is prepared in `data_dir`."""
-    version_dir = os.path.join(resolve_data_dir(data_dir), "mnist", str(MNIST.VERSION))
-    return os.path.isfile(os.path.join(version_dir, "dataset_info.json"))
+    return os.path.isfile(os.path.join(_version_dir(resolve_data_dir(data_dir)), "dataset_info.json"))
+
+
+def _version_dir(data_dir: str) -> str:
+    return os.path.join(data_dir, "mnist", str(MNIST.VERSION))
 
 
 def prepare(idx_dir: str, data_dir: str | None = None, verify_checksums: bool = True) -> str:
@@ -74,13 +79,24 @@ def prepare(idx_dir: str, data_dir: str | None = None, verify_checksums: bool = 
 
     Verifies each file's format and (unless disabled) the published MD5 of its
     uncompressed bytes. tfds writes into a temporary folder and renames it when
-    done, so a failure leaves no half-built dataset. Returns the dataset folder.
+    done, so a failure leaves no half-built dataset. A dataset already there (a
+    damaged one, say) is replaced only once the new one is complete. Returns the
+    dataset folder.
     """
     data_dir = resolve_data_dir(data_dir)
+    if not is_prepared(data_dir):
+        return _build(idx_dir, data_dir, verify_checksums)
+    os.makedirs(data_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=data_dir, prefix=".prepare-") as scratch:
+        _build(idx_dir, scratch, verify_checksums)
+        shutil.rmtree(_version_dir(data_dir))
+        os.replace(_version_dir(scratch), _version_dir(data_dir))
+    return _version_dir(data_dir)
+
+
+def _build(idx_dir: str, data_dir: str, verify_checksums: bool) -> str:
     builder = _LocalMNIST(idx_dir=idx_dir, verify_checksums=verify_checksums, data_dir=data_dir)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-    )
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     return builder.data_dir
 
 
@@ -105,20 +121,32 @@ def file_order(split: str, num_examples: int) -> np.ndarray:
 def load_split(split: str, data_dir: str | None = None, in_file_order: bool = False):
     """Reads a whole split through tfds into host arrays (images uint8, labels int32)."""
     ensure_prepared(data_dir)
+    folder = resolve_data_dir(data_dir)
     try:
-        ds = tfds.load("mnist", split=split, data_dir=resolve_data_dir(data_dir),
-                       batch_size=-1, as_supervised=True)
+        builder = tfds.builder("mnist", data_dir=folder)
+        ds = builder.as_dataset(split=split, batch_size=-1, as_supervised=True)
+        images, labels = (np.asarray(a) for a in tfds.as_numpy(ds))
+        expected = builder.info.splits[split].num_examples
     except Exception as e:  # tfds raises many kinds: a failed download, a missing or damaged folder
-        raise DataError(
-            f"cannot read the tfds mnist dataset in {resolve_data_dir(data_dir)}: {e}; "
-            f"prepare it with `mnist-jax prepare --idx-dir DIR` or set ${IDX_DIR_ENV}"
-        ) from e
-    images, labels = (np.asarray(a) for a in tfds.as_numpy(ds))
+        raise _unreadable(folder, e) from e
+    if len(labels) != expected or images.shape[1:] != (28, 28, 1):
+        raise _unreadable(folder, f"split {split!r} holds {len(labels)} examples of shape {images.shape[1:]}, "
+                                  f"its metadata says {expected} of (28, 28, 1)")
     labels = labels.astype(np.int32)
     if in_file_order:
         order = file_order(split, len(labels))
         images, labels = images[order], labels[order]
     return images, labels
+
+
+def _unreadable(folder: str, error) -> DataError:
+    """The error for a dataset that cannot be read: damaged if prepared, else missing."""
+    reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    if is_prepared(folder):
+        return DataError(f"the tfds mnist dataset in {folder} is damaged ({reason}); rebuild it with "
+                         f"`mnist-jax prepare --idx-dir DIR --data-dir {folder}`")
+    return DataError(f"cannot read the tfds mnist dataset in {folder}: {reason}; prepare it with "
+                     f"`mnist-jax prepare --idx-dir DIR` or set ${IDX_DIR_ENV}")
 
 
 def epoch_order(seed: int, epoch: jax.Array | int, num_examples: int, process: int | None = None) -> jax.Array:

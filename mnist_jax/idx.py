@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,7 +54,7 @@ def read_bytes(path: str) -> bytes:
         with open(path, "rb") as f:
             raw = f.read()
         return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise DataError(f"{path}: cannot read: {e}") from e
 
 
@@ -67,7 +69,7 @@ def parse_idx(data: bytes, path: str, ndim: int) -> np.ndarray:
         raise DataError(f"{path}: wrong magic number 0x{magic:08x}, expected 0x{expected:08x}")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     offset = 4 + 4 * ndim
-    expected_len = offset + int(np.prod(shape, dtype=np.int64))
+    expected_len = offset + math.prod(shape)  # Python ints: a fuzzed header cannot overflow
     if len(data) != expected_len:
         kind = "truncated" if len(data) < expected_len else "has trailing bytes"
         raise DataError(

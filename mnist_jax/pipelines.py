@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +32,21 @@ from mnist_jax.steps import TrainState, eval_step, make_optimizer, train_step
 
 OnBatch = Callable[[int], None]
 ShouldStop = Callable[[], bool]
+
+
+class EpochRun(NamedTuple):
+    """What one `train_epoch` call did: the new state, the batches done if it stopped part-way
+    (else None), and the training loss of every step it ran, from step `first_step` (0-based)."""
+
+    state: TrainState
+    batches_done: int | None
+    losses: np.ndarray
+    first_step: int
+
+
+def _on_host(values: jax.Array) -> np.ndarray:
+    """A replicated array's values (in any process, whose copy is local)."""
+    return np.asarray(values.addressable_data(0) if values.is_fully_replicated else values)
 
 
 def _chunk_spec(batches: int, rows: int, sharding) -> Batch:
@@ -128,19 +144,22 @@ class StreamPipeline:
         self.compile_seconds = time.perf_counter() - start
 
     def train_epoch(self, state: TrainState, epoch: int, on_batch: OnBatch,
-                    should_stop: ShouldStop = lambda: False) -> tuple[TrainState, int | None]:
-        """Trains on the rest of the epoch; returns the state and, if stopped early, the batches done."""
+                    should_stop: ShouldStop = lambda: False) -> EpochRun:
+        """Trains on the rest of the epoch, or until `should_stop` says so after a chunk."""
         if epoch != self.next_epoch:
             raise ValueError(f"the stream is at epoch {self.next_epoch}, not {epoch}")
+        first_step, losses = self.chunks_done * self.config.batches_per_chunk, []
         while self.chunks_done < self.chunks_per_epoch:
-            state = jax.block_until_ready(self.step(state, next(self.train_stream))[0])
+            state, chunk_losses = jax.block_until_ready(self.step(state, next(self.train_stream)))
+            losses.append(chunk_losses)  # stays on the device until the epoch ends
             self.chunks_done += 1
             batches_done = min(self.chunks_done * self.config.batches_per_chunk, self.steps_per_epoch)
             on_batch(batches_done)
             if should_stop() and self.chunks_done < self.chunks_per_epoch:
-                return state, batches_done
+                return EpochRun(state, batches_done, np.concatenate([_on_host(x) for x in losses]), first_step)
         self.next_epoch, self.chunks_done = epoch + 1, 0
-        return state, None
+        steps = np.concatenate([_on_host(x) for x in losses])[:self.steps_per_epoch - first_step]
+        return EpochRun(state, None, steps, first_step)
 
     def evaluate(self, params: Params, split: str) -> tuple[jax.Array, jax.Array]:
         """Correct predictions and summed loss over a split, on the devices."""
@@ -217,12 +236,12 @@ class DevicePipeline:
         self.compile_seconds = time.perf_counter() - start
 
     def train_epoch(self, state: TrainState, epoch: int, on_batch: OnBatch,
-                    should_stop: ShouldStop = lambda: False) -> tuple[TrainState, None]:
+                    should_stop: ShouldStop = lambda: False) -> EpochRun:
         """Trains on the whole epoch (one call: it cannot stop part-way)."""
         state, batch_losses = jax.block_until_ready(
             self.epoch(state, *self.splits["train"], jnp.int32(epoch), self.seed))
         on_batch(batch_losses.shape[0])
-        return state, None
+        return EpochRun(state, None, _on_host(batch_losses), 0)
 
     def evaluate(self, params: Params, split: str) -> tuple[jax.Array, jax.Array]:
         """Correct predictions and summed loss over a split, on the devices."""

@@ -10,7 +10,9 @@ import os
 import platform
 import shutil
 import sys
+import socket
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 
 import jax
@@ -26,6 +28,14 @@ _PACKAGES = ("mnist-jax", "jax", "jaxlib", "optax", "numpy", "tensorflow-cpu", "
 
 class RunExistsError(FileExistsError):
     """The output folder already holds a run."""
+
+
+class RunLockedError(RuntimeError):
+    """Another live process holds the run folder."""
+
+
+class StorageError(RuntimeError):
+    """Writing the run folder failed (a full disk, say); what was saved before is intact."""
 
 
 @dataclass(frozen=True)
@@ -55,8 +65,9 @@ class Result:
     device: str
     num_devices: int
     versions: dict[str, str]
-    status: str = "completed"
+    status: str = "completed"  # or "interrupted", "diverged"
     command: list[str] = field(default_factory=list)
+    divergence: dict | None = None  # epoch, first_step, last_step, message
 
     @property
     def final_test_accuracy(self) -> float:
@@ -76,6 +87,7 @@ class Result:
             "num_devices": self.num_devices,
             "versions": self.versions,
             "command": self.command,
+            **({"divergence": self.divergence} if self.divergence else {}),
         }
 
 
@@ -86,6 +98,10 @@ class Reporter:
     def on_batch(self, epoch: int, batches_done: int) -> None: ...
     def on_epoch(self, metrics: EpochMetrics) -> None: ...
     def on_end(self, result: Result) -> None: ...
+
+    def on_warning(self, message: str) -> None:
+        """Something was recovered from (a stale lock, a damaged checkpoint)."""
+        warnings.warn(message, stacklevel=2)
 
 
 def environment(mesh: jax.sharding.Mesh | None = None) -> dict:
@@ -159,25 +175,19 @@ class RunDir:
     def _write_json(self, name: str, value) -> None:
         write_atomic(os.path.join(self.path, name), (json.dumps(value, indent=2) + "\n").encode())
 
-    def rewrite_metrics(self, history: list[EpochMetrics]) -> None:
-        """Replaces metrics.jsonl with `history` (on resuming from a checkpoint)."""
+    def write_metrics(self, history: list[EpochMetrics]) -> None:
+        """Replaces metrics.jsonl with `history`, atomically: a failed write leaves the old file."""
         lines = "".join(json.dumps(dataclasses.asdict(m)) + "\n" for m in history)
         write_atomic(os.path.join(self.path, "metrics.jsonl"), lines.encode())
 
-    def append_metrics(self, metrics: EpochMetrics) -> None:
-        """Appends one epoch's line to metrics.jsonl and syncs it to disk."""
-        with open(os.path.join(self.path, "metrics.jsonl"), "a") as f:
-            f.write(json.dumps(dataclasses.asdict(metrics)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
     def write_result(self, result: Result) -> None:
-        """Writes params.npz, curves.png and, last, summary.json."""
+        """Writes params.npz (unless diverged), curves.png and, last, summary.json."""
         from mnist_jax.plots import plot_curves  # matplotlib loads only when a run is saved
 
-        buffer = io.BytesIO()
-        np.savez(buffer, **params_to_arrays(result.params))
-        write_atomic(os.path.join(self.path, "params.npz"), buffer.getvalue())
+        if result.status != "diverged":
+            buffer = io.BytesIO()
+            np.savez(buffer, **params_to_arrays(result.params))
+            write_atomic(os.path.join(self.path, "params.npz"), buffer.getvalue())
 
         plot_curves(result.history, os.path.join(self.path, "curves.png"))
         self._write_json("summary.json", result.summary())
@@ -194,3 +204,71 @@ class RunDir:
         """The run's config and saved parameters."""
         with np.load(os.path.join(self.path, "params.npz")) as arrays:
             return self.config(), params_from_arrays(dict(arrays))
+
+
+LOCK_FILE = "run.lock"
+
+
+def lock_run_folder(path: str) -> str | None:
+    """Takes the folder's lock for this process; returns a note if a stale lock was recovered.
+
+    Raises RunLockedError if a live process (on this host, or any process on another)
+    holds it. The lock file, holding the holder's pid and host, appears whole or not at all
+    (written aside, then hard-linked into place, which fails if it exists).
+    """
+    os.makedirs(path, exist_ok=True)
+    lock, note = os.path.join(path, LOCK_FILE), None
+    mine = f"{lock}.{os.getpid()}"
+    with open(mine, "w") as f:
+        json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+    try:
+        for _ in range(2):
+            try:
+                os.link(mine, lock)
+                return note
+            except FileExistsError:
+                holder = _read_lock(lock)
+                if _alive(holder):
+                    raise RunLockedError(f"{path} is in use by process {holder.get('pid')} on {holder.get('host')} "
+                                         f"({lock}); wait for it to finish or stop it") from None
+                os.remove(lock)
+                note = f"recovered a stale lock on {path} from process {holder.get('pid')}, which is no longer running"
+        raise RunLockedError(f"{path}: another process took the lock while a stale one was being recovered")
+    finally:
+        os.remove(mine)
+
+
+def unlock_run_folder(path: str) -> None:
+    """Releases this process's lock on the folder (if it holds it)."""
+    lock = os.path.join(path, LOCK_FILE)
+    if _read_lock(lock).get("pid") == os.getpid():
+        os.remove(lock)
+
+
+def _read_lock(lock: str) -> dict:
+    try:
+        with open(lock) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}  # unreadable: nobody can prove they hold it
+
+
+def _alive(holder: dict) -> bool:
+    """Whether the lock's holder is a running process (one on another host is assumed to be)."""
+    if not holder:
+        return False
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        with open(f"/proc/{holder['pid']}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(holder["pid"], 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from mnist_jax import data, parallel
+from mnist_jax import data, memory, parallel
 from mnist_jax.config import Config
 from mnist_jax.model import Params
 from mnist_jax.pipelines import place_splits, scan_epoch, scan_eval
@@ -78,6 +78,7 @@ def sweep(config: Config, seeds: Sequence[int], out_dir: str | None = None,
     Writes `out_dir/sweep.json` if given. `shares` (from `load_shares`) skips reading the data.
     """
     mesh = parallel.make_mesh(1, config.platform)
+    memory.check_fits(config, mesh, num_models=len(seeds))
     rows = parallel.rows_per_batch(config.batch_size, mesh)
     eval_rows = parallel.rows_per_batch(config.eval_batch_size, mesh)
     with precision(config):
@@ -136,6 +137,9 @@ def grid(config: Config, axes: dict[str, Sequence], seeds: Sequence[int], out_di
     rewritten as each cell finishes.
     """
     cells = grid_configs(config, axes)
+    mesh = parallel.make_mesh(1, config.platform)
+    for _, cell_config in cells:
+        memory.check_fits(cell_config, mesh, num_models=len(seeds))
     results, shares = [], {}
     for settings, cell_config in cells:
         data_key = (cell_config.validation_size, cell_config.data_dir)

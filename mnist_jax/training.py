@@ -11,11 +11,12 @@ import time
 import jax
 import numpy as np
 
-from mnist_jax import checkpoints, data, parallel
+from mnist_jax import checkpoints, data, memory, parallel
 from mnist_jax.config import Config, ConfigError
 from mnist_jax.model import Params
 from mnist_jax.pipelines import PIPELINES, eval_chunk, stream_eval
-from mnist_jax.results import EpochMetrics, Reporter, Result, RunDir, environment
+from mnist_jax.results import (EpochMetrics, Reporter, Result, RunDir, RunExistsError, StorageError, environment,
+                               lock_run_folder, unlock_run_folder)
 from mnist_jax.steps import TrainState, init_state
 
 __all__ = ["TrainState", "enable_compilation_cache", "score", "train"]
@@ -71,72 +72,133 @@ def train(config: Config = Config(), out_dir: str | None = None, *, overwrite: b
     Runs on every device of the platform (or the first `config.devices`), and across all
     processes once `jax.distributed` is initialized. Accuracy and mean loss over the full
     splits are measured before training (epoch 0) and after every epoch; a checkpoint is
-    saved as configured. `resume=True` continues the run in `out_dir` from its newest
+    saved as configured. `resume=True` continues the run in `out_dir` from its newest intact
     checkpoint (or from the start if it has none), exactly as if it had not stopped.
+    A run whose loss turns non-finite stops with status "diverged", keeping what came before.
     """
     mesh = parallel.make_mesh(config.devices, config.platform)
     for batch_size in (config.batch_size, config.eval_batch_size):
         parallel.rows_per_batch(batch_size, mesh)  # fails early if smaller than the device count
+    memory.check_fits(config, mesh)
     if resume and not out_dir:
         raise ConfigError("resuming needs the run folder")
-    # In a run of several processes, process 0 alone writes the run folder.
-    run_dir = None
-    if out_dir and jax.process_index() == 0:
-        run_dir = RunDir.open_existing(out_dir, config) if resume else RunDir.create(out_dir, config, overwrite)
     reporter = reporter or Reporter()
+    # In a run of several processes, process 0 alone writes (and locks) the run folder.
+    lead = bool(out_dir) and jax.process_index() == 0
+    if lead:
+        with _storage(f"the lock file of {out_dir}", out_dir, None):
+            recovered = lock_run_folder(out_dir)
+        if recovered:
+            reporter.on_warning(recovered)
+    try:
+        run_dir = None
+        if lead:
+            with _storage("config.json", out_dir, None):
+                run_dir = RunDir.open_existing(out_dir, config) if resume else RunDir.create(out_dir, config, overwrite)
+        return _train(config, mesh, out_dir, run_dir, resume, reporter)
+    finally:
+        if lead:
+            unlock_run_folder(out_dir)
+
+
+def _train(config: Config, mesh, out_dir: str | None, run_dir: RunDir | None, resume: bool,
+           reporter: Reporter) -> Result:
     with precision(config):
         shares = {name: data.load_share(split, config.data_dir)
                   for name, split in data.split_names(config.validation_size, config.data_dir).items()}
         sizes = {name: share.total for name, share in shares.items()}
         state = init_state(config)
-        saved = checkpoints.latest(out_dir) if resume else None
+        saved = checkpoints.latest(out_dir, state, reporter.on_warning) if resume else None
         state = parallel.replicate(saved.restore(state) if saved else state, mesh)
         history = list(saved.history) if saved else []
         start_epoch = saved.epoch + 1 if saved else 1
+        last_saved = saved.epoch if saved else None
         pipeline = PIPELINES[config.pipeline](config, shares, state, mesh, start_epoch,
                                               saved.batches_done if saved else 0)
         env = environment(mesh)
         reporter.on_start(config, env, steps_per_epoch=-(-sizes["train"] // config.batch_size))
         for metrics in history:
             reporter.on_epoch(metrics)
-        if run_dir and saved:
-            run_dir.rewrite_metrics(history)
 
-        def record(epoch: int, params: Params, epoch_seconds: float | None) -> None:
-            start = time.perf_counter()
-            scores = {}
+        def evaluate(params: Params) -> dict[str, float]:
+            start, scores = time.perf_counter(), {}
             for name in shares:
                 correct, total_loss = pipeline.evaluate(params, name)
                 scores[f"{name}_accuracy"] = float(correct) / sizes[name]
                 scores[f"{name}_loss"] = float(total_loss) / sizes[name]
-            metrics = EpochMetrics(
-                epoch=epoch, **scores, epoch_seconds=epoch_seconds,
-                examples_per_second=epoch_seconds and sizes["train"] / epoch_seconds,
-                eval_seconds=time.perf_counter() - start)
-            history.append(metrics)
-            reporter.on_epoch(metrics)
-            if run_dir:
-                run_dir.append_metrics(metrics)
+            return {**scores, "eval_seconds": time.perf_counter() - start}
 
+        def record(epoch: int, scores: dict, epoch_seconds: float | None) -> None:
+            history.append(EpochMetrics(epoch=epoch, **scores, epoch_seconds=epoch_seconds,
+                                        examples_per_second=epoch_seconds and sizes["train"] / epoch_seconds))
+            reporter.on_epoch(history[-1])
+            if run_dir:
+                with _storage("metrics.jsonl", run_dir.path, last_saved):
+                    run_dir.write_metrics(history)
+
+        if run_dir and saved:
+            with _storage("metrics.jsonl", run_dir.path, last_saved):
+                run_dir.write_metrics(history)
         if not saved:
-            record(0, state.params, None)
-        status = "completed"
+            record(0, evaluate(state.params), None)
+        status, divergence = "completed", None
         with _StopOnInterrupt() as interrupt:
             for epoch in range(start_epoch, config.num_epochs + 1):
                 start = time.perf_counter()
-                state, batches_done = pipeline.train_epoch(
-                    state, epoch, functools.partial(reporter.on_batch, epoch), interrupt.requested)
-                if batches_done is None:
-                    record(epoch, state.params, time.perf_counter() - start)
+                run = pipeline.train_epoch(state, epoch, functools.partial(reporter.on_batch, epoch),
+                                           interrupt.requested)
+                state, batches_done, seconds = run.state, run.batches_done, time.perf_counter() - start
+                scores = evaluate(state.params) if batches_done is None else None
+                divergence = _divergence(epoch, run, scores, history[-1].epoch, last_saved)
+                if divergence:
+                    status = "diverged"
+                    break
+                if scores:
+                    record(epoch, scores, seconds)
                 last = epoch == config.num_epochs
                 if run_dir and (batches_done or interrupt.requested() or last or epoch % config.checkpoint_every == 0):
-                    checkpoints.save(run_dir.path, epoch - 1 if batches_done else epoch, state, history,
-                                     config.keep_checkpoints, batches_done or 0)
+                    done = epoch - 1 if batches_done else epoch
+                    with _storage(f"the checkpoint of epoch {epoch}", run_dir.path, last_saved):
+                        checkpoints.save(run_dir.path, done, state, history, config.keep_checkpoints, batches_done or 0)
+                    last_saved = done
                 if interrupt.requested() and not last:
                     status = "interrupted"
                     break
-    result = Result(config, state.params, history, pipeline.compile_seconds, status=status, **env)
+    result = Result(config, state.params, history, pipeline.compile_seconds, status=status, divergence=divergence,
+                    **env)
     if run_dir:
-        run_dir.write_result(result)
+        with _storage("the summary", run_dir.path, last_saved):
+            run_dir.write_result(result)
     reporter.on_end(result)
     return result
+
+
+def _divergence(epoch: int, run, scores: dict | None, last_good_epoch: int, last_saved: int | None) -> dict | None:
+    """Where the epoch's loss turned non-finite, or None if it stayed finite."""
+    last_step = run.first_step + len(run.losses)
+    bad = np.flatnonzero(~np.isfinite(run.losses))
+    if bad.size:
+        first_step = run.first_step + int(bad[0]) + 1
+        cause = f"the training loss became {run.losses[bad[0]]} at step {first_step}"
+    elif scores and not all(np.isfinite(v) for k, v in scores.items() if k.endswith("_loss")):
+        first_step, cause = last_step, f"the evaluation loss is not finite after step {last_step}"
+    else:
+        return None
+    kept = f"the checkpoint of epoch {last_saved}" if last_saved is not None else "no checkpoint"
+    message = (f"diverged in epoch {epoch}, steps {first_step}-{last_step}: {cause}; kept the history "
+               f"to epoch {last_good_epoch} and {kept}; try a smaller learning rate")
+    return {"epoch": epoch, "first_step": first_step, "last_step": last_step, "message": message}
+
+
+@contextlib.contextmanager
+def _storage(what: str, folder: str, last_saved: int | None):
+    """Turns a failed write into a StorageError that says what is kept and how to go on."""
+    try:
+        yield
+    except OSError as e:
+        if isinstance(e, RunExistsError):
+            raise
+        kept = f"its checkpoint of epoch {last_saved}" if last_saved is not None else "what was written before"
+        raise StorageError(f"cannot write {what} in {folder}: {e.strerror or e}; the folder keeps {kept} intact; "
+                           f"free space or fix the folder, then continue with `mnist-jax train --resume {folder}`"
+                           ) from e

@@ -1,4 +1,8 @@
-"""Trains a small run into OUT and kills itself with SIGKILL as epoch KILL_EPOCH starts."""
+"""Trains (or with RESUME=1 resumes) a small run in OUT and kills itself with SIGKILL once
+KILL_BATCH batches (default: any) of epoch KILL_EPOCH are done.
+
+usage: resume_worker DATA_DIR OUT KILL_EPOCH PIPELINE [KILL_BATCH [NUM_EPOCHS [RESUME]]]
+"""
 
 import os
 import signal
@@ -8,14 +12,15 @@ from mnist_jax import Config, train
 from mnist_jax.results import Reporter
 
 data_dir, out, kill_epoch, pipeline = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+kill_batch, num_epochs, resume = (int(a) for a in (sys.argv[5:] + ["1", "4", "0"][len(sys.argv[5:]):]))
 
 
 class KillAt(Reporter):
     def on_batch(self, epoch, batches_done):
-        if epoch == kill_epoch:
+        if epoch == kill_epoch and batches_done >= kill_batch:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-config = Config(layer_sizes=(784, 16, 10), batch_size=32, num_epochs=4, eval_batch_size=62,
+config = Config(layer_sizes=(784, 16, 10), batch_size=32, num_epochs=num_epochs, eval_batch_size=62,
                 batches_per_chunk=4, pipeline=pipeline, data_dir=data_dir)
-train(config, out, reporter=KillAt())
+train(config, out, resume=bool(resume), reporter=KillAt())

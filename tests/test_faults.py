@@ -1,0 +1,378 @@
+"""Faults and bad input, each provoked for real: divergence, corrupt files, storage faults,
+two runs on one folder, bad settings, and a kill-and-resume soak."""
+
+import dataclasses
+import errno
+import gzip
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from mnist_jax import Config, ConfigError, checkpoints, data, train
+from mnist_jax.cli import main
+from mnist_jax.idx import DataError, read_split, write_idx
+from mnist_jax.results import StorageError
+
+TINY = dict(layer_sizes=(784, 16, 10), batch_size=32, eval_batch_size=62, batches_per_chunk=4)
+TINY_FLAGS = ["--layer-sizes", "784,16,10", "--batch-size", "32", "--eval-batch-size", "62"]
+MNIST_JAX = [sys.executable, "-m", "mnist_jax.cli"]
+
+
+def params_of(run_dir):
+    with np.load(os.path.join(run_dir, "params.npz")) as f:
+        return {name: f[name] for name in f.files}
+
+
+def assert_same_params(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+def metrics_lines(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+# 1. Divergence ---------------------------------------------------------------------------------
+
+# Adam's steps are about `lr` each, so with these rates the logits overflow float32 after a
+# few steps: in the first epoch, or in a later one (which rate does which depends on XLA's
+# arithmetic, so the test looks for one).
+LATE_RATES = (1.08e36, 1.25e36, 1.34e36, 1.44e36, 1.16e36, 1.0e36)
+
+
+@pytest.mark.parametrize("pipeline", ["device", "stream"])
+def test_divergence_stops_at_its_epoch_and_keeps_what_came_before(data_dir, tmp_path, pipeline):
+    for rate in LATE_RATES:
+        config = Config(**TINY, num_epochs=4, learning_rate=rate, pipeline=pipeline, data_dir=data_dir)
+        out = str(tmp_path / f"lr-{rate}")
+        result = train(config, out)
+        if result.status == "diverged" and result.divergence["epoch"] > 1:
+            break
+    else:
+        pytest.fail("no learning rate diverged after the first epoch")
+    epoch = result.divergence["epoch"]
+    assert [m.epoch for m in result.history] == list(range(epoch))  # the good epochs only
+    assert f"diverged in epoch {epoch}, steps {result.divergence['first_step']}-10" in result.divergence["message"]
+    summary = json.loads(open(os.path.join(out, "summary.json")).read())
+    assert summary["status"] == "diverged" and summary["divergence"] == result.divergence
+    assert [m["epoch"] for m in metrics_lines(out)] == list(range(epoch))
+    assert not os.path.exists(os.path.join(out, "params.npz"))
+    saved = checkpoints.latest(out)
+    assert saved.epoch == epoch - 1 and all(np.isfinite(leaf).all() for leaf in saved.leaves)
+
+
+def test_divergence_exits_3_with_the_epoch_and_steps(data_dir, tmp_path, capsys):
+    status = main(["train", *TINY_FLAGS, "--lr", "1e38", "--data-dir", data_dir, "--out", str(tmp_path), "--quiet"])
+    assert status == 3
+    err = capsys.readouterr().err
+    assert "diverged in epoch 1, steps " in err and "-10: the training loss became" in err
+
+
+# 2. Corrupt inputs -----------------------------------------------------------------------------
+
+def _mutations(rng: random.Random, valid: bytes):
+    """Damaged variants of a valid IDX file's bytes."""
+    data = bytearray(valid)
+    kind = rng.randrange(6)
+    if kind == 0:  # flip random bytes anywhere
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+    elif kind == 1:  # cut it short
+        del data[rng.randrange(len(data)):]
+    elif kind == 2:  # trailing junk
+        data += bytes(rng.randrange(256) for _ in range(rng.randint(1, 50)))
+    elif kind == 3:  # a random header (magic, dims and sizes), up to huge
+        data[:16] = bytes(rng.randrange(256) for _ in range(16))
+    elif kind == 4:  # a damaged gzip stream
+        packed = bytearray(gzip.compress(bytes(data)))
+        packed[rng.randrange(2, len(packed))] ^= 1 << rng.randrange(8)
+        return bytes(packed), ".gz"
+    else:  # random bytes
+        data = bytearray(rng.randrange(256) for _ in range(rng.randint(0, 64)))
+    return bytes(data), ""
+
+
+def test_the_idx_reader_fails_only_with_data_errors_naming_the_file(tmp_path, synthetic):
+    images, labels = synthetic["train"][0][:20], synthetic["train"][1][:20]
+    valid_dir = tmp_path / "valid"
+    valid_dir.mkdir()
+    for name, array in (("train-images-idx3-ubyte", images), ("train-labels-idx1-ubyte", labels)):
+        write_idx(str(valid_dir / name), array)
+    rng = random.Random(0)
+    outcomes = {"error": 0, "read": 0}
+    for trial in range(400):
+        fuzz_dir = tmp_path / f"fuzz-{trial}"
+        shutil.copytree(valid_dir, fuzz_dir)
+        victim = rng.choice(["train-images-idx3-ubyte", "train-labels-idx1-ubyte"])
+        damaged, suffix = _mutations(rng, (valid_dir / victim).read_bytes())
+        os.remove(fuzz_dir / victim)
+        (fuzz_dir / (victim + suffix)).write_bytes(damaged)
+        try:
+            split = read_split(str(fuzz_dir), "train", verify_checksums=False)
+        except DataError as e:
+            assert victim in str(e), (trial, str(e))
+            outcomes["error"] += 1
+        else:  # a flip inside the pixels or labels can leave a valid file
+            assert split.images.shape == (len(split.labels), 28, 28) and (split.labels < 10).all()
+            outcomes["read"] += 1
+        shutil.rmtree(fuzz_dir)
+    assert outcomes["error"] > 250 and outcomes["read"] > 0
+
+
+def _damage(folder: str, how: str) -> None:
+    record = next(os.path.join(root, f) for root, _, files in os.walk(folder) for f in files if "train.tfrecord" in f)
+    if how == "delete":
+        os.remove(record)
+    elif how == "truncate":
+        os.truncate(record, os.path.getsize(record) // 2)
+    else:
+        with open(record, "r+b") as f:
+            f.seek(os.path.getsize(record) // 2)
+            f.write(b"\xff" * 64)
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate", "delete"])
+def test_a_damaged_dataset_is_reported_with_the_fix(data_dir, idx_dir, tmp_path, capsys, how):
+    damaged = str(tmp_path / "tfds")
+    shutil.copytree(data_dir, damaged)
+    _damage(damaged, how)
+    with pytest.raises(DataError, match=rf"the tfds mnist dataset in {re.escape(damaged)} is damaged .*mnist-jax prepare"):
+        data.load_split("train", damaged)
+    assert main(["train", *TINY_FLAGS, "--epochs", "1", "--data-dir", damaged]) == 1
+    assert "is damaged" in capsys.readouterr().err
+    data.prepare(idx_dir, damaged, verify_checksums=False)  # the fix the message gives
+    images, _ = data.load_split("train", damaged)
+    assert len(images) == 300
+
+
+def test_a_damaged_checkpoint_is_named_and_resume_falls_back(data_dir, tmp_path, capsys):
+    whole, damaged = str(tmp_path / "whole"), str(tmp_path / "damaged")
+    config = Config(**TINY, num_epochs=3, data_dir=data_dir)
+    train(config, whole)
+    shutil.copytree(whole, damaged)
+    newest = os.path.join(damaged, "checkpoints", "epoch-00003.npz")
+    os.truncate(newest, os.path.getsize(newest) // 3)
+    with pytest.raises(checkpoints.CheckpointError, match="epoch-00003.npz is damaged"):
+        checkpoints.load(newest)
+    assert main(["train", "--resume", damaged, "--quiet"]) == 0
+    assert f"warning: {newest} is damaged" in capsys.readouterr().err
+    assert_same_params(params_of(damaged), params_of(whole))
+
+
+# 3. Storage faults -----------------------------------------------------------------------------
+
+def _fail_writes(monkeypatch, where: str, after: int) -> None:
+    """Makes the (after + 1)-th fsync of a file in a folder named `where` fail: a full disk."""
+    real_fsync, calls = os.fsync, []
+
+    def fsync(fd):
+        if os.path.basename(os.path.dirname(os.readlink(f"/proc/self/fd/{fd}"))) == where:
+            calls.append(fd)
+            if len(calls) > after:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_a_full_disk_at_a_checkpoint_keeps_the_previous_one(data_dir, tmp_path, monkeypatch):
+    config = Config(**TINY, num_epochs=3, data_dir=data_dir)
+    whole, failed = str(tmp_path / "whole"), str(tmp_path / "failed")
+    train(config, whole)
+    _fail_writes(monkeypatch, "checkpoints", after=1)  # the epoch-2 checkpoint fails
+    with pytest.raises(StorageError, match="cannot write the checkpoint of epoch 2 .*No space left on device; "
+                                           "the folder keeps its checkpoint of epoch 1 intact"):
+        train(config, failed)
+    monkeypatch.undo()
+    assert checkpoints.latest(failed).epoch == 1 and os.listdir(os.path.join(failed, "checkpoints")) == [
+        "epoch-00001.npz"]  # no temporary file left behind
+    assert [m["epoch"] for m in metrics_lines(failed)] == [0, 1, 2]
+    assert not os.path.exists(os.path.join(failed, "run.lock"))
+    train(config, failed, resume=True)  # after freeing space: nothing lost
+    assert_same_params(params_of(failed), params_of(whole))
+    assert [m["test_loss"] for m in metrics_lines(failed)] == [m["test_loss"] for m in metrics_lines(whole)]
+
+
+def test_a_failed_summary_write_loses_nothing(data_dir, tmp_path, monkeypatch):
+    config = Config(**TINY, num_epochs=2, data_dir=data_dir)
+    whole, failed = str(tmp_path / "whole"), str(tmp_path / "failed")
+    train(config, whole)
+    _fail_writes(monkeypatch, "failed", after=4)  # config.json and metrics.jsonl x3 succeed; params.npz fails
+    with pytest.raises(StorageError, match="cannot write the summary"):
+        train(config, failed)
+    monkeypatch.undo()
+    assert not os.path.exists(os.path.join(failed, "summary.json"))
+    assert [m["epoch"] for m in metrics_lines(failed)] == [0, 1, 2]
+    assert main(["train", "--resume", failed, "--quiet"]) == 0
+    assert_same_params(params_of(failed), params_of(whole))
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 400 KiB tmpfs (needs root and mount); unmounted afterwards."""
+    mount_point = tmp_path / "tmpfs"
+    mount_point.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount_point)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root, or no mount permission)")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+def test_a_real_full_or_read_only_filesystem(data_dir, tmp_path, small_tmpfs, fault):
+    config = Config(**TINY, num_epochs=4, data_dir=data_dir)
+    out = str(small_tmpfs / "run")
+    flags = [*TINY_FLAGS, "--epochs", "4", "--data-dir", data_dir, "--out", out, "--quiet"]
+    if fault == "read-only":
+        assert main(["train", *TINY_FLAGS, "--epochs", "2", "--keep-checkpoints", "1", "--data-dir", data_dir,
+                     "--out", out, "--quiet"]) == 0
+        subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+        proc = subprocess.run([*MNIST_JAX, "train", "--resume", out, "--quiet"], capture_output=True, text=True)
+        before = params_of(out)
+    else:  # three checkpoints of about 150 KiB each do not fit in 400 KiB
+        proc = subprocess.run([*MNIST_JAX, "train", *flags], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    message = "Read-only file system" if fault == "read-only" else "No space left on device"
+    assert "mnist-jax train: error: cannot write " in proc.stderr and message in proc.stderr
+    saved = checkpoints.latest(out)
+    assert saved is not None and [m["epoch"] for m in metrics_lines(out)][: saved.epoch + 1] == list(
+        range(saved.epoch + 1))
+    if fault == "read-only":
+        assert_same_params(params_of(out), before)
+        subprocess.run(["mount", "-o", "remount,rw", str(small_tmpfs)], check=True)
+    moved = str(tmp_path / "moved")  # to a disk with room, then on
+    shutil.copytree(out, moved)
+    assert main(["train", "--resume", moved, "--quiet"]) == 0
+    whole = str(tmp_path / "whole")
+    train(config.replace(num_epochs=2, keep_checkpoints=1) if fault == "read-only" else config, whole)
+    assert_same_params(params_of(moved), params_of(whole))
+
+
+# 4. Two runs, one folder -----------------------------------------------------------------------
+
+def test_a_live_run_holds_its_folder_and_a_dead_one_does_not(data_dir, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    holder = subprocess.Popen([*MNIST_JAX, "train", *TINY_FLAGS, "--epochs", "5000", "--data-dir", data_dir,
+                               "--out", out, "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not os.path.exists(os.path.join(out, "checkpoints")) and time.monotonic() < deadline:
+            assert holder.poll() is None, holder.stderr.read().decode()[-2000:]
+            time.sleep(0.1)
+        for second in (["--resume", out], [*TINY_FLAGS, "--data-dir", data_dir, "--out", out, "--overwrite"]):
+            assert main(["train", *second, "--quiet"]) == 2
+            assert f"is in use by process {holder.pid}" in capsys.readouterr().err
+        assert os.path.exists(os.path.join(out, "config.json"))  # --overwrite removed nothing
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert json.loads(open(os.path.join(out, "run.lock")).read())["pid"] == holder.pid  # left behind
+    assert main(["train", *TINY_FLAGS, "--epochs", "1", "--data-dir", data_dir, "--out", out, "--overwrite",
+                 "--quiet"]) == 0
+    assert f"recovered a stale lock on {out} from process {holder.pid}" in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(out, "run.lock"))
+
+
+# 5. Bad settings and environments --------------------------------------------------------------
+
+BAD_FLAGS = {
+    "layer_sizes": (["--layer-sizes", "784,0,10"], "layer sizes must be positive"),
+    "sigma": (["--sigma", "0"], "sigma must be positive"),
+    "activation": (["--activation", "cosh"], "activation must be one of"),
+    "optimizer": (["--optimizer", "adamm"], "optimizer must name an Optax optimizer"),
+    "learning_rate": (["--lr", "-1"], "learning_rate must be positive"),
+    "b1": (["--b1", "1"], "b1 and b2 must lie in [0, 1)"),
+    "b2": (["--b2", "-0.5"], "b1 and b2 must lie in [0, 1)"),
+    "eps": (["--eps=-1e-8"], "eps must not be negative"),
+    "batch_size": (["--batch-size", "0"], "batch_size must be positive"),
+    "num_epochs": (["--epochs", "0"], "num_epochs must be positive"),
+    "seed": (["--seed", "-1"], "seed must lie in [0, 2**32)"),
+    "dtype": (["--dtype", "bfloat16"], "dtype must be one of"),
+    "init": (["--init", "torch"], "init must be one of"),
+    "shuffle": (["--no-shuffle", "--validation-size", "10"], "validation_size needs shuffle"),
+    "eval_batch_size": (["--eval-batch-size", "0"], "eval_batch_size must be positive"),
+    "pipeline": (["--pipeline", "fast"], "pipeline must be one of"),
+    "devices": (["--devices", "0"], "devices must be positive"),
+    "platform": (["--platform", "gpu"], "no gpu devices here"),
+    "validation_size": (["--validation-size", "-5"], "validation_size must not be negative"),
+    "checkpoint_every": (["--checkpoint-every", "0"], "checkpoint_every must be positive"),
+    "keep_checkpoints": (["--keep-checkpoints", "0"], "keep_checkpoints must be positive"),
+    "batches_per_chunk": (["--batches-per-chunk", "0"], "batches_per_chunk must be positive"),
+}
+
+
+def test_every_setting_has_a_bad_value_case():
+    # Any data_dir is a valid setting: a folder without the dataset is a data error (status 1).
+    assert set(BAD_FLAGS) | {"data_dir"} == {f.name for f in dataclasses.fields(Config)}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FLAGS))
+def test_bad_settings_fail_first_with_one_line_and_status_2(name, tmp_path, capsys):
+    flags, message = BAD_FLAGS[name]
+    out = tmp_path / "run"
+    assert main(["train", *flags, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command, flags", [
+    ("train", ["--layer-sizes", "784,4000000000,10"]),
+    ("train", ["--batch-size", "20000000000"]),
+    ("sweep", ["--seeds", "4000", "--layer-sizes", "784,100000,10"]),
+])
+def test_memory_is_checked_before_allocation(data_dir, tmp_path, capsys, command, flags):
+    out = tmp_path / "run"
+    assert main([command, *flags, "--data-dir", data_dir, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "needs about" in err and "GiB available: use narrower layers or a smaller batch size" in err
+    assert not out.exists()
+
+
+def test_memory_estimate_counts_the_state_and_batches():
+    from mnist_jax.memory import estimate_bytes
+
+    parts = estimate_bytes(Config(layer_sizes=(784, 10), batch_size=100, eval_batch_size=50))
+    assert parts["training state"] == 5 * (784 * 10 + 10) * 4
+    assert parts["activations"] == 3 * 100 * 794 * 4 and parts["evaluation"] == 2 * 50 * 794 * 4
+    assert estimate_bytes(Config(dtype="float64", layer_sizes=(784, 10)))["training state"] == 5 * 7850 * 8
+    with pytest.raises(ConfigError, match="needs about"):
+        from mnist_jax.memory import check_fits
+        from mnist_jax.parallel import make_mesh
+
+        check_fits(Config(layer_sizes=(784, 10**9, 10)), make_mesh(1))
+
+
+# 6. Soak ---------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_soak_five_kills_and_resumes_reach_the_uninterrupted_parameters(data_dir, tmp_path):
+    seed = random.randrange(10**6)
+    rng = random.Random(seed)
+    out, whole = str(tmp_path / "soak"), str(tmp_path / "whole")
+    epochs, kill_epoch = 12, 0
+    for kill in range(5):
+        kill_epoch = rng.randint(kill_epoch + 1, epochs - (4 - kill))
+        kill_batch = rng.choice([1, 5, 9])  # chunks of 4 batches: after the first, second or third
+        proc = subprocess.run([sys.executable, "-m", "tests.resume_worker", data_dir, out, str(kill_epoch), "stream",
+                               str(kill_batch), str(epochs), str(int(kill > 0))],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == -signal.SIGKILL, (seed, proc.stderr[-2000:])
+    proc = subprocess.run([*MNIST_JAX, "train", "--resume", out, "--quiet"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, (seed, proc.stderr[-2000:])
+    train(Config(**TINY, num_epochs=epochs, pipeline="stream", data_dir=data_dir), whole)
+    assert_same_params(params_of(out), params_of(whole))
+    assert [m["test_loss"] for m in metrics_lines(out)] == [m["test_loss"] for m in metrics_lines(whole)]
