@@ -206,6 +206,12 @@ def load_share(split: str, data_dir: str | None = None) -> Share:
     return Share(images, labels, tuple(int(b) for b in np.cumsum([0] + sizes)))
 
 
+def load_shares(validation_size: int = 0, data_dir: str | None = None) -> dict[str, Share]:
+    """This process's share of the training, test and (with `validation_size`) validation splits."""
+    names = split_names(validation_size, data_dir)
+    return {name: load_share(split, data_dir) for name, split in names.items()}
+
+
 def pad_to_batches(orders, batch_size: int, rows_per_batch: int, batches_per_chunk: int = 1, xp=np,
                    num_batches: int | None = None):
     """Example indices laid out as whole batches: (passes, chunks, batches_per_chunk, rows_per_batch).

@@ -24,7 +24,6 @@ from mnist_jax.steps import init_state
 from mnist_jax.training import precision
 
 
-
 def metric_names(splits: Sequence[str]) -> tuple[str, ...]:
     """The history columns for `splits`: every accuracy, then every mean loss."""
     return tuple(f"{split}_{kind}" for kind in ("accuracy", "loss") for split in splits)
@@ -64,25 +63,19 @@ class SweepResult:
                 "seconds": self.seconds, **self.environment}
 
 
-def load_shares(config: Config) -> dict[str, data.Share]:
-    """The splits `config` trains and evaluates on, as `train` uses them."""
-    names = data.split_names(config.validation_size, config.data_dir)
-    return {name: data.load_share(split, config.data_dir) for name, split in names.items()}
-
-
 def sweep(config: Config, seeds: Sequence[int], out_dir: str | None = None,
           shares: dict[str, data.Share] | None = None) -> SweepResult:
     """Trains one model per seed (initialization and shuffles both seeded) on one device, as
     a single vmapped program per epoch; each model matches a separate run with that seed.
 
-    Writes `out_dir/sweep.json` if given. `shares` (from `load_shares`) skips reading the data.
+    Writes `out_dir/sweep.json` if given. `shares` (from `data.load_shares`) skips reading the data.
     """
     mesh = parallel.make_mesh(1, config.platform)
     memory.check_fits(config, mesh, num_models=len(seeds))
     rows = parallel.rows_per_batch(config.batch_size, mesh)
     eval_rows = parallel.rows_per_batch(config.eval_batch_size, mesh)
     with precision(config):
-        shares = shares or load_shares(config)
+        shares = shares or data.load_shares(config.validation_size, config.data_dir)
         splits = place_splits(config, shares, mesh)
         states = [init_state(config.replace(seed=seed)) for seed in seeds]
         state = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
@@ -144,7 +137,7 @@ def grid(config: Config, axes: dict[str, Sequence], seeds: Sequence[int], out_di
     for settings, cell_config in cells:
         data_key = (cell_config.validation_size, cell_config.data_dir)
         if data_key not in shares:
-            shares[data_key] = load_shares(cell_config)
+            shares[data_key] = data.load_shares(*data_key)
         results.append(sweep(cell_config, seeds, shares=shares[data_key]))
         on_cell(settings, results[-1])
         if out_dir:

@@ -86,7 +86,7 @@ def train(config: Config = Config(), out_dir: str | None = None, *, overwrite: b
     # In a run of several processes, process 0 alone writes (and locks) the run folder.
     lead = bool(out_dir) and jax.process_index() == 0
     if lead:
-        with _storage(f"the lock file of {out_dir}", out_dir, None):
+        with _storage("the lock file", out_dir, None):
             recovered = lock_run_folder(out_dir)
         if recovered:
             reporter.on_warning(recovered)
@@ -104,8 +104,7 @@ def train(config: Config = Config(), out_dir: str | None = None, *, overwrite: b
 def _train(config: Config, mesh, out_dir: str | None, run_dir: RunDir | None, resume: bool,
            reporter: Reporter) -> Result:
     with precision(config):
-        shares = {name: data.load_share(split, config.data_dir)
-                  for name, split in data.split_names(config.validation_size, config.data_dir).items()}
+        shares = data.load_shares(config.validation_size, config.data_dir)
         sizes = {name: share.total for name, share in shares.items()}
         state = init_state(config)
         saved = checkpoints.latest(out_dir, state, reporter.on_warning) if resume else None
