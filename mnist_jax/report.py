@@ -69,7 +69,8 @@ def load_entries(paths: Sequence[str]) -> list[Entry]:
         elif os.path.exists(os.path.join(path, "summary.json")):
             summary = _read_json(os.path.join(path, "summary.json"))
             if summary["status"] != "completed":
-                raise ConfigError(f"{path}: the run is {summary['status']}, not completed; resume it first")
+                advice = "; resume it first" if summary["status"] == "interrupted" else ""
+                raise ConfigError(f"{path}: the run is {summary['status']}, not completed{advice}")
             key = json.dumps({k: v for k, v in summary["config"].items() if k not in _IGNORED}, sort_keys=True)
             if key not in runs:
                 entries.append(key)
