@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 from mnist_jax.cli import main
 from mnist_jax.console import ConsoleReporter
@@ -48,31 +47,6 @@ def test_train_then_eval_through_the_console_script(data_dir, tmp_path):
     proc = subprocess.run([cmd[0], "eval", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert f"test accuracy {100 * summary['final_test_accuracy']:.2f}%" in proc.stdout
-
-
-def run_main(argv):
-    """main()'s exit status, also when argparse exits."""
-    try:
-        return main(argv)
-    except SystemExit as e:
-        return e.code
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--batch-size", "0"], "batch_size must be positive, got 0"),
-    (["--epochs", "-1"], "num_epochs must be positive"),
-    (["--layer-sizes", "785,100,10"], "layer_sizes must start at 784 and end at 10"),
-    (["--layer-sizes", "784,100,9"], "layer_sizes must start at 784 and end at 10"),
-    (["--preset", "fast"], "unknown preset 'fast'"),
-    (["--dtype", "float16"], "dtype must be one of"),
-    (["--batch-size", "many"], "invalid int value"),
-])
-def test_invalid_settings_fail_first_with_one_line_and_status_2(args, message, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert run_main(["train", *args, "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert message in err and len(err.strip().splitlines()) == 1
-    assert not out.exists()
 
 
 def test_existing_run_is_refused(data_dir, tmp_path, capsys):

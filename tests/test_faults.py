@@ -318,11 +318,25 @@ def test_every_setting_has_a_bad_value_case():
     assert set(BAD_FLAGS) | {"data_dir"} == {f.name for f in dataclasses.fields(Config)}
 
 
-@pytest.mark.parametrize("name", sorted(BAD_FLAGS))
-def test_bad_settings_fail_first_with_one_line_and_status_2(name, tmp_path, capsys):
-    flags, message = BAD_FLAGS[name]
+# Beyond one per setting: other ways to get them wrong.
+OTHER_BAD_FLAGS = [
+    (["--layer-sizes", "785,100,10"], "layer_sizes must start at 784 and end at 10"),
+    (["--layer-sizes", "784,100,9"], "layer_sizes must start at 784 and end at 10"),
+    (["--preset", "fast"], "unknown preset 'fast'"),
+    (["--dtype", "float16"], "dtype must be one of"),
+    (["--batch-size", "many"], "invalid int value"),
+]
+
+
+@pytest.mark.parametrize("flags, message", [*BAD_FLAGS.values(), *OTHER_BAD_FLAGS],
+                         ids=[*BAD_FLAGS, *(f"other-{i}" for i in range(len(OTHER_BAD_FLAGS)))])
+def test_bad_settings_fail_first_with_one_line_and_status_2(flags, message, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", *flags, "--out", str(out)]) == 2
+    try:
+        status = main(["train", *flags, "--out", str(out)])
+    except SystemExit as e:  # argparse's own type errors
+        status = e.code
+    assert status == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
