@@ -25,8 +25,8 @@ import jax.numpy as jnp
 from benchmarks import references
 from benchmarks.scaling import scaling, time_epochs
 from mnist_jax import Config, data, parallel, train
+from mnist_jax.environment import environment
 from mnist_jax.pipelines import PIPELINES
-from mnist_jax.results import environment
 from mnist_jax.sweep import sweep as run_sweep
 
 TARGET_ACCURACY = 0.97
@@ -157,8 +157,10 @@ def main(argv=None) -> dict:
     num_train = shares["train"].total
     flops = matmul_flops_per_epoch(sizes, num_train)
     devices = [jax.devices(p)[0] for p in dict.fromkeys(["cpu", jax.default_backend()])]
-    results = {"config": config.to_dict(), "environment": {**environment(), "machine": platform.processor() or platform.machine(),
-               "cpu_count": os.cpu_count(), "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")},
+    machine = platform.processor() or platform.machine()
+    results = {"config": config.to_dict(),
+               "environment": {**environment(), "machine": machine, "cpu_count": os.cpu_count(),
+                               "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")},
                "matmul_gflop_per_epoch": flops / 1e9, "platforms": {}}
     for device in devices:
         config = config.replace(platform=device.platform, devices=1)
@@ -188,7 +190,8 @@ def main(argv=None) -> dict:
     from benchmarks.report import write_report
 
     write_report(results, args.out)
-    print(open(os.path.join(args.out, "results.md")).read())
+    with open(os.path.join(args.out, "results.md")) as f:
+        print(f.read())
     return results
 
 

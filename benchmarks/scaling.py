@@ -15,14 +15,16 @@ import statistics
 import time
 
 from mnist_jax import Config, data, parallel
-from mnist_jax.pipelines import PIPELINES
-from mnist_jax.steps import init_state
+from mnist_jax.pipelines import PIPELINES, make_pipeline
+from mnist_jax.steps import make_steps
 
 
 def time_epochs(config: Config, shares: dict, mesh, pipeline: str = "device", epochs: int = 3) -> float:
     """Median seconds per epoch after one warm-up epoch."""
-    state = parallel.replicate(init_state(config), mesh)
-    runner = PIPELINES[pipeline](config.replace(num_epochs=epochs + 1), shares, state, mesh)
+    config = config.replace(num_epochs=epochs + 1, pipeline=pipeline)
+    steps = make_steps(config)
+    state = parallel.replicate(steps.init(config.seed), mesh)
+    runner = make_pipeline(config, steps, shares, state, mesh)
     state = runner.train_epoch(state, 1, lambda done: None).state
     seconds = []
     for epoch in range(2, epochs + 2):

@@ -16,13 +16,16 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import jax
 import numpy as np
 
-from mnist_jax.results import EpochMetrics, write_atomic
+from mnist_jax.results import EpochMetrics
+from mnist_jax.storage import write_atomic
 
 FOLDER = "checkpoints"
+T = TypeVar("T")  # a pytree type: the state a checkpoint restores into
 
 
 class CheckpointError(ValueError):
@@ -39,7 +42,7 @@ class Checkpoint:
     history: list[EpochMetrics]
     batches_done: int = 0
 
-    def restore(self, template):
+    def restore(self, template: T) -> T:
         """The saved state, shaped like `template` (a pytree with the same structure)."""
         treedef = jax.tree.structure(template)
         if treedef.num_leaves != len(self.leaves):
@@ -58,7 +61,7 @@ def _path(run_dir: str, epoch: int, batches_done: int = 0) -> str:
 
 def _all(run_dir: str) -> list[str]:
     """Every checkpoint's path, oldest first."""
-    def position(path):
+    def position(path: str) -> tuple[int, int]:
         epoch, batches = re.fullmatch(r"epoch-(\d+)(?:-batch-(\d+))?\.npz", os.path.basename(path)).groups()
         return int(epoch), int(batches or 0)
 

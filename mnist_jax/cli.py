@@ -6,10 +6,13 @@ import argparse
 import dataclasses
 import os
 import sys
+from collections.abc import Callable
+from typing import NoReturn
 
 from mnist_jax.config import ACTIVATIONS, PRESETS, Config, ConfigError, field_type, preset, read_config_file
 from mnist_jax.idx import DataError
-from mnist_jax.results import RunExistsError, RunLockedError, StorageError
+from mnist_jax.lock import RunLockedError
+from mnist_jax.rundir import RunDir, RunExistsError, StorageError
 
 # Shorter flag names for the most used settings; the rest are --field-name.
 _FLAG_NAMES = {"num_epochs": "--epochs", "learning_rate": "--lr"}
@@ -29,7 +32,7 @@ _HELP = {
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
@@ -46,7 +49,7 @@ def _bool(text: str) -> bool:
     return text.lower() == "true"
 
 
-def _field_type(f: dataclasses.Field):
+def _field_type(f: dataclasses.Field) -> Callable[[str], object]:
     """The function that turns a command-line word into the field's value."""
     kind = field_type(f)
     return {tuple: _int_list, bool: _bool}.get(kind, kind)
@@ -100,6 +103,7 @@ def _config_from_args(args: argparse.Namespace) -> Config:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per task, every `Config` field a flag where it applies."""
     parser = _Parser(prog="mnist-jax", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -145,18 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train(args) -> None:
+def _train(args: argparse.Namespace) -> int:
     if args.resume:
-        from mnist_jax.results import RunDir
-
         config, out = RunDir(args.resume).config(), args.resume
     else:
         config, out = _config_from_args(args), args.out
     import jax
 
     from mnist_jax.console import ConsoleReporter
-    from mnist_jax.parallel import initialize_distributed
-    from mnist_jax.results import Reporter
+    from mnist_jax.distributed import initialize_distributed
+    from mnist_jax.reporter import Reporter
     from mnist_jax.training import enable_compilation_cache, train
 
     initialize_distributed(args.coordinator, args.num_processes, args.process_id, args.distributed_timeout)
@@ -177,12 +179,13 @@ def _train(args) -> None:
     return 0
 
 
-def _sweep(args) -> None:
+def _sweep(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     if args.seeds < 1:
         raise ConfigError(f"seeds must be positive, got {args.seeds}")
     seeds = [config.seed + i for i in range(args.seeds)]
-    from mnist_jax.sweep import grid, grid_configs, settings_label, sweep
+    from mnist_jax.config import settings_label
+    from mnist_jax.sweep import grid, grid_configs, sweep
 
     print(f"{args.seeds} seeds ({seeds[0]}..{seeds[-1]}); accuracy % as mean +- 95% CI (std)")
     if args.grid:
@@ -200,6 +203,7 @@ def _sweep(args) -> None:
         print(f"{result.seconds:.2f} s")
     if args.out:
         print(f"Saved in {os.path.join(args.out, 'grid.json' if args.grid else 'sweep.json')}")
+    return 0
 
 
 def _cells(row: dict) -> str:
@@ -208,15 +212,15 @@ def _cells(row: dict) -> str:
                       for k in ("train_accuracy", "test_accuracy"))
 
 
-def _report(args) -> None:
+def _report(args: argparse.Namespace) -> int:
     from mnist_jax.report import REPORT_FILES, markdown_table, report
 
     print(markdown_table(report(args.dirs, args.out)), end="")
     print(f"Saved {', '.join(REPORT_FILES)} in {args.out}")
+    return 0
 
 
-def _eval(args) -> None:
-    from mnist_jax.results import RunDir
+def _eval(args: argparse.Namespace) -> int:
     from mnist_jax.training import score
 
     config, params = RunDir(args.run_dir).load()
@@ -224,21 +228,23 @@ def _eval(args) -> None:
         config = config.replace(data_dir=args.data_dir)
     accuracy, mean_loss = score(params, config, args.split)
     print(f"{args.split} accuracy {100 * accuracy:.2f}%, mean loss {mean_loss:.4f}")
+    return 0
 
 
-def _prepare(args) -> None:
+def _prepare(args: argparse.Namespace) -> int:
     from mnist_jax.data import prepare
 
     if not args.idx_dir:
         raise ConfigError("prepare needs --idx-dir or $MNIST_JAX_IDX_DIR")
     print(f"Prepared the tfds mnist dataset in {prepare(args.idx_dir, args.data_dir, not args.skip_checksums)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        status = {"train": _train, "sweep": _sweep, "report": _report, "eval": _eval,
+        return {"train": _train, "sweep": _sweep, "report": _report, "eval": _eval,
                   "prepare": _prepare}[args.command](args)
     except (ConfigError, RunExistsError, RunLockedError) as e:
         print(f"mnist-jax {args.command}: error: {e}", file=sys.stderr)
@@ -246,7 +252,6 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, StorageError, FileNotFoundError, RuntimeError) as e:
         print(f"mnist-jax {args.command}: error: {e}", file=sys.stderr)
         return 1
-    return status or 0
 
 
 if __name__ == "__main__":

@@ -124,6 +124,12 @@ def field_type(f: dataclasses.Field) -> type:
     return {"int": int, "float": float, "str": str}[str(f.type).split("|")[0].strip()]
 
 
+def settings_label(settings: dict) -> str:
+    """`name=value` pairs of a grid cell, lists written comma-separated."""
+    return " ".join(f"{name}={','.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
+                    for name, value in settings.items())
+
+
 def _is_optax_optimizer(name: str) -> bool:
     import inspect
 

@@ -6,7 +6,8 @@ import sys
 from typing import TextIO
 
 from mnist_jax.config import Config
-from mnist_jax.results import EpochMetrics, Reporter, Result
+from mnist_jax.reporter import Reporter
+from mnist_jax.results import EpochMetrics, Result
 
 _HEADER = "Epoch | Train accuracy | Test accuracy | Seconds | Examples/s"
 

@@ -8,7 +8,6 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
 
 # TF only gathers uint8 batches here: its info logs and oneDNN kernels are noise.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -22,19 +21,12 @@ from tensorflow_datasets.core import hashing
 from tensorflow_datasets.image_classification.mnist import MNIST
 
 from mnist_jax.idx import DataError, read_split
+from mnist_jax.steps import Batch
 
 # TF only feeds data: keep it off every accelerator so JAX owns their memory.
 tf.config.set_visible_devices([], "GPU")
 
 IDX_DIR_ENV = "MNIST_JAX_IDX_DIR"
-
-
-class Batch(NamedTuple):
-    """A fixed-size minibatch; `mask` is 0 for padding rows past the split's end."""
-
-    images: np.ndarray  # (B, 28, 28, 1) uint8
-    labels: np.ndarray  # (B,) int32
-    mask: np.ndarray  # (B,) bool
 
 
 class _LocalMNIST(MNIST, skip_registration=True):
@@ -118,7 +110,8 @@ def file_order(split: str, num_examples: int) -> np.ndarray:
     return np.argsort(stored_keys)
 
 
-def load_split(split: str, data_dir: str | None = None, in_file_order: bool = False):
+def load_split(split: str, data_dir: str | None = None,
+               in_file_order: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Reads a whole split through tfds into host arrays (images uint8, labels int32)."""
     ensure_prepared(data_dir)
     folder = resolve_data_dir(data_dir)

@@ -1,4 +1,4 @@
-"""Learning curves: a run's PNG, and a report's figure with confidence bands."""
+"""Learning-curve figures: a run's curves, and a report's curves with confidence bands."""
 
 from __future__ import annotations
 

@@ -10,11 +10,11 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mnist_jax.config import ConfigError
-from mnist_jax.results import write_atomic
-from mnist_jax.sweep import settings_label, statistics
+from mnist_jax.config import ConfigError, settings_label
+from mnist_jax.results import SPLITS, metric_names
+from mnist_jax.stats import statistics
+from mnist_jax.storage import write_atomic
 
-SPLITS = ("train", "validation", "test")
 REPORT_FILES = ("table.md", "table.tex", "results.csv", "curves.png", "curves.pdf")
 _IGNORED = ("seed", "data_dir")  # runs differing only in these are seeds of one experiment
 
@@ -46,7 +46,7 @@ def _read_json(path: str) -> dict:
 
 def _run_statistics(histories: list[list[dict]]) -> list[dict]:
     """Statistics over runs (each a summary.json history) of every metric they all report."""
-    metrics = [f"{s}_{k}" for k in ("accuracy", "loss") for s in SPLITS if histories[0][0].get(f"{s}_accuracy") is not None]
+    metrics = metric_names([s for s in SPLITS if histories[0][0].get(f"{s}_accuracy") is not None])
     return [{"epoch": epoch, **{m: statistics([h[epoch][m] for h in histories]) for m in metrics}}
             for epoch in range(len(histories[0]))]
 
@@ -148,8 +148,7 @@ def latex_table(entries: list[Entry]) -> str:
 
 def csv_table(entries: list[Entry]) -> str:
     """Every epoch of every entry: mean, std and 95% CI half-width of each metric."""
-    metrics = [f"{s}_{k}" for k in ("accuracy", "loss") for s in SPLITS
-               if any(f"{s}_{k}" in e.statistics[0] for e in entries)]
+    metrics = [m for m in metric_names(SPLITS) if any(m in e.statistics[0] for e in entries)]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["experiment", "sources", "seeds", "epoch"]

@@ -8,8 +8,8 @@ import jax
 import numpy as np
 
 from mnist_jax import Config, train
-from mnist_jax.parallel import initialize_distributed
-from mnist_jax.results import params_to_arrays
+from mnist_jax.distributed import initialize_distributed
+from mnist_jax.rundir import params_to_arrays
 
 parser = argparse.ArgumentParser()
 parser.add_argument("data_dir")

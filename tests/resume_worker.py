@@ -9,7 +9,7 @@ import signal
 import sys
 
 from mnist_jax import Config, train
-from mnist_jax.results import Reporter
+from mnist_jax.reporter import Reporter
 
 data_dir, out, kill_epoch, pipeline = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 kill_batch, num_epochs, resume = (int(a) for a in (sys.argv[5:] + ["1", "4", "0"][len(sys.argv[5:]):]))

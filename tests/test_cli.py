@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-
 from mnist_jax.cli import main
 from mnist_jax.console import ConsoleReporter
 

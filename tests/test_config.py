@@ -29,7 +29,8 @@ def test_round_trip_through_a_dict():
 
 @pytest.mark.parametrize("suffix, text", [
     (".toml", 'preset = "seed"\nbatch_size = 128\nlayer_sizes = [784, 50, 10]\nlearning_rate = 0.002\n'),
-    (".json", '{\n  "preset": "seed",\n  "batch_size": 128,\n  "layer_sizes": [784, 50, 10],\n  "learning_rate": 0.002\n}\n'),
+    (".json", '{\n  "preset": "seed",\n  "batch_size": 128,\n  "layer_sizes": [784, 50, 10],\n'
+              '  "learning_rate": 0.002\n}\n'),
 ])
 def test_file_over_preset_and_flags_over_file(tmp_path, suffix, text):
     path = tmp_path / f"settings{suffix}"

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ import pytest
 from mnist_jax import Config, ConfigError, checkpoints, data, train
 from mnist_jax.cli import main
 from mnist_jax.idx import DataError, read_split, write_idx
-from mnist_jax.results import StorageError
+from mnist_jax.rundir import StorageError
 
 TINY = dict(layer_sizes=(784, 16, 10), batch_size=32, eval_batch_size=62, batches_per_chunk=4)
 TINY_FLAGS = ["--layer-sizes", "784,16,10", "--batch-size", "32", "--eval-batch-size", "62"]
@@ -64,7 +65,7 @@ def test_divergence_stops_at_its_epoch_and_keeps_what_came_before(data_dir, tmp_
     epoch = result.divergence["epoch"]
     assert [m.epoch for m in result.history] == list(range(epoch))  # the good epochs only
     assert f"diverged in epoch {epoch}, steps {result.divergence['first_step']}-10" in result.divergence["message"]
-    summary = json.loads(open(os.path.join(out, "summary.json")).read())
+    summary = json.loads(Path(out, "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["divergence"] == result.divergence
     assert [m["epoch"] for m in metrics_lines(out)] == list(range(epoch))
     assert not os.path.exists(os.path.join(out, "params.npz"))
@@ -147,7 +148,8 @@ def test_a_damaged_dataset_is_reported_with_the_fix(data_dir, idx_dir, tmp_path,
     damaged = str(tmp_path / "tfds")
     shutil.copytree(data_dir, damaged)
     _damage(damaged, how)
-    with pytest.raises(DataError, match=rf"the tfds mnist dataset in {re.escape(damaged)} is damaged .*mnist-jax prepare"):
+    expected = rf"the tfds mnist dataset in {re.escape(damaged)} is damaged .*mnist-jax prepare"
+    with pytest.raises(DataError, match=expected):
         data.load_split("train", damaged)
     assert main(["train", *TINY_FLAGS, "--epochs", "1", "--data-dir", damaged]) == 1
     assert "is damaged" in capsys.readouterr().err
@@ -278,7 +280,7 @@ def test_a_live_run_holds_its_folder_and_a_dead_one_does_not(data_dir, tmp_path,
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    assert json.loads(open(os.path.join(out, "run.lock")).read())["pid"] == holder.pid  # left behind
+    assert json.loads(Path(out, "run.lock").read_text())["pid"] == holder.pid  # left behind
     assert main(["train", *TINY_FLAGS, "--epochs", "1", "--data-dir", data_dir, "--out", out, "--overwrite",
                  "--quiet"]) == 0
     assert f"recovered a stale lock on {out} from process {holder.pid}" in capsys.readouterr().err

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from mnist_jax import data
-from mnist_jax import idx
+from mnist_jax import data, idx
 from mnist_jax.idx import DataError, find_file, read_bytes, read_split
 from tests.conftest import NUM_TEST, NUM_TRAIN, write_split_files
 

@@ -81,10 +81,10 @@ def test_gradient_matches_finite_differences(params64, batch):
                 flat_index = rng.integers(params64[layer][which].size)
                 index = np.unravel_index(flat_index, params64[layer][which].shape)
 
-                def shifted(delta):
-                    p = [list(l) for l in params64]
+                def shifted(delta, layer=layer, which=which, index=index):
+                    p = [list(pair) for pair in params64]
                     p[layer][which] = p[layer][which].at[index].add(delta)
-                    return f([tuple(l) for l in p])
+                    return f([tuple(pair) for pair in p])
 
                 numeric = (shifted(h) - shifted(-h)) / (2 * h)
                 np.testing.assert_allclose(grads[layer][which][index], numeric, rtol=1e-5, atol=1e-8)

@@ -70,7 +70,8 @@ def test_sigterm_stops_processes_that_joined_the_runtime(data_dir, tmp_path):
     procs = [subprocess.Popen([sys.executable, "-m", "mnist_jax.cli", "train", "--layer-sizes", "784,16,10",
                                "--batch-size", "32", "--epochs", "100000", "--data-dir", data_dir,
                                "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)],
-                              env=env, stdout=open(logs[i], "w"), stderr=subprocess.STDOUT) for i in range(2)]
+                              env=env, stdout=open(logs[i], "w"),  # noqa: SIM115 (the child holds it)
+                              stderr=subprocess.STDOUT) for i in range(2)]
     try:
         deadline = time.monotonic() + 120
         while "Epoch |" not in logs[0].read_text():  # printed once both processes have joined

@@ -12,9 +12,9 @@ import optax
 import pytest
 
 from mnist_jax import Config, data, loss, parallel, train
-from mnist_jax.pipelines import PIPELINES, local_orders
-from mnist_jax.results import Reporter
-from mnist_jax.steps import init_state, make_optimizer, normalise
+from mnist_jax.pipelines import PIPELINES, local_orders, make_pipeline
+from mnist_jax.reporter import Reporter
+from mnist_jax.steps import init_state, make_optimizer, make_steps, normalise
 from tests.conftest import NUM_TRAIN
 
 # 300 examples in batches of 32: 10 steps, the last of 12 examples; 4 batches per
@@ -54,7 +54,7 @@ def test_both_pipelines_match_plain_optax_with_a_short_last_batch(data_dir, shuf
 def build(config, splits):
     mesh = parallel.make_mesh(config.devices)
     state = parallel.replicate(init_state(config), mesh)
-    return state, PIPELINES[config.pipeline](config, splits, state, mesh)
+    return state, make_pipeline(config, make_steps(config), splits, state, mesh)
 
 
 class CompileCounter(Reporter):

@@ -15,10 +15,9 @@ from PIL import Image
 from mnist_jax import Config
 from mnist_jax.cli import main
 from mnist_jax.config import ConfigError
-from mnist_jax.data import Batch
 from mnist_jax.model import init_params, predict
 from mnist_jax.plots import FIGURE_DPI, figure_inches
-from mnist_jax.steps import init_state, make_optimizer, train_step
+from mnist_jax.steps import Batch, init_state, make_steps
 from mnist_jax.sweep import sweep
 
 TINY = ["--layer-sizes", "784,16,10", "--batch-size", "32", "--eval-batch-size", "62"]
@@ -39,7 +38,7 @@ def test_sgd_by_name_takes_a_plain_gradient_step():
     rng = np.random.default_rng(1)
     batch = Batch(jnp.asarray(rng.integers(0, 256, (4, 28, 28, 1)), jnp.uint8), jnp.asarray([1, 2, 3, 4]),
                   jnp.ones(4, bool))
-    new_state, _ = train_step(state, batch, make_optimizer(config))
+    new_state, _ = make_steps(config).train_step(state, batch)
     inputs = batch.images.reshape(4, -1).astype(jnp.float32) / 255
     grads = jax.grad(lambda p: -jnp.sum(jnp.take_along_axis(predict(p, inputs), batch.labels[:, None], 1)))(
         state.params)
@@ -64,7 +63,8 @@ def test_grid_runs_every_cell_with_every_seed(data_dir, tmp_path, capsys):
     assert [c["settings"] for c in saved["cells"]] == [
         {"learning_rate": lr, "activation": a} for lr in (0.01, 0.03) for a in ("tanh", "relu")]
     for cell in saved["cells"]:
-        assert f"learning_rate={cell['settings']['learning_rate']} activation={cell['settings']['activation']}" in printed
+        settings = cell["settings"]
+        assert f"learning_rate={settings['learning_rate']} activation={settings['activation']}" in printed
         config = Config.from_dict(cell["config"])
         assert (config.learning_rate, config.activation) == tuple(cell["settings"].values())
         alone = sweep(config, [42, 43])  # the cell equals a sweep of its own config
@@ -99,9 +99,10 @@ def test_report_writes_tables_and_figures_that_parse(experiments, tmp_path, caps
     assert main(["report", *dirs, "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
 
-    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
-    names = ["runs", "sweep", "grid: optimizer=adam layer_sizes=784,16,10", "grid: optimizer=adam layer_sizes=784,8,8,10",
-             "grid: optimizer=sgd layer_sizes=784,16,10", "grid: optimizer=sgd layer_sizes=784,8,8,10"]
+    with open(tmp_path / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    names = ["runs", "sweep"] + [f"grid: optimizer={o} layer_sizes={s}" for o in ("adam", "sgd")
+                                 for s in ("784,16,10", "784,8,8,10")]
     assert list(dict.fromkeys(r["experiment"] for r in rows)) == names and len(rows) == len(names) * 3
     swept = json.loads((experiments / "sweep" / "sweep.json").read_text())["statistics"]
     for row in (r for r in rows if r["experiment"] == "sweep"):

@@ -9,7 +9,9 @@ import pytest
 
 from mnist_jax import Config, train
 from mnist_jax.cli import main
-from mnist_jax.sweep import metric_names, statistics, sweep
+from mnist_jax.results import metric_names
+from mnist_jax.stats import statistics
+from mnist_jax.sweep import sweep
 
 
 def test_statistics_against_a_hand_computation():

@@ -1,5 +1,6 @@
 """Training on the small synthetic dataset: learning, exact step semantics, run folders."""
 
+import functools
 import json
 import os
 
@@ -10,9 +11,9 @@ import optax
 import pytest
 
 from mnist_jax import Config, accuracy, data, loss, train
-from mnist_jax.results import RunDir, RunExistsError
-from mnist_jax.pipelines import eval_chunk, stream_eval
-from mnist_jax.steps import init_state, make_optimizer, normalise, train_step
+from mnist_jax.pipelines import evaluate_over
+from mnist_jax.rundir import RunDir, RunExistsError
+from mnist_jax.steps import Batch, init_state, make_optimizer, make_steps, normalise
 from tests.conftest import NUM_TRAIN
 
 
@@ -51,7 +52,7 @@ def test_same_config_same_result(config, result):
 
 def _batch(images, labels, size):
     pad = size - len(labels)
-    return data.Batch(np.pad(images, ((0, pad), (0, 0), (0, 0), (0, 0))),
+    return Batch(np.pad(images, ((0, pad), (0, 0), (0, 0), (0, 0))),
                       np.pad(labels, (0, pad)), np.arange(size) < len(labels))
 
 
@@ -59,7 +60,7 @@ def test_padded_step_equals_a_step_on_the_real_rows(config, synthetic):
     images, labels = synthetic["train"][0][:20, ..., None], synthetic["train"][1][:20].astype(np.int32)
     state = init_state(config)
     optimizer = make_optimizer(config)
-    new_state, batch_loss = jax.jit(train_step, static_argnums=2)(state, _batch(images, labels, 32), optimizer)
+    new_state, batch_loss = jax.jit(make_steps(config).train_step)(state, _batch(images, labels, 32))
     # Independently: Adam on the 20-example batch, no padding.
     inputs = images.reshape(20, -1).astype(np.float32) / 255
     grads = jax.grad(loss)(state.params, inputs, labels)
@@ -74,8 +75,7 @@ def test_first_step_is_adam_as_the_seed_ran_it(config, synthetic):
     images, labels = synthetic["train"][0][:32, ..., None], synthetic["train"][1][:32].astype(np.int32)
     state = init_state(config)
     g = jax.grad(loss)(state.params, normalise(images, jnp.float32), labels)
-    new_state, _ = jax.jit(train_step, static_argnums=2)(state, _batch(images, labels, 32),
-                                                          make_optimizer(config))
+    new_state, _ = jax.jit(make_steps(config).train_step)(state, _batch(images, labels, 32))
     # autograd's adam, first step: m_hat = g, v_hat = g**2.
     lr, eps = config.learning_rate, config.eps
     for p, grad, new in zip(jax.tree.leaves(state.params), jax.tree.leaves(g), jax.tree.leaves(new_state.params)):
@@ -87,7 +87,11 @@ def test_evaluate_over_padded_batches_counts_every_example_once(config, data_dir
     state = init_state(config)
     images, labels = data.load_split("train", data_dir)
     stream = data.batch_chunks(images, labels, np.arange(NUM_TRAIN)[None], 64)
-    correct, total_loss = stream_eval(jax.jit(eval_chunk), state.params, stream)
+    evaluate = jax.jit(functools.partial(evaluate_over, make_steps(config).eval_step))
+    correct, total_loss = 0, 0.0
+    for chunk in data.prefetch_to_device(stream):
+        chunk_correct, chunk_loss = evaluate(state.params, chunk)
+        correct, total_loss = correct + chunk_correct, total_loss + chunk_loss
     inputs = normalise(images, jnp.float32)
     assert int(correct) == round(NUM_TRAIN * float(accuracy(state.params, inputs, labels)))
     assert float(total_loss) == pytest.approx(float(loss(state.params, inputs, labels)), rel=1e-5)
@@ -124,7 +128,7 @@ def test_run_folder_contents(config, result, run_dir):
 
 
 def test_a_run_folder_is_not_overwritten_by_default(config, tmp_path):
-    RunDir.create(str(tmp_path), config)
+    RunDir.open(str(tmp_path), config).close()
     with pytest.raises(RunExistsError, match="--overwrite"):
         train(config, str(tmp_path))
     assert train(config.replace(num_epochs=1), str(tmp_path), overwrite=True).history[-1].epoch == 1

@@ -1,0 +1,165 @@
+"""The run folder, owned by one object: everything a run writes there, and when.
+
+`RunDir.open` takes the folder's lock and writes (or, to resume, checks) `config.json`; the
+loop then hands it the history, the state at each epoch's end and the final result, and the
+run folder decides when a checkpoint is due. Every write is atomic, and a failed one becomes a
+`StorageError` that names the file, what the folder still holds, and how to go on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from mnist_jax import checkpoints, lock
+from mnist_jax.config import Config, ConfigError
+from mnist_jax.model import Params
+from mnist_jax.results import EpochMetrics, Result
+from mnist_jax.storage import write_atomic, write_json
+
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "params.npz", "curves.png")
+
+
+class RunExistsError(FileExistsError):
+    """The output folder already holds a run (or, to read or resume, holds none)."""
+
+
+class StorageError(RuntimeError):
+    """Writing the run folder failed (a full disk, say); what was saved before is intact."""
+
+
+def params_to_arrays(params: Params) -> dict[str, np.ndarray]:
+    """Flat `{"W0": ..., "b0": ..., "W1": ...}` host arrays."""
+    return {f"{name}{i}": np.asarray(a) for i, layer in enumerate(params) for name, a in zip("Wb", layer)}
+
+
+def params_from_arrays(arrays) -> Params:
+    """The inverse of `params_to_arrays` (host arrays, dtype kept)."""
+    return [(arrays[f"W{i}"], arrays[f"b{i}"]) for i in range(len(arrays) // 2)]
+
+
+class RunDir:
+    """A run folder: config.json, metrics.jsonl, checkpoints/, params.npz, curves.png, summary.json.
+
+    `RunDir(path)` only reads; `RunDir.open(...)` holds the folder to write it.
+    """
+
+    def __init__(self, path: str, config: Config | None = None):
+        self.path = path
+        self.run_config = config  # the run being written (None when only reading)
+        self.last_saved: int | None = None  # the epoch of the newest checkpoint written or resumed from
+
+    @classmethod
+    def open(cls, path: str, config: Config, *, resume: bool = False, overwrite: bool = False,
+             on_warning: Callable[[str], None] = lambda message: None) -> RunDir:
+        """Locks the folder for this process, then starts a run of `config` in it (refusing a
+        folder that holds one unless `overwrite`) or, with `resume`, checks it holds exactly
+        that run. Release it with `close()`, or use it in a `with` block."""
+        run_dir = cls(path, config)
+        with run_dir._writing("the lock file"):
+            recovered = lock.acquire(path)
+        if recovered:
+            on_warning(recovered)
+        try:
+            with run_dir._writing("config.json"):
+                run_dir._check_config(config) if resume else run_dir._start(config, overwrite)
+        except BaseException:
+            lock.release(path)
+            raise
+        return run_dir
+
+    def close(self) -> None:
+        """Releases the folder's lock."""
+        lock.release(self.path)
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _start(self, config: Config, overwrite: bool) -> None:
+        existing = [f for f in RUN_FILES if os.path.exists(os.path.join(self.path, f))]
+        if existing and not overwrite:
+            raise RunExistsError(f"{self.path} already holds a run ({', '.join(existing)}); "
+                                 "pass --overwrite to replace it or choose another --out")
+        os.makedirs(self.path, exist_ok=True)
+        for name in existing:
+            os.remove(os.path.join(self.path, name))
+        shutil.rmtree(os.path.join(self.path, checkpoints.FOLDER), ignore_errors=True)
+        write_json(os.path.join(self.path, "config.json"), config.to_dict())
+
+    def _check_config(self, config: Config) -> None:
+        saved = self.config()
+        if saved != config:
+            changed = [k for k, v in config.to_dict().items() if saved.to_dict()[k] != v]
+            raise ConfigError(f"resuming {self.path} needs its own config; these differ: {', '.join(changed)}")
+
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """Turns a failed write into a StorageError that says what is kept and how to go on."""
+        try:
+            yield
+        except OSError as e:
+            if isinstance(e, RunExistsError):
+                raise
+            kept = f"its checkpoint of epoch {self.last_saved}" if self.last_saved is not None else \
+                "what was written before"
+            raise StorageError(f"cannot write {what} in {self.path}: {e.strerror or e}; the folder keeps {kept} "
+                               f"intact; free space or fix the folder, then continue with "
+                               f"`mnist-jax train --resume {self.path}`") from e
+
+    def write_metrics(self, history: list[EpochMetrics]) -> None:
+        """Replaces metrics.jsonl with `history`, atomically: a failed write leaves the old file."""
+        lines = "".join(json.dumps(dataclasses.asdict(m)) + "\n" for m in history)
+        with self._writing("metrics.jsonl"):
+            write_atomic(os.path.join(self.path, "metrics.jsonl"), lines.encode())
+
+    def restart_from(self, checkpoint: checkpoints.Checkpoint) -> None:
+        """Resuming from `checkpoint`: metrics.jsonl goes back to its history."""
+        self.last_saved = checkpoint.epoch
+        self.write_metrics(checkpoint.history)
+
+    def end_epoch(self, epoch: int, state, history: list[EpochMetrics], *, batches_done: int | None = None,
+                  stopping: bool = False) -> None:
+        """Saves a checkpoint if one is due: every `checkpoint_every` epochs, after the last, and
+        whenever the run stops (`stopping`, or part-way through the epoch after `batches_done`)."""
+        config = self.run_config
+        if not (batches_done or stopping or epoch == config.num_epochs or epoch % config.checkpoint_every == 0):
+            return
+        done = epoch - 1 if batches_done else epoch
+        with self._writing(f"the checkpoint of epoch {epoch}"):
+            checkpoints.save(self.path, done, state, history, config.keep_checkpoints, batches_done or 0)
+        self.last_saved = done
+
+    def write_result(self, result: Result) -> None:
+        """Writes params.npz (unless diverged), curves.png and, last, summary.json."""
+        from mnist_jax.plots import plot_curves  # matplotlib loads only when a run is saved
+
+        with self._writing("the summary"):
+            if result.status != "diverged":
+                buffer = io.BytesIO()
+                np.savez(buffer, **params_to_arrays(result.params))
+                write_atomic(os.path.join(self.path, "params.npz"), buffer.getvalue())
+            plot_curves(result.history, os.path.join(self.path, "curves.png"))
+            write_json(os.path.join(self.path, "summary.json"), result.summary())
+
+    def config(self) -> Config:
+        """The run's config, as config.json records it."""
+        try:
+            with open(os.path.join(self.path, "config.json")) as f:
+                return Config.from_dict(json.load(f))
+        except FileNotFoundError:
+            raise RunExistsError(f"{self.path} holds no run (no config.json)") from None
+
+    def load(self) -> tuple[Config, Params]:
+        """The run's config and saved parameters."""
+        with np.load(os.path.join(self.path, "params.npz")) as arrays:
+            return self.config(), params_from_arrays(dict(arrays))
