@@ -20,7 +20,11 @@ _HELP = {
     "layer_sizes": "comma-separated, from 784 to 10",
     "sigma": "standard deviation of the initial weights and biases",
     "activation": "hidden layers' jax.nn function: " + ", ".join(ACTIVATIONS),
-    "optimizer": "an Optax optimizer by name (adam, adamw, sgd, rmsprop, lion, ...); b1, b2, eps go where accepted",
+    "model": "mlp, cnn, or package.module:factory returning mnist_jax.Model",
+    "optimizer": "an Optax optimizer by name (adam, adamw, sgd, rmsprop, lion, ...), b1, b2, eps and momentum "
+                 "going where accepted; or package.module:factory returning an optax.GradientTransformation",
+    "momentum": "momentum of optimizers that take one (sgd); unset: the optimizer's default",
+    "loss_reduction": "sum (the seed's objective) or mean over each batch's real rows",
     "init": "jax: jax.random; numpy: RandomState(seed) in the seed notebook's order",
     "shuffle": "reshuffle the training set each epoch (off: the raw files' order)",
     "data_dir": "tfds data folder (default: $TFDS_DATA_DIR, else tfds's default)",
@@ -221,9 +225,11 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from mnist_jax.steps import make_steps
     from mnist_jax.training import score
 
-    config, params = RunDir(args.run_dir).load()
+    run = RunDir(args.run_dir)
+    config, params = run.load(make_steps(run.config()).params_shape)
     if args.data_dir:
         config = config.replace(data_dir=args.data_dir)
     accuracy, mean_loss = score(params, config, args.split)

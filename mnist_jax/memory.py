@@ -5,26 +5,35 @@ from __future__ import annotations
 import math
 import os
 
+import jax
 from jax.sharding import Mesh
 
 from mnist_jax.config import Config, ConfigError
+from mnist_jax.steps import Steps, make_steps
 
 GIB = 2**30
 _DATA_BYTES = 70_000 * 28 * 28  # every MNIST image as uint8, in device memory on the device path
 
 
-def estimate_bytes(config: Config, num_devices: int = 1, num_models: int = 1) -> dict[str, int]:
-    """Approximate peak bytes per device, by part: a rough upper bound, not an exact count."""
+def estimate_bytes(config: Config, num_devices: int = 1, num_models: int = 1,
+                   steps: Steps | None = None) -> dict[str, int]:
+    """Approximate peak bytes per device, by part: a rough upper bound, not an exact count.
+
+    Parameter counts come from the model's shapes (`jax.eval_shape`), activations from the
+    values its forward pass computes per image (its traced program); nothing is allocated.
+    """
+    steps = steps or make_steps(config)
     itemsize = 8 if config.dtype == "float64" else 4
-    sizes = config.layer_sizes
-    num_params = sum(m * n + n for m, n in zip(sizes[:-1], sizes[1:]))
+    num_params = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(steps.params_shape))
+    per_example = steps.activations_per_example
     rows, eval_rows = (math.ceil(n / num_devices) for n in (config.batch_size, config.eval_batch_size))
     return {
         # parameters, gradients, the update and two optimizer moments, per model
         "training state": 5 * num_params * itemsize * num_models,
-        # each layer's values and their gradients, plus the input rows, per model
-        "activations": 3 * rows * sum(sizes) * itemsize * num_models,
-        "evaluation": 2 * eval_rows * sum(sizes) * itemsize * num_models,
+        # the forward pass's values, their gradients and a spare, per model
+        "activations": 3 * rows * per_example * itemsize * num_models,
+        # the forward pass's values (no gradients), per model
+        "evaluation": eval_rows * per_example * itemsize * num_models,
         "data": math.ceil(_DATA_BYTES / num_devices) if config.pipeline == "device" else 0,
     }
 
@@ -53,9 +62,9 @@ def _host_available_bytes() -> int | None:
             return None
 
 
-def check_fits(config: Config, mesh: Mesh, num_models: int = 1) -> None:
+def check_fits(config: Config, mesh: Mesh, num_models: int = 1, steps: Steps | None = None) -> None:
     """Raises ConfigError if the estimate exceeds what a device has available."""
-    parts = estimate_bytes(config, mesh.devices.size, num_models)
+    parts = estimate_bytes(config, mesh.devices.size, num_models, steps)
     need, have = sum(parts.values()), available_bytes(mesh)
     if have is not None and need > have:
         breakdown = ", ".join(f"{name} {size / GIB:.2f}" for name, size in parts.items())

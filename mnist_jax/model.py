@@ -28,9 +28,7 @@ def init_params(
     """
     shapes = [((m, n), (n,)) for m, n in zip(layer_sizes[:-1], layer_sizes[1:])]
     if method == "numpy":
-        rng = np.random.RandomState(seed)
-        draw = lambda shape: sigma * rng.randn(*shape)  # noqa: E731
-        return [(jnp.asarray(draw(w), dtype), jnp.asarray(draw(b), dtype)) for w, b in shapes]
+        return [(jnp.asarray(W, dtype), jnp.asarray(b, dtype)) for W, b in numpy_draws(seed, layer_sizes, sigma)]
     if method != "jax":
         raise ValueError(f"unknown init method {method!r}")
     key = jax.random.key(seed) if isinstance(seed, int) else seed
@@ -41,14 +39,29 @@ def init_params(
     ]
 
 
-def predict(params: Params, inputs: jax.Array, activation: str = "tanh") -> jax.Array:
-    """Log-probabilities (N, 10): hidden layers with `jax.nn.<activation>`, log-softmax output."""
+def numpy_draws(seed: int, layer_sizes: Sequence[int], sigma: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`sigma * randn` float64 weights and biases from `RandomState(seed)`, in the notebook's order."""
+    rng = np.random.RandomState(seed)
+    return [(sigma * rng.randn(m, n), sigma * rng.randn(n)) for m, n in zip(layer_sizes[:-1], layer_sizes[1:])]
+
+
+def logits(params: Params, inputs: jax.Array, activation: str = "tanh") -> jax.Array:
+    """Unnormalised scores (N, 10) of flattened inputs (N, 784): hidden layers with `jax.nn.<activation>`."""
     *hidden, (W_out, b_out) = params
     nonlinearity = getattr(jax.nn, activation)
     for W, b in hidden:
         inputs = nonlinearity(inputs @ W + b)
-    logits = inputs @ W_out + b_out
-    return logits - logsumexp(logits, axis=1, keepdims=True)
+    return inputs @ W_out + b_out
+
+
+def log_softmax(scores: jax.Array) -> jax.Array:
+    """Log-probabilities from scores, as the seed computed them."""
+    return scores - logsumexp(scores, axis=1, keepdims=True)
+
+
+def predict(params: Params, inputs: jax.Array, activation: str = "tanh") -> jax.Array:
+    """Log-probabilities (N, 10): hidden layers with `jax.nn.<activation>`, log-softmax output."""
+    return log_softmax(logits(params, inputs, activation))
 
 
 def summed_nll(log_probs: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:

@@ -34,7 +34,7 @@ from jax.sharding import Mesh
 from mnist_jax import data, parallel
 from mnist_jax.config import Config
 from mnist_jax.model import Params
-from mnist_jax.steps import Batch, Steps, TrainState
+from mnist_jax.steps import Batch, Steps, TrainState, step_key
 
 OnBatch = Callable[[int], None]
 ShouldStop = Callable[[], bool]
@@ -78,16 +78,20 @@ def compile_timed(function: Callable, *example_args,
     return compiled, time.perf_counter() - start
 
 
-def train_over(train_step: Callable, state: TrainState, items,
+def train_over(train_step: Callable, state: TrainState, items, key_of: Callable[[jax.Array], jax.Array],
                to_batch: Callable = lambda item: item) -> tuple[TrainState, jax.Array]:
-    """Scans the train step over batches (`to_batch` of each item along the leading axis);
-    batches that are all padding are skipped. Returns the new state and each step's loss."""
-    def step(state, item):
+    """Scans the train step over batches (`to_batch` of each item along the leading axis), step
+    i drawing the key `key_of(i)`; batches that are all padding are skipped. Returns the new
+    state and each step's loss."""
+    def step(state, item_and_index):
+        item, index = item_and_index
         batch = to_batch(item)
-        skip = lambda state: (state, jnp.zeros((), jax.tree.leaves(state.params)[0].dtype))  # noqa: E731
-        return jax.lax.cond(batch.mask.any(), lambda state: train_step(state, batch), skip, state)
+        run = lambda state: train_step(state, batch, key_of(index))  # noqa: E731
+        skip = lambda state: (state, jnp.zeros((), jax.eval_shape(run, state)[1].dtype))  # noqa: E731
+        return jax.lax.cond(batch.mask.any(), run, skip, state)
 
-    return jax.lax.scan(step, state, items)
+    num_batches = jax.tree.leaves(items)[0].shape[0]
+    return jax.lax.scan(step, state, (items, jnp.arange(num_batches)))
 
 
 def evaluate_over(eval_step: Callable, params: Params, items,
@@ -134,6 +138,12 @@ def _chunk_spec(batches: int, rows: int, sharding) -> Batch:
                  jax.ShapeDtypeStruct(shape, jnp.bool_, sharding=sharding))
 
 
+def _train_chunk(train_step: Callable, state: TrainState, chunk: Batch, seed: jax.Array, epoch: jax.Array,
+                 first_step: jax.Array) -> tuple[TrainState, jax.Array]:
+    """The train step over a chunk's batches, the chunk's first being step `first_step` of the epoch."""
+    return train_over(train_step, state, chunk, lambda i: step_key(seed, epoch, first_step + i))
+
+
 class StreamPipeline:
     """tf.data chunks of batches, put on the devices two ahead of use, each trained on by one
     compiled scan of the train step. One tf.data stream covers every epoch from the start
@@ -164,9 +174,11 @@ class StreamPipeline:
                                     _batches_per_pass(share.bounds, config.eval_batch_size))
             for name, share in shares.items()}
         # Every chunk has the same shape, so these two programs are all that is compiled.
+        self.seed = jnp.uint32(config.seed)
         self.train_chunk, train_seconds = compile_timed(
-            functools.partial(train_over, steps.train_step), state,
-            _chunk_spec(config.batches_per_chunk, rows, self.chunk_sharding), donate_argnums=(0,))
+            functools.partial(_train_chunk, steps.train_step), state,
+            _chunk_spec(config.batches_per_chunk, rows, self.chunk_sharding), self.seed, jnp.int32(0), jnp.int32(0),
+            donate_argnums=(0,))
         self.eval_chunk, eval_seconds = compile_timed(
             functools.partial(evaluate_over, steps.eval_step), state.params,
             _chunk_spec(1, eval_rows, self.chunk_sharding))
@@ -179,7 +191,9 @@ class StreamPipeline:
             raise ValueError(f"the stream is at epoch {self.next_epoch}, not {epoch}")
         first_step, losses = self.chunks_done * self.config.batches_per_chunk, []
         while self.chunks_done < self.chunks_per_epoch:
-            state, chunk_losses = jax.block_until_ready(self.train_chunk(state, next(self.train_stream)))
+            first = jnp.int32(self.chunks_done * self.config.batches_per_chunk)
+            state, chunk_losses = jax.block_until_ready(
+                self.train_chunk(state, next(self.train_stream), self.seed, jnp.int32(epoch), first))
             losses.append(chunk_losses)  # stays on the device until the epoch ends
             self.chunks_done += 1
             batches_done = min(self.chunks_done * self.config.batches_per_chunk, self.steps_per_epoch)
@@ -245,7 +259,7 @@ def epoch_program(config: Config, steps: Steps, mesh: Mesh) -> Callable:
                    seed: jax.Array) -> tuple[TrainState, jax.Array]:
         order = split.order[data.epoch_order(seed, epoch, split.order.shape[0])] if config.shuffle else split.order
         return train_over(steps.train_step, state, _batch_rows(order, config.batch_size, rows),
-                          functools.partial(_gather, split, sharding=sharding))
+                          lambda i: step_key(seed, epoch, i), functools.partial(_gather, split, sharding=sharding))
 
     return scan_epoch
 

@@ -15,12 +15,13 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from typing import Any
 
+import jax
 import numpy as np
 
 from mnist_jax import checkpoints, lock
-from mnist_jax.config import Config, ConfigError
-from mnist_jax.model import Params
+from mnist_jax.config import OBJECT_PREFIX, Config, ConfigError
 from mnist_jax.results import EpochMetrics, Result
 from mnist_jax.storage import write_atomic, write_json
 
@@ -35,14 +36,30 @@ class StorageError(RuntimeError):
     """Writing the run folder failed (a full disk, say); what was saved before is intact."""
 
 
-def params_to_arrays(params: Params) -> dict[str, np.ndarray]:
-    """Flat `{"W0": ..., "b0": ..., "W1": ...}` host arrays."""
-    return {f"{name}{i}": np.asarray(a) for i, layer in enumerate(params) for name, a in zip("Wb", layer)}
+def leaf_names(params) -> list[str]:
+    """Each parameter array's name in params.npz: `W0, b0, W1, ...` for the MLP's list of (W, b)
+    pairs, else its key path in the pytree with `/` between keys (`conv0/w`, `layers/2/b`)."""
+    if isinstance(params, list) and all(isinstance(layer, tuple) and len(layer) == 2 for layer in params):
+        return [f"{name}{i}" for i in range(len(params)) for name in "Wb"]
+    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    return ["/".join(str(getattr(key, "key", getattr(key, "idx", getattr(key, "name", key)))) for key in path)
+            for path in paths]
 
 
-def params_from_arrays(arrays) -> Params:
-    """The inverse of `params_to_arrays` (host arrays, dtype kept)."""
-    return [(arrays[f"W{i}"], arrays[f"b{i}"]) for i in range(len(arrays) // 2)]
+def params_to_arrays(params) -> dict[str, np.ndarray]:
+    """Flat `{name: host array}`, named by `leaf_names`."""
+    return dict(zip(leaf_names(params), map(np.asarray, jax.tree.leaves(params)), strict=True))
+
+
+def params_from_arrays(arrays, template=None):
+    """The inverse of `params_to_arrays` (host arrays, dtype kept), shaped like the pytree
+    `template`; without one, the MLP's list of (W, b) pairs."""
+    if template is None:
+        return [(arrays[f"W{i}"], arrays[f"b{i}"]) for i in range(len(arrays) // 2)]
+    missing = [name for name in leaf_names(template) if name not in arrays]
+    if missing:
+        raise ValueError(f"params.npz lacks {', '.join(missing[:5])}: it does not hold this model's parameters")
+    return jax.tree.unflatten(jax.tree.structure(template), [arrays[name] for name in leaf_names(template)])
 
 
 class RunDir:
@@ -94,7 +111,9 @@ class RunDir:
         for name in existing:
             os.remove(os.path.join(self.path, name))
         shutil.rmtree(os.path.join(self.path, checkpoints.FOLDER), ignore_errors=True)
-        write_json(os.path.join(self.path, "config.json"), config.to_dict())
+        objects = [name for name in ("model", "optimizer") if getattr(config, name).startswith(OBJECT_PREFIX)]
+        needs = {"resume_needs_objects": objects} if objects else {}
+        write_json(os.path.join(self.path, "config.json"), config.to_dict() | needs)
 
     def _check_config(self, config: Config) -> None:
         saved = self.config()
@@ -155,11 +174,13 @@ class RunDir:
         """The run's config, as config.json records it."""
         try:
             with open(os.path.join(self.path, "config.json")) as f:
-                return Config.from_dict(json.load(f))
+                values = json.load(f)
         except FileNotFoundError:
             raise RunExistsError(f"{self.path} holds no run (no config.json)") from None
+        values.pop("resume_needs_objects", None)  # the objects' descriptions are in the settings
+        return Config.from_dict(values)
 
-    def load(self) -> tuple[Config, Params]:
-        """The run's config and saved parameters."""
+    def load(self, template=None) -> tuple[Config, Any]:
+        """The run's config and saved parameters, shaped like `template` (default: the MLP's list)."""
         with np.load(os.path.join(self.path, "params.npz")) as arrays:
-            return self.config(), params_from_arrays(dict(arrays))
+            return self.config(), params_from_arrays(dict(arrays), template)

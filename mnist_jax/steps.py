@@ -5,18 +5,21 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mnist_jax.config import Config
-from mnist_jax.model import Params, init_params, predict, summed_nll
+from mnist_jax.config import OBJECT_PREFIX, Config, ConfigError
+from mnist_jax.factories import call_factory, describe, guarded
+from mnist_jax.model import log_softmax, summed_nll
+from mnist_jax.models import Model, make_model, takes_key
 
-Apply = Callable[[Params, jax.Array], jax.Array]  # (params, inputs) -> log-probabilities
+_STEP_KEYS = 0xFFFFFFFF  # folded into the seed's key: the per-step keys' stream, apart from epoch orders
 
 
 class Batch(NamedTuple):
@@ -30,7 +33,7 @@ class Batch(NamedTuple):
 class TrainState(NamedTuple):
     """Everything a step changes."""
 
-    params: Params
+    params: Any  # the model's pytree of arrays
     opt_state: optax.OptState
 
 
@@ -38,56 +41,121 @@ class Steps(NamedTuple):
     """A run's model and optimizer, bound once: what every data path, sweep and score calls."""
 
     init: Callable[[int], TrainState]  # seed -> initial parameters and optimizer state
-    train_step: Callable[[TrainState, Batch], tuple[TrainState, jax.Array]]  # -> new state, summed loss
-    eval_step: Callable[[Params, Batch], tuple[jax.Array, jax.Array]]  # -> correct count, summed loss
+    train_step: Callable[..., tuple[TrainState, jax.Array]]  # (state, batch, key=None) -> new state, loss
+    eval_step: Callable[[Any, Batch], tuple[jax.Array, jax.Array]]  # -> correct count, summed loss
+    params_shape: Any  # the parameters' shapes and dtypes (jax.ShapeDtypeStruct leaves)
+    activations_per_example: int  # values the model's forward pass computes for one image
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
     """`optax.<config.optimizer>` (Adam by default) with the config's learning rate, and its
-    `b1`, `b2` and `eps` where the optimizer takes them."""
+    `b1`, `b2`, `eps` and `momentum` where the optimizer takes them; or, for an import path,
+    `factory(config)`."""
+    if config.optimizer.startswith(OBJECT_PREFIX):
+        raise ConfigError(f"optimizer {config.optimizer!r} was a Python object: pass the same object again "
+                          "(train(config, optimizer=...)); the command line cannot rebuild it")
+    if ":" in config.optimizer:
+        optimizer = call_factory(config.optimizer, config, "optimizer")
+        if not isinstance(optimizer, optax.GradientTransformation):
+            raise ConfigError(f"optimizer {config.optimizer!r}: the factory returned {type(optimizer).__name__}, "
+                              "not an optax.GradientTransformation")
+        return optimizer
     build = getattr(optax, config.optimizer)
     accepted = inspect.signature(build).parameters
-    extras = {name: getattr(config, name) for name in ("b1", "b2", "eps") if name in accepted}
+    extras = {name: getattr(config, name) for name in ("b1", "b2", "eps", "momentum")
+              if name in accepted and getattr(config, name) is not None}
     return build(config.learning_rate, **extras)
 
 
+def to_floats(images: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """uint8 images as floats in [0, 1], divided by 255 as the seed did."""
+    return images.astype(dtype) / 255
+
+
 def normalise(images: jax.Array, dtype: jnp.dtype) -> jax.Array:
-    """Flattens uint8 images to (N, 784) and divides by 255, as the seed did."""
-    return images.reshape(images.shape[0], -1).astype(dtype) / 255
+    """Flattens uint8 images to (N, 784) floats in [0, 1]: the MLP functions' input."""
+    return to_floats(images.reshape(images.shape[0], -1), dtype)
 
 
-def train_step(state: TrainState, batch: Batch, *, apply: Apply,
-               optimizer: optax.GradientTransformation) -> tuple[TrainState, jax.Array]:
-    """One optimizer step on the batch's summed loss; returns the new state and that loss."""
-    def batch_loss(params):
-        inputs = normalise(batch.images, jax.tree.leaves(params)[0].dtype)
-        return summed_nll(apply(params, inputs), batch.labels, batch.mask)
+def step_key(seed: jax.Array | int, epoch: jax.Array | int, step: jax.Array | int) -> jax.Array:
+    """The PRNG key of training step `step` (0-based) of epoch `epoch`: a function of the seed, so
+    resumes and sweeps draw the same keys as an uninterrupted run."""
+    base = jax.random.fold_in(jax.random.key(seed), _STEP_KEYS)
+    return jax.random.fold_in(jax.random.fold_in(base, epoch), step)
 
-    value, grads = jax.value_and_grad(batch_loss)(state.params)
+
+def train_step(state: TrainState, batch: Batch, key: jax.Array | None = None, *, apply: Callable,
+               optimizer: optax.GradientTransformation, dtype: jnp.dtype,
+               mean: bool = False) -> tuple[TrainState, jax.Array]:
+    """One optimizer step on the batch's loss (summed, or with `mean` averaged over its real rows);
+    returns the new state and that loss. `apply(params, images, key)` gives the logits."""
+    def objective(params):
+        log_probs = log_softmax(apply(params, to_floats(batch.images, dtype), key))
+        total = summed_nll(log_probs, batch.labels, batch.mask)
+        return total / jnp.maximum(batch.mask.sum(), 1) if mean else total
+
+    value, grads = jax.value_and_grad(objective)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     return TrainState(optax.apply_updates(state.params, updates), opt_state), value
 
 
-def eval_step(params: Params, batch: Batch, *, apply: Apply) -> tuple[jax.Array, jax.Array]:
+def eval_step(params, batch: Batch, *, apply: Callable, dtype: jnp.dtype) -> tuple[jax.Array, jax.Array]:
     """Correct predictions and summed loss over the batch's real rows."""
-    log_probs = apply(params, normalise(batch.images, jax.tree.leaves(params)[0].dtype))
+    log_probs = log_softmax(apply(params, to_floats(batch.images, dtype), None))
     correct = jnp.sum((jnp.argmax(log_probs, axis=1) == batch.labels) & batch.mask, dtype=jnp.int32)
     return correct, summed_nll(log_probs, batch.labels, batch.mask)
 
 
+def make_steps(config: Config, model: Model | None = None,
+               optimizer: optax.GradientTransformation | None = None) -> Steps:
+    """The model (`config.model`, or the `model` object) and the optimizer (`config.optimizer`, or
+    the `optimizer` object) bound into the steps. Checks the model first, without allocating
+    anything: `init` must give a pytree of arrays and `apply` logits of shape (N, 10); any fault
+    is a one-line ConfigError naming the model. Call it under `precision(config)`."""
+    name = f"model {describe(model)}" if model is not None else f"model {config.model!r}"
+    model = model if model is not None else make_model(config)
+    optimizer = optimizer if optimizer is not None else make_optimizer(config)
+    dtype = jnp.dtype(config.dtype)
+    init, apply = guarded(model.init, f"{name}: init"), guarded(model.apply, f"{name}: apply")
+    keyed = apply if takes_key(model.apply) else lambda params, images, key: apply(params, images)
+    with precision(config):
+        params_shape = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, _run_dtype(a.dtype, dtype)),
+                                    jax.eval_shape(init, jax.random.key(0)))
+        graph = jax.make_jaxpr(keyed)(params_shape, jax.ShapeDtypeStruct((2, 28, 28, 1), dtype), None)
+    outputs = graph.out_avals
+    if len(outputs) != 1 or outputs[0].shape != (2, 10):
+        shapes = ", ".join(str(a.shape) for a in outputs)
+        raise ConfigError(f"{name}: apply returned {shapes} for 2 images, not logits of shape (2, 10)")
+    activations = sum(math.prod(v.aval.shape) for eqn in graph.eqns for v in eqn.outvars) // 2
+
+    def init_state(seed: int) -> TrainState:
+        params = jax.tree.map(lambda a: a.astype(_run_dtype(a.dtype, dtype)), init(jax.random.key(seed)))
+        return TrainState(params, optimizer.init(params))
+
+    return Steps(init=init_state,
+                 train_step=functools.partial(train_step, apply=keyed, optimizer=optimizer, dtype=dtype,
+                                              mean=config.loss_reduction == "mean"),
+                 eval_step=functools.partial(eval_step, apply=keyed, dtype=dtype),
+                 params_shape=params_shape, activations_per_example=activations)
+
+
+def recorded(config: Config, model: Model | None = None,
+             optimizer: optax.GradientTransformation | None = None) -> Config:
+    """The config as a run records it: a model or optimizer given as an object is written
+    `object:<description>` (a run of it needs the same object to resume)."""
+    objects = {"model": model, "optimizer": optimizer}
+    return config.replace(**{name: OBJECT_PREFIX + describe(obj) for name, obj in objects.items() if obj is not None})
+
+
+def _run_dtype(leaf_dtype: jnp.dtype, run_dtype: jnp.dtype) -> jnp.dtype:
+    """Floating leaves take the run's dtype; others keep theirs."""
+    return run_dtype if jnp.issubdtype(leaf_dtype, jnp.floating) else leaf_dtype
+
+
 def init_state(config: Config, seed: int | None = None) -> TrainState:
     """Initial parameters and optimizer state for `config` (with another `seed` if given)."""
-    params = init_params(config.seed if seed is None else seed, config.layer_sizes, config.sigma,
-                         method=config.init, dtype=jnp.dtype(config.dtype))
-    return TrainState(params, make_optimizer(config).init(params))
-
-
-def make_steps(config: Config) -> Steps:
-    """The config's model (the MLP with its activation) and optimizer, bound into the steps."""
-    apply = functools.partial(predict, activation=config.activation)
-    return Steps(init=functools.partial(init_state, config),
-                 train_step=functools.partial(train_step, apply=apply, optimizer=make_optimizer(config)),
-                 eval_step=functools.partial(eval_step, apply=apply))
+    with precision(config):
+        return make_steps(config).init(config.seed if seed is None else seed)
 
 
 def split_metrics(split: str, correct, total_loss, num_examples: int) -> dict:

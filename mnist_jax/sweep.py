@@ -11,15 +11,17 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from mnist_jax import data, memory, parallel
-from mnist_jax.config import Config
+from mnist_jax.config import Config, ConfigError
 from mnist_jax.environment import environment
 from mnist_jax.model import Params
+from mnist_jax.models import Model
 from mnist_jax.pipelines import epoch_program, evaluation_program, shard_splits
 from mnist_jax.results import SPLITS, metric_names
 from mnist_jax.stats import statistics
-from mnist_jax.steps import make_steps, precision, split_metrics
+from mnist_jax.steps import make_steps, precision, recorded, split_metrics
 from mnist_jax.storage import write_json
 
 
@@ -50,18 +52,21 @@ class SweepResult:
 
 
 def sweep(config: Config, seeds: Sequence[int], out_dir: str | None = None,
-          shares: dict[str, data.Share] | None = None) -> SweepResult:
-    """Trains one model per seed (initialization and shuffles both seeded) on one device, as
-    a single vmapped program per epoch; each model matches a separate run with that seed.
+          shares: dict[str, data.Share] | None = None, *, model: Model | None = None,
+          optimizer: optax.GradientTransformation | None = None) -> SweepResult:
+    """Trains one model per seed (initialization, shuffles and step keys all seeded) on one
+    device, as a single vmapped program per epoch; each model matches a separate run with that seed.
 
-    Writes `out_dir/sweep.json` if given. `shares` (from `data.load_shares`) skips reading the data.
+    Writes `out_dir/sweep.json` if given. `shares` (from `data.load_shares`) skips reading the
+    data; `model` and `optimizer` objects replace the config's, as in `train`.
     """
+    config = recorded(config, model, optimizer)
+    steps = make_steps(config, model, optimizer)
     mesh = parallel.make_mesh(1, config.platform)
-    memory.check_fits(config, mesh, num_models=len(seeds))
+    memory.check_fits(config, mesh, num_models=len(seeds), steps=steps)
     with precision(config):
         shares = shares or data.load_shares(config.validation_size, config.data_dir)
         splits = shard_splits(config, shares, mesh)
-        steps = make_steps(config)
         state = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[steps.init(seed) for seed in seeds])
         seed_array = jnp.asarray(seeds, jnp.uint32)
         metrics = metric_names([split for split in SPLITS if split in shares])
@@ -97,22 +102,26 @@ def grid_configs(config: Config, axes: dict[str, Sequence]) -> list[tuple[dict, 
 
 
 def grid(config: Config, axes: dict[str, Sequence], seeds: Sequence[int], out_dir: str | None = None,
-         on_cell: Callable[[dict, SweepResult], None] = lambda settings, result: None) -> list[SweepResult]:
+         on_cell: Callable[[dict, SweepResult], None] = lambda settings, result: None, *,
+         model: Model | None = None, optimizer: optax.GradientTransformation | None = None) -> list[SweepResult]:
     """A seed sweep in every cell of the grid `axes` (setting name -> values) over `config`.
 
     Every cell is validated before any is trained. Writes `out_dir/grid.json` if given,
     rewritten as each cell finishes.
     """
-    cells = grid_configs(config, axes)
+    given = [name for name, obj in (("model", model), ("optimizer", optimizer)) if obj is not None and name in axes]
+    if given:
+        raise ConfigError(f"the grid varies {', '.join(given)}, which is also given as an object")
+    cells = grid_configs(recorded(config, model, optimizer), axes)
     mesh = parallel.make_mesh(1, config.platform)
     for _, cell_config in cells:
-        memory.check_fits(cell_config, mesh, num_models=len(seeds))
+        memory.check_fits(cell_config, mesh, num_models=len(seeds), steps=make_steps(cell_config, model, optimizer))
     results, shares = [], {}
     for settings, cell_config in cells:
         data_key = (cell_config.validation_size, cell_config.data_dir)
         if data_key not in shares:
             shares[data_key] = data.load_shares(*data_key)
-        results.append(sweep(cell_config, seeds, shares=shares[data_key]))
+        results.append(sweep(cell_config, seeds, shares=shares[data_key], model=model, optimizer=optimizer))
         on_cell(settings, results[-1])
         if out_dir:
             summary = {"axes": {name: list(values) for name, values in axes.items()}, "seeds": list(seeds),

@@ -10,16 +10,18 @@ import time
 
 import jax
 import numpy as np
+import optax
 
 from mnist_jax import checkpoints, data, memory, parallel
 from mnist_jax.config import Config, ConfigError
 from mnist_jax.environment import environment
 from mnist_jax.model import Params
+from mnist_jax.models import Model
 from mnist_jax.pipelines import EpochRun, Pipeline, evaluation_program, make_pipeline, to_device
 from mnist_jax.reporter import Reporter
 from mnist_jax.results import EpochMetrics, Result
 from mnist_jax.rundir import RunDir
-from mnist_jax.steps import Steps, TrainState, make_steps, precision, split_metrics
+from mnist_jax.steps import Steps, TrainState, make_steps, precision, recorded, split_metrics
 
 __all__ = ["TrainState", "enable_compilation_cache", "score", "train"]
 
@@ -63,9 +65,11 @@ class _StopOnInterrupt:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def train(config: Config = Config(), out_dir: str | None = None, *, overwrite: bool = False,
+def train(config: Config = Config(), out_dir: str | None = None, *, model: Model | None = None,
+          optimizer: optax.GradientTransformation | None = None, overwrite: bool = False,
           resume: bool = False, reporter: Reporter | None = None) -> Result:
-    """Trains the model as `config` says; writes the run folder if `out_dir` is given.
+    """Trains the model as `config` says (or the `model` and `optimizer` objects given); writes
+    the run folder if `out_dir` is given.
 
     Runs on every device of the platform (or the first `config.devices`), and across all
     processes once `jax.distributed` is initialized. Accuracy and mean loss over the full
@@ -73,11 +77,14 @@ def train(config: Config = Config(), out_dir: str | None = None, *, overwrite: b
     saved as configured. `resume=True` continues the run in `out_dir` from its newest intact
     checkpoint (or from the start if it has none), exactly as if it had not stopped.
     A run whose loss turns non-finite stops with status "diverged", keeping what came before.
+    Every setting, the model and the optimizer are checked before anything is written.
     """
+    config = recorded(config, model, optimizer)
+    steps = make_steps(config, model, optimizer)
     mesh = parallel.make_mesh(config.devices, config.platform)
     for batch_size in (config.batch_size, config.eval_batch_size):
         parallel.rows_per_batch(batch_size, mesh)  # fails early if smaller than the device count
-    memory.check_fits(config, mesh)
+    memory.check_fits(config, mesh, steps=steps)
     if resume and not out_dir:
         raise ConfigError("resuming needs the run folder")
     reporter = reporter or Reporter()
@@ -86,7 +93,7 @@ def train(config: Config = Config(), out_dir: str | None = None, *, overwrite: b
     run_dir = RunDir.open(out_dir, config, resume=resume, overwrite=overwrite,
                           on_warning=reporter.on_warning) if lead else None
     with run_dir or contextlib.nullcontext():
-        return _train(config, make_steps(config), mesh, run_dir, out_dir if resume else None, reporter)
+        return _train(config, steps, mesh, run_dir, out_dir if resume else None, reporter)
 
 
 def _train(config: Config, steps: Steps, mesh, run_dir: RunDir | None, resume_from: str | None,

@@ -1,5 +1,7 @@
 """Run in a subprocess with 4 simulated CPU devices: trains each setting on 1 and on 4
-devices and prints, as JSON, how far apart the results are."""
+devices and prints, as JSON, how far apart the results are.
+
+usage: multidevice_run DATA_DIR [MODEL]"""
 
 import json
 import sys
@@ -9,12 +11,12 @@ import numpy as np
 
 from mnist_jax import Config, train
 
-data_dir = sys.argv[1]
+data_dir, model = sys.argv[1], (sys.argv[2:] or ["mlp"])[0]
 report = {"device_count": jax.device_count()}
 for pipeline in ("device", "stream"):
     for batch_size in (32, 30):  # 30 rows do not split over 4 devices: padded to 32, masked
         config = Config(layer_sizes=(784, 16, 10), batch_size=batch_size, num_epochs=2, eval_batch_size=62,
-                        batches_per_chunk=4, pipeline=pipeline, data_dir=data_dir)
+                        batches_per_chunk=4, pipeline=pipeline, model=model, data_dir=data_dir)
         one, four = (train(config.replace(devices=n)) for n in (1, 4))
         report[f"{pipeline}/{batch_size}"] = {
             "num_devices": [one.num_devices, four.num_devices],

@@ -1,7 +1,7 @@
 """Trains (or with RESUME=1 resumes) a small run in OUT and kills itself with SIGKILL once
 KILL_BATCH batches (default: any) of epoch KILL_EPOCH are done.
 
-usage: resume_worker DATA_DIR OUT KILL_EPOCH PIPELINE [KILL_BATCH [NUM_EPOCHS [RESUME]]]
+usage: resume_worker DATA_DIR OUT KILL_EPOCH PIPELINE [KILL_BATCH [NUM_EPOCHS [RESUME [MODEL]]]]
 """
 
 import os
@@ -12,7 +12,8 @@ from mnist_jax import Config, train
 from mnist_jax.reporter import Reporter
 
 data_dir, out, kill_epoch, pipeline = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-kill_batch, num_epochs, resume = (int(a) for a in (sys.argv[5:] + ["1", "4", "0"][len(sys.argv[5:]):]))
+kill_batch, num_epochs, resume = (int(a) for a in (sys.argv[5:8] + ["1", "4", "0"][len(sys.argv[5:8]):]))
+model = sys.argv[8] if len(sys.argv) > 8 else "mlp"
 
 
 class KillAt(Reporter):
@@ -22,5 +23,5 @@ class KillAt(Reporter):
 
 
 config = Config(layer_sizes=(784, 16, 10), batch_size=32, num_epochs=num_epochs, eval_batch_size=62,
-                batches_per_chunk=4, pipeline=pipeline, data_dir=data_dir)
+                batches_per_chunk=4, pipeline=pipeline, model=model, data_dir=data_dir)
 train(config, out, resume=bool(resume), reporter=KillAt())

@@ -294,6 +294,9 @@ BAD_FLAGS = {
     "sigma": (["--sigma", "0"], "sigma must be positive"),
     "activation": (["--activation", "cosh"], "activation must be one of"),
     "optimizer": (["--optimizer", "adamm"], "optimizer must name an Optax optimizer"),
+    "model": (["--model", "resnet"], "model must be one of mlp, cnn or package.module:factory"),
+    "momentum": (["--momentum", "1.5"], "momentum must lie in [0, 1)"),
+    "loss_reduction": (["--loss-reduction", "max"], "loss_reduction must be one of sum, mean"),
     "learning_rate": (["--lr", "-1"], "learning_rate must be positive"),
     "b1": (["--b1", "1"], "b1 and b2 must lie in [0, 1)"),
     "b2": (["--b2", "-0.5"], "b1 and b2 must lie in [0, 1)"),
@@ -359,11 +362,19 @@ def test_memory_is_checked_before_allocation(data_dir, tmp_path, capsys, command
 
 def test_memory_estimate_counts_the_state_and_batches():
     from mnist_jax.memory import estimate_bytes
+    from mnist_jax.steps import make_steps
 
-    parts = estimate_bytes(Config(layer_sizes=(784, 10), batch_size=100, eval_batch_size=50))
+    config = Config(layer_sizes=(784, 10), batch_size=100, eval_batch_size=50)
+    parts, per_example = estimate_bytes(config), make_steps(config).activations_per_example
     assert parts["training state"] == 5 * (784 * 10 + 10) * 4
-    assert parts["activations"] == 3 * 100 * 794 * 4 and parts["evaluation"] == 2 * 50 * 794 * 4
+    # The forward pass's values per image: at least the flattened image and the logits.
+    assert 784 + 10 <= per_example <= 2 * (784 + 10)
+    assert parts["activations"] == 3 * 100 * per_example * 4 and parts["evaluation"] == 50 * per_example * 4
+    assert estimate_bytes(config.replace(batch_size=200))["activations"] == 2 * parts["activations"]
     assert estimate_bytes(Config(dtype="float64", layer_sizes=(784, 10)))["training state"] == 5 * 7850 * 8
+    cnn = estimate_bytes(Config(model="cnn"))  # 1.66 M parameters; 28x28x32 + 14x14x64 values at least
+    assert cnn["training state"] == 5 * (9 * 32 + 32 + 9 * 32 * 64 + 64 + 3136 * 256 + 256 + 2570) * 4
+    assert cnn["activations"] >= 3 * 256 * (28 * 28 * 32 + 14 * 14 * 64) * 4
     with pytest.raises(ConfigError, match="needs about"):
         from mnist_jax.memory import check_fits
         from mnist_jax.parallel import make_mesh

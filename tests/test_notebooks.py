@@ -55,7 +55,9 @@ def test_the_main_notebook_runs_on_small_data(data_dir, monkeypatch):
     assert sorted(seed_rows(text)) == [0, 1]
     assert re.search(r"final test accuracy [\d.]+%; files: \[.*'summary.json'", text)
     assert re.search(r"\d+ of 100 test digits misclassified", text)
-    assert images_in(notebook) >= 3  # the digits, the curves, the confusion matrix
+    assert re.search(r"\| optimizers: optimizer=adam \| 2 \| 1 \| [\d.]+ ± [\d.]+ \|", text)
+    assert re.search(r"\| optimizers: optimizer=rmsprop \| 2 \| 1 \| [\d.]+ ± [\d.]+ \|", text)
+    assert images_in(notebook) >= 4  # the digits, the curves, the grid's report, the confusion matrix
 
 
 @pytest.mark.slow

@@ -1,0 +1,119 @@
+"""The `Model` interface and the built-in models: the seed's MLP and the CNN of Flax's example."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from mnist_jax import model as mlp_functions
+from mnist_jax.config import OBJECT_PREFIX, Config, ConfigError
+from mnist_jax.factories import call_factory
+
+
+class Model(NamedTuple):
+    """A model: `init(key) -> params` (any pytree of arrays) and `apply(params, images[, key]) -> logits`.
+
+    `images` are floats in [0, 1] of shape (N, 28, 28, 1) in the run's dtype; logits are (N, 10).
+    During training `apply` gets a fresh PRNG `key` each step (for dropout, say) if it takes a
+    parameter named `key`; at evaluation it gets `key=None`.
+    """
+
+    init: Callable[[jax.Array], Any]
+    apply: Callable[..., jax.Array]
+
+
+def takes_key(apply: Callable) -> bool:
+    """Whether `apply` has a parameter named `key`."""
+    try:
+        return "key" in inspect.signature(apply).parameters
+    except (TypeError, ValueError):  # no signature to read: call it without one
+        return False
+
+
+def mlp(config: Config) -> Model:
+    """The seed notebook's MLP: `config.layer_sizes`, `sigma`, `activation` and `init`.
+
+    With `init="numpy"` the weights come from `RandomState(s)`, `s` the seed the harness made
+    the key from (`jax.random.key(seed)`), in the notebook's order.
+    """
+    dtype = jnp.dtype(config.dtype)
+
+    def init(key: jax.Array) -> mlp_functions.Params:
+        if config.init == "jax":
+            return mlp_functions.init_params(key, config.layer_sizes, config.sigma, dtype=dtype)
+        # NumPy draws on the host, so that shapes can still be traced (jax.eval_shape, vmap).
+        def draw(seed):
+            draws = mlp_functions.numpy_draws(int(seed), config.layer_sizes, config.sigma)
+            return [(W.astype(dtype), b.astype(dtype)) for W, b in draws]
+
+        sizes = config.layer_sizes
+        shapes = [(jax.ShapeDtypeStruct((m, n), dtype), jax.ShapeDtypeStruct((n,), dtype))
+                  for m, n in zip(sizes[:-1], sizes[1:])]
+        return jax.pure_callback(draw, shapes, jax.random.key_data(key)[-1], vmap_method="sequential")
+
+    def apply(params: mlp_functions.Params, images: jax.Array) -> jax.Array:
+        return mlp_functions.logits(params, images.reshape(images.shape[0], -1), config.activation)
+
+    return Model(init, apply)
+
+
+def _conv(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+    """A 'SAME' 3x3 convolution of NHWC images with an HWIO kernel, plus bias.
+
+    Written as the nine shifted images side by side times the kernel: the same sums as
+    `lax.conv_general_dilated`, but XLA's CPU backend runs a convolution inside a loop body (an
+    epoch's scan) more than ten times slower than this matmul (jax-ml/jax#12868).
+    """
+    n, h, wd, _ = x.shape
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    shifted = jnp.concatenate([padded[:, dy:dy + h, dx:dx + wd, :] for dy in range(3) for dx in range(3)], axis=-1)
+    return shifted @ w.reshape(-1, w.shape[-1]) + b
+
+
+def _average_pool(x: jax.Array) -> jax.Array:
+    """2x2 average pooling with stride 2 (NHWC)."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+def cnn(config: Config) -> Model:
+    """The CNN of Flax's MNIST example: conv 32 3x3 SAME, relu, 2x2 average pool, conv 64 3x3
+    SAME, relu, 2x2 average pool, dense 256, relu, dense 10. Kernels are LeCun-normal and
+    biases zero, as Flax initializes them."""
+    dtype = jnp.dtype(config.dtype)
+    shapes = {"conv0": (3, 3, 1, 32), "conv1": (3, 3, 32, 64), "dense0": (7 * 7 * 64, 256), "dense1": (256, 10)}
+
+    def init(key: jax.Array) -> dict:
+        keys = jax.random.split(key, len(shapes))
+        lecun = jax.nn.initializers.lecun_normal()
+        return {name: {"w": lecun(k, shape, dtype), "b": jnp.zeros(shape[-1], dtype)}
+                for k, (name, shape) in zip(keys, shapes.items())}
+
+    def apply(params: dict, images: jax.Array) -> jax.Array:
+        x = _average_pool(jax.nn.relu(_conv(images, params["conv0"]["w"], params["conv0"]["b"])))
+        x = _average_pool(jax.nn.relu(_conv(x, params["conv1"]["w"], params["conv1"]["b"])))
+        x = jax.nn.relu(x.reshape(x.shape[0], -1) @ params["dense0"]["w"] + params["dense0"]["b"])
+        return x @ params["dense1"]["w"] + params["dense1"]["b"]
+
+    return Model(init, apply)
+
+
+BUILT_IN = {"mlp": mlp, "cnn": cnn}
+
+
+def make_model(config: Config) -> Model:
+    """The model `config.model` names: built in, or `factory(config)` from an import path."""
+    if config.model in BUILT_IN:
+        return BUILT_IN[config.model](config)
+    if config.model.startswith(OBJECT_PREFIX):
+        raise ConfigError(f"model {config.model!r} was a Python object: pass the same object again "
+                          "(train(config, model=...)); the command line cannot rebuild it")
+    model = call_factory(config.model, config, "model")
+    if not isinstance(model, Model):
+        raise ConfigError(f"model {config.model!r}: the factory returned {type(model).__name__}, "
+                          "not mnist_jax.Model(init, apply)")
+    return model

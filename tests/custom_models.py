@@ -1,0 +1,69 @@
+"""Models and optimizers that the tests load by import path (`tests.custom_models:NAME`), as a
+researcher's own module would be loaded: good ones, and every way of getting one wrong."""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mnist_jax import Model
+
+
+def tiny_cnn(config):
+    """Conv 4 3x3, relu, 4x4 average pool, dropout 0.2 while training, dense 10."""
+    dtype = jnp.dtype(config.dtype)
+
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        return {"conv": {"w": 0.3 * jax.random.normal(k1, (3, 3, 1, 4), dtype), "b": jnp.zeros(4, dtype)},
+                "out": {"w": 0.1 * jax.random.normal(k2, (7 * 7 * 4, 10), dtype), "b": jnp.zeros(10, dtype)}}
+
+    def apply(params, images, key=None):
+        x = jax.lax.conv_general_dilated(images, params["conv"]["w"], (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC")) + params["conv"]["b"]
+        x = jax.nn.relu(x).reshape(x.shape[0], 7, 4, 7, 4, 4).mean(axis=(2, 4)).reshape(x.shape[0], -1)
+        if key is not None:
+            keep = jax.random.bernoulli(key, 0.8, x.shape)
+            x = jnp.where(keep, x / 0.8, 0)
+        return x @ params["out"]["w"] + params["out"]["b"]
+
+    return Model(init, apply)
+
+
+def linear(config):
+    """A linear classifier, no key: `apply(params, images)`."""
+    dtype = jnp.dtype(config.dtype)
+    return Model(lambda key: {"w": jnp.zeros((784, 10), dtype), "b": jnp.zeros(10, dtype)},
+                 lambda params, images: images.reshape(images.shape[0], -1) @ params["w"] + params["b"])
+
+
+def nesterov(config):
+    """SGD with Nesterov momentum at the config's learning rate."""
+    return optax.sgd(config.learning_rate, momentum=0.9, nesterov=True)
+
+
+# Wrong in one way each.
+
+def raises(config):
+    raise RuntimeError("no GPU budget left")
+
+
+def not_a_model(config):
+    return "a string"
+
+
+def wrong_shape(config):
+    return Model(lambda key: {"w": jnp.zeros((784, 5))}, lambda params, images: images.reshape(-1, 784) @ params["w"])
+
+
+def init_raises(config):
+    def init(key):
+        raise ValueError("bad width")
+
+    return Model(init, lambda params, images: images)
+
+
+def not_an_optimizer(config):
+    return 42
+
+
+NOT_CALLABLE = 3
