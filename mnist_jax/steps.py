@@ -111,7 +111,7 @@ def make_steps(config: Config, model: Model | None = None,
     """The model (`config.model`, or the `model` object) and the optimizer (`config.optimizer`, or
     the `optimizer` object) bound into the steps. Checks the model first, without allocating
     anything: `init` must give a pytree of arrays and `apply` logits of shape (N, 10); any fault
-    is a one-line ConfigError naming the model. Call it under `precision(config)`."""
+    is a one-line ConfigError naming the model. Jit the steps under `precision(config)`."""
     name = f"model {describe(model)}" if model is not None else f"model {config.model!r}"
     model = model if model is not None else make_model(config)
     optimizer = optimizer if optimizer is not None else make_optimizer(config)
@@ -129,8 +129,9 @@ def make_steps(config: Config, model: Model | None = None,
     activations = sum(math.prod(v.aval.shape) for eqn in graph.eqns for v in eqn.outvars) // 2
 
     def init_state(seed: int) -> TrainState:
-        params = jax.tree.map(lambda a: a.astype(_run_dtype(a.dtype, dtype)), init(jax.random.key(seed)))
-        return TrainState(params, optimizer.init(params))
+        with precision(config):
+            params = jax.tree.map(lambda a: a.astype(_run_dtype(a.dtype, dtype)), init(jax.random.key(seed)))
+            return TrainState(params, optimizer.init(params))
 
     return Steps(init=init_state,
                  train_step=functools.partial(train_step, apply=keyed, optimizer=optimizer, dtype=dtype,
@@ -154,8 +155,7 @@ def _run_dtype(leaf_dtype: jnp.dtype, run_dtype: jnp.dtype) -> jnp.dtype:
 
 def init_state(config: Config, seed: int | None = None) -> TrainState:
     """Initial parameters and optimizer state for `config` (with another `seed` if given)."""
-    with precision(config):
-        return make_steps(config).init(config.seed if seed is None else seed)
+    return make_steps(config).init(config.seed if seed is None else seed)
 
 
 def split_metrics(split: str, correct, total_loss, num_examples: int) -> dict:

@@ -11,6 +11,7 @@ def write_atomic(path: str, data: bytes) -> None:
     """Writes `data` to `path` through a synced temporary file renamed into place."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes the file private; a run's files are for reading
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
