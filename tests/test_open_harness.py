@@ -173,22 +173,6 @@ def test_a_custom_model_resumes_bit_identically_after_a_kill(data_dir, tmp_path)
         np.testing.assert_array_equal(resumed[name], uninterrupted[name])
 
 
-@pytest.mark.slow
-def test_a_custom_model_on_four_devices_follows_one(data_dir):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-m", "tests.multidevice_run", data_dir, CUSTOM], env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["device_count"] == 4
-    for setting in ("device/32", "device/30", "stream/32", "stream/30"):
-        result = report[setting]
-        assert result["num_devices"] == [1, 4] and result["replicated"], setting
-        assert result["max_param_diff"] < 1e-4, setting
-        one, four = (np.asarray(a) for a in result["accuracies"])
-        np.testing.assert_allclose(one, four, atol=0.011)  # a test example at most (of 100)
-
-
 class InterruptAfter(Reporter):
     """Sends this process SIGINT once epoch `epoch` is trained: the run stops there, as after Ctrl-C."""
 
