@@ -86,8 +86,13 @@ def train_over(train_step: Callable, state: TrainState, items, key_of: Callable[
     def step(state, item_and_index):
         item, index = item_and_index
         batch = to_batch(item)
-        run = lambda state: train_step(state, batch, key_of(index))  # noqa: E731
-        skip = lambda state: (state, jnp.zeros((), jax.eval_shape(run, state)[1].dtype))  # noqa: E731
+
+        def run(state):
+            return train_step(state, batch, key_of(index))
+
+        def skip(state):  # an all-padding batch: no update, a loss of zero
+            return state, jnp.zeros((), jax.eval_shape(run, state)[1].dtype)
+
         return jax.lax.cond(batch.mask.any(), run, skip, state)
 
     num_batches = jax.tree.leaves(items)[0].shape[0]
