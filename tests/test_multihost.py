@@ -20,13 +20,14 @@ def load(path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pipeline", ["device", "stream"])
-def test_two_processes_train_together(data_dir, tmp_path, pipeline):
+@pytest.mark.parametrize("pipeline, model", [("device", "mlp"), ("stream", "mlp"),
+                                             ("device", "tests.custom_models:tiny_cnn")])
+def test_two_processes_train_together(data_dir, tmp_path, pipeline, model):
     multi, single = tmp_path / "multi", tmp_path / "single"
-    results = launch([data_dir, str(multi), pipeline], processes=2, devices_per_process=2, timeout=300,
+    results = launch([data_dir, str(multi), pipeline, model], processes=2, devices_per_process=2, timeout=300,
                      program=WORKER)
     assert [r.returncode for r in results] == [0, 0], results[1].stderr[-3000:]
-    subprocess.run([*WORKER, data_dir, str(single), pipeline], env=SINGLE_ENV, check=True, timeout=300)
+    subprocess.run([*WORKER, data_dir, str(single), pipeline, model], env=SINGLE_ENV, check=True, timeout=300)
     p0, p1, one = load(multi / "params0.npz"), load(multi / "params1.npz"), load(single / "params0.npz")
     for name in one:
         np.testing.assert_array_equal(p0[name], p1[name])  # the processes agree exactly
