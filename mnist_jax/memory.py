@@ -22,7 +22,7 @@ def estimate_bytes(config: Config, num_devices: int = 1, num_models: int = 1,
     Parameter counts come from the model's shapes (`jax.eval_shape`), activations from the
     values its forward pass computes per image (its traced program); nothing is allocated.
     """
-    steps = steps or make_steps(config)
+    steps = make_steps(config) if steps is None else steps
     itemsize = 8 if config.dtype == "float64" else 4
     num_params = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(steps.params_shape))
     per_example = steps.activations_per_example

@@ -34,7 +34,7 @@ from jax.sharding import Mesh
 from mnist_jax import data, parallel
 from mnist_jax.config import Config
 from mnist_jax.model import Params
-from mnist_jax.steps import Batch, Steps, TrainState, step_key
+from mnist_jax.steps import Batch, Steps, TrainState, epoch_key
 
 OnBatch = Callable[[int], None]
 ShouldStop = Callable[[], bool]
@@ -78,17 +78,17 @@ def compile_timed(function: Callable, *example_args,
     return compiled, time.perf_counter() - start
 
 
-def train_over(train_step: Callable, state: TrainState, items, key_of: Callable[[jax.Array], jax.Array],
+def train_over(train_step: Callable, state: TrainState, items, key: jax.Array, first_step: jax.Array | int = 0,
                to_batch: Callable = lambda item: item) -> tuple[TrainState, jax.Array]:
-    """Scans the train step over batches (`to_batch` of each item along the leading axis), step
-    i drawing the key `key_of(i)`; batches that are all padding are skipped. Returns the new
-    state and each step's loss."""
+    """Scans the train step over batches (`to_batch` of each item along the leading axis), the
+    i-th being step `first_step + i` of the epoch whose key is `key` (see `steps.epoch_key`);
+    batches that are all padding are skipped. Returns the new state and each step's loss."""
     def step(state, item_and_index):
         item, index = item_and_index
         batch = to_batch(item)
 
         def run(state):
-            return train_step(state, batch, key_of(index))
+            return train_step(state, batch, jax.random.fold_in(key, first_step + index))
 
         def skip(state):  # an all-padding batch: no update, a loss of zero
             return state, jnp.zeros((), jax.eval_shape(run, state)[1].dtype)
@@ -146,7 +146,7 @@ def _chunk_spec(batches: int, rows: int, sharding) -> Batch:
 def _train_chunk(train_step: Callable, state: TrainState, chunk: Batch, seed: jax.Array, epoch: jax.Array,
                  first_step: jax.Array) -> tuple[TrainState, jax.Array]:
     """The train step over a chunk's batches, the chunk's first being step `first_step` of the epoch."""
-    return train_over(train_step, state, chunk, lambda i: step_key(seed, epoch, first_step + i))
+    return train_over(train_step, state, chunk, epoch_key(seed, epoch), first_step)
 
 
 class StreamPipeline:
@@ -264,7 +264,7 @@ def epoch_program(config: Config, steps: Steps, mesh: Mesh) -> Callable:
                    seed: jax.Array) -> tuple[TrainState, jax.Array]:
         order = split.order[data.epoch_order(seed, epoch, split.order.shape[0])] if config.shuffle else split.order
         return train_over(steps.train_step, state, _batch_rows(order, config.batch_size, rows),
-                          lambda i: step_key(seed, epoch, i), functools.partial(_gather, split, sharding=sharding))
+                          epoch_key(seed, epoch), to_batch=functools.partial(_gather, split, sharding=sharding))
 
     return scan_epoch
 

@@ -77,11 +77,10 @@ def normalise(images: jax.Array, dtype: jnp.dtype) -> jax.Array:
     return to_floats(images.reshape(images.shape[0], -1), dtype)
 
 
-def step_key(seed: jax.Array | int, epoch: jax.Array | int, step: jax.Array | int) -> jax.Array:
-    """The PRNG key of training step `step` (0-based) of epoch `epoch`: a function of the seed, so
-    resumes and sweeps draw the same keys as an uninterrupted run."""
-    base = jax.random.fold_in(jax.random.key(seed), _STEP_KEYS)
-    return jax.random.fold_in(jax.random.fold_in(base, epoch), step)
+def epoch_key(seed: jax.Array | int, epoch: jax.Array | int) -> jax.Array:
+    """The key of epoch `epoch`'s training steps: step `s` (0-based) draws `fold_in(epoch_key, s)`.
+    A function of the seed, so resumes and sweeps draw the same keys as an uninterrupted run."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _STEP_KEYS), epoch)
 
 
 def train_step(state: TrainState, batch: Batch, key: jax.Array | None = None, *, apply: Callable,

@@ -99,16 +99,18 @@ def test_mean_and_sum_gradients_differ_by_the_real_row_count(synthetic):
         np.testing.assert_allclose(total, 20 * mean, rtol=1e-10, atol=1e-14)
 
 
-def sign_sgd(learning_rate):
-    """A hand-made optimizer object: steps of -lr * sign(gradient)."""
+def soft_sign_sgd(learning_rate):
+    """A hand-made optimizer object: steps of -lr * g / (1 + |g|), smooth in g, so that
+    float rounding (a GPU's TF32 matmuls, say) cannot flip a step the way sign(g) could."""
     return optax.GradientTransformation(
         lambda params: optax.EmptyState(),
-        lambda grads, state, params=None: (jax.tree.map(lambda g: -learning_rate * jnp.sign(g), grads), state))
+        lambda grads, state, params=None: (jax.tree.map(lambda g: -learning_rate * g / (1 + jnp.abs(g)), grads),
+                                           state))
 
 
 def test_an_optimizer_object_gives_the_hand_written_update(data_dir, tmp_path):
     config = Config(layer_sizes=(784, 16, 10), num_epochs=2, **TINY, data_dir=data_dir)
-    result = train(config, str(tmp_path / "run"), optimizer=sign_sgd(0.01))
+    result = train(config, str(tmp_path / "run"), optimizer=soft_sign_sgd(0.01))
     share = data.load_share("train", data_dir)
     params = init_state(config).params
     for order in local_orders(config, share, "train", range(1, 3)):
@@ -116,9 +118,9 @@ def test_an_optimizer_object_gives_the_hand_written_update(data_dir, tmp_path):
             rows = order[start:start + config.batch_size]
             inputs, labels = normalise(share.images[rows], jnp.float32), share.labels[rows]
             grads = jax.grad(loss)(params, inputs, labels)  # the summed NLL, on the real rows alone
-            params = jax.tree.map(lambda p, g: p - 0.01 * jnp.sign(g), params, grads)
+            params = jax.tree.map(lambda p, g: p - 0.01 * g / (1 + jnp.abs(g)), params, grads)
     for got, want in zip(jax.tree.leaves(result.params), jax.tree.leaves(params)):
-        np.testing.assert_allclose(got, want, atol=1e-6)
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-6)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["optimizer"].startswith("object:GradientTransformation(") and saved["resume_needs_objects"] == [
         "optimizer"]
