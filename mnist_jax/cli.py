@@ -78,22 +78,37 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(_flag(f.name), **kwargs)
 
 
-def _grid_axes(specs: list[list[str]]) -> dict[str, list]:
-    """`--grid SETTING VALUE...` arguments as {field name: values}."""
+def _grid_axes(specs: list[list[str]]) -> dict:
+    """`--grid SETTING VALUE...` arguments as {field name: values}; `--grid A/B VA/VB ...` as
+    {(A, B): [(VA, VB), ...]}, the settings varied together."""
     fields = {f.name: f for f in dataclasses.fields(Config)}
     by_flag = {_flag(name).lstrip("-"): name for name in fields} | {name: name for name in fields}
     axes = {}
     for setting, *words in specs:
-        name = by_flag.get(setting) or by_flag.get(setting.replace("_", "-"))
-        if name is None:
-            raise ConfigError(f"--grid: {setting!r} is not a setting")
+        names = [by_flag.get(part) or by_flag.get(part.replace("_", "-")) for part in setting.split("/")]
+        if None in names:
+            raise ConfigError(f"--grid: {setting.split('/')[names.index(None)]!r} is not a setting")
         if not words:
             raise ConfigError(f"--grid {setting}: give at least one value")
         try:
-            axes[name] = [_field_type(fields[name])(word) for word in words]
+            values = [_linked_values(word, [fields[name] for name in names]) for word in words]
         except (ValueError, argparse.ArgumentTypeError) as e:
             raise ConfigError(f"--grid {setting}: {e}") from None
+        if len(names) == 1:
+            axes[names[0]] = [value for value, in values]
+        else:
+            axes[tuple(names)] = values
     return axes
+
+
+def _linked_values(word: str, settings: list[dataclasses.Field]) -> tuple:
+    """One grid value per setting from `word` (split at `/` for several); `none` unsets an
+    optional setting."""
+    parts = word.split("/") if len(settings) > 1 else [word]
+    if len(parts) != len(settings):
+        raise ValueError(f"{word!r} gives {len(parts)} values for {len(settings)} settings")
+    return tuple(None if f.default is None and part.lower() == "none" else _field_type(f)(part)
+                 for f, part in zip(settings, parts))
 
 
 def _config_from_args(args: argparse.Namespace) -> Config:
@@ -132,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", type=int, default=8, help="number of seeds, from --seed on (default: 8)")
     sweep.add_argument("--grid", nargs="+", action="append", default=[], metavar=("SETTING", "VALUE"),
                        help="sweep every combination: repeat per setting, e.g. --grid lr 0.001 0.01 "
-                            "--grid layer_sizes 784,200,100,10 784,400,10 (seeds in every cell)")
+                            "--grid layer_sizes 784,200,100,10 784,400,10 (seeds in every cell); settings "
+                            "joined by / vary together: --grid optimizer/lr adam/0.001 sgd/0.1")
     sweep.add_argument("--out", help="folder for sweep.json (grid.json with --grid)")
 
     report = commands.add_parser("report", help="tables (Markdown, LaTeX, CSV) and plots from runs, sweeps, grids")
@@ -143,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--split", choices=("test", "train"), default="test")
     evaluate.add_argument("--data-dir", help="tfds data folder (default: the run's)")
+    evaluate.add_argument("--best", action="store_true",
+                          help="the best epoch's parameters (params-best.npz, kept with a validation split)")
 
     prepare = commands.add_parser("prepare", help="build the tfds mnist dataset from raw IDX files")
     prepare.add_argument("--idx-dir", default=os.environ.get("MNIST_JAX_IDX_DIR"),
@@ -189,31 +207,30 @@ def _sweep(args: argparse.Namespace) -> int:
         raise ConfigError(f"seeds must be positive, got {args.seeds}")
     seeds = [config.seed + i for i in range(args.seeds)]
     from mnist_jax.config import settings_label
+    from mnist_jax.console import seed_table_header, seed_table_row
+    from mnist_jax.results import SPLITS
     from mnist_jax.sweep import grid, grid_configs, sweep
 
+    splits = [split for split in SPLITS if split != "validation" or config.validation_size]
     print(f"{args.seeds} seeds ({seeds[0]}..{seeds[-1]}); accuracy % as mean +- 95% CI (std)")
     if args.grid:
         axes = _grid_axes(args.grid)
-        width = max(len(settings_label(cell)) for cell, _ in grid_configs(config, axes))  # checks every cell
-        print(f"{'Cell':{width}} | Train accuracy          | Test accuracy           | Seconds")
+        cells = grid_configs(config, axes)  # checks every cell
+        splits = [split for split in SPLITS if split != "validation" or any(c.validation_size for _, c in cells)]
+        width = max(len(settings_label(cell)) for cell, _ in cells)
+        print(seed_table_header("Cell", width, splits, seconds=True))
         grid(config, axes, seeds, args.out, on_cell=lambda settings, result: print(
-            f"{settings_label(settings):{width}} | {_cells(result.statistics()[-1])} | {result.seconds:7.2f}",
+            seed_table_row(settings_label(settings), width, result.statistics()[-1], splits, result.seconds),
             flush=True))
     else:
         result = sweep(config, seeds, args.out)
-        print("Epoch | Train accuracy          | Test accuracy")
+        print(seed_table_header("Epoch", 5, splits))
         for row in result.statistics():
-            print(f"{row['epoch']:5} | {_cells(row)}")
+            print(seed_table_row(row["epoch"], 5, row, splits))
         print(f"{result.seconds:.2f} s")
     if args.out:
         print(f"Saved in {os.path.join(args.out, 'grid.json' if args.grid else 'sweep.json')}")
     return 0
-
-
-def _cells(row: dict) -> str:
-    """Train and test accuracy statistics, formatted as table cells."""
-    return " | ".join(f"{100 * row[k]['mean']:6.2f} +- {100 * row[k]['ci95']:4.2f} ({100 * row[k]['std']:4.2f})"
-                      for k in ("train_accuracy", "test_accuracy"))
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -225,11 +242,13 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from mnist_jax.steps import make_steps
+    from mnist_jax.steps import evaluation_steps
     from mnist_jax.training import score
 
     run = RunDir(args.run_dir)
-    config, params = run.load(make_steps(run.config()).params_shape)
+    if args.best and not os.path.exists(os.path.join(args.run_dir, "params-best.npz")):
+        raise ConfigError(f"{args.run_dir} has no params-best.npz: only a run with a validation split keeps one")
+    config, params = run.load(evaluation_steps(run.config()).params_shape, best=args.best)
     if args.data_dir:
         config = config.replace(data_dir=args.data_dir)
     accuracy, mean_loss = score(params, config, args.split)

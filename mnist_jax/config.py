@@ -14,7 +14,10 @@ INITS = ("jax", "numpy")
 ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "silu", "elu", "softplus")
 MODELS = ("mlp", "cnn")
 LOSS_REDUCTIONS = ("sum", "mean")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "linear", "onecycle")
+WARMUP_SCHEDULES = ("warmup_cosine", "onecycle")
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # package.module:factory
+MNIST_TRAIN_SIZE = 60_000  # tfds's training split; with validation_size, the last rows are held out
 OBJECT_PREFIX = "object:"  # a model or optimizer given as a Python object, described after the colon
 
 
@@ -42,6 +45,15 @@ class Config:
     optimizer (`optax.<name>(learning_rate, ...)`, given `b1`, `b2`, `eps` and `momentum` where
     it takes them) or is an import path, `factory(config) -> optax.GradientTransformation`.
     `loss_reduction` is `sum` (the seed's objective) or `mean` over a batch's real rows.
+    `schedule` shapes the learning rate over the run's steps from its peak `learning_rate`:
+    `constant`, `cosine` (to zero), `warmup_cosine` (linear from zero over `warmup_epochs`, then
+    cosine to zero), `linear` (to zero) or `onecycle` (Optax's cosine one-cycle, rising for
+    `warmup_epochs`). `weight_decay` is decoupled (AdamW's rule, for any optimizer) and spares
+    biases (every parameter of fewer than two dimensions). `dropout` drops the hidden layers'
+    units in training (the MLP's hidden layers, the CNN's dense layer) and `input_dropout` the
+    pixels. `label_smoothing` mixes the one-hot targets with the uniform distribution (the
+    recorded losses stay the plain NLL); `clip_norm` clips the gradient's global norm.
+    `nesterov` asks optimizers that take it (sgd, rmsprop) for Nesterov momentum.
     A model or optimizer passed to `train` as an object is recorded as `object:<description>`.
     A run with a folder saves a checkpoint every `checkpoint_every` epochs (and after the
     last), keeping the newest `keep_checkpoints`.
@@ -58,6 +70,14 @@ class Config:
     eps: float = 1e-8
     momentum: float | None = None
     loss_reduction: str = "sum"
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    weight_decay: float = 0.0
+    dropout: float = 0.0
+    input_dropout: float = 0.0
+    label_smoothing: float = 0.0
+    clip_norm: float | None = None
+    nesterov: bool = False
     batch_size: int = 256
     num_epochs: int = 5
     seed: int = 42
@@ -111,6 +131,20 @@ class Config:
             (self.momentum is None or 0 <= self.momentum < 1, f"momentum must lie in [0, 1), got {self.momentum}"),
             (self.loss_reduction in LOSS_REDUCTIONS,
              f"loss_reduction must be one of {', '.join(LOSS_REDUCTIONS)}, got {self.loss_reduction!r}"),
+            (self.schedule in SCHEDULES,
+             f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
+            (0 <= self.warmup_epochs < self.num_epochs,
+             f"warmup_epochs must lie in [0, num_epochs={self.num_epochs}), got {self.warmup_epochs}"),
+            (self.warmup_epochs == 0 or self.schedule in WARMUP_SCHEDULES,
+             f"warmup_epochs applies to the {' and '.join(WARMUP_SCHEDULES)} schedules, not {self.schedule!r}"),
+            (self.schedule != "onecycle" or self.warmup_epochs > 0,
+             "the onecycle schedule needs warmup_epochs > 0 (its rising part)"),
+            (self.weight_decay >= 0, f"weight_decay must not be negative, got {self.weight_decay}"),
+            (0 <= self.dropout < 1, f"dropout must lie in [0, 1), got {self.dropout}"),
+            (0 <= self.input_dropout < 1, f"input_dropout must lie in [0, 1), got {self.input_dropout}"),
+            (0 <= self.label_smoothing < 1, f"label_smoothing must lie in [0, 1), got {self.label_smoothing}"),
+            (self.clip_norm is None or self.clip_norm > 0, f"clip_norm must be positive, got {self.clip_norm}"),
+            (not self.nesterov or self.momentum, "nesterov needs a momentum (--momentum 0.9, say)"),
             (self.init in INITS, f"init must be one of {', '.join(INITS)}, got {self.init!r}"),
             (0 <= self.seed < 2**32, f"seed must lie in [0, 2**32), got {self.seed}"),
         ]
@@ -173,6 +207,13 @@ PRESETS: dict[str, Config] = {
     # Evaluated 1,000 images at a time: its forward pass computes about 1.3 MB of values per image.
     "cnn": Config(model="cnn", optimizer="sgd", learning_rate=0.1, momentum=0.9, batch_size=128,
                   loss_reduction="mean", num_epochs=10, eval_batch_size=1000),
+    # The least time to 97% test, chosen on the validation split (benchmarks/recipes.sh, README "Recipes").
+    "fast": Config(layer_sizes=(784, 128, 10), activation="relu", learning_rate=0.01, schedule="linear",
+                   batch_size=64, num_epochs=2, loss_reduction="mean"),
+    # The best MLP without augmentation we could afford to tune, chosen on the validation split (the same).
+    "strong": Config(layer_sizes=(784, 800, 800, 10), activation="relu", batch_size=128, loss_reduction="mean",
+                     num_epochs=20, schedule="warmup_cosine", warmup_epochs=1, dropout=0.3, input_dropout=0.2,
+                     label_smoothing=0.1),
 }
 
 

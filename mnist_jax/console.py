@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import TextIO
 
 from mnist_jax.config import Config
@@ -10,6 +11,20 @@ from mnist_jax.reporter import Reporter
 from mnist_jax.results import EpochMetrics, Result
 
 _HEADER = "Epoch | Train accuracy | Test accuracy | Seconds | Examples/s"
+
+
+def seed_table_header(first_column: str, width: int, splits: Sequence[str], seconds: bool = False) -> str:
+    """The heading of a sweep's or grid's table: accuracy statistics over seeds per split."""
+    columns = [f"{split.capitalize() + ' accuracy':21}" for split in splits] + (["Seconds"] if seconds else [])
+    return f"{first_column:{width}} | " + " | ".join(columns).rstrip()
+
+
+def seed_table_row(label: str | int, width: int, row: dict, splits: Sequence[str],
+                   seconds: float | None = None) -> str:
+    """A row of that table: each split's accuracy % as mean +- 95% CI (std)."""
+    cells = [f"{100 * row[k]['mean']:6.2f} +- {100 * row[k]['ci95']:4.2f} ({100 * row[k]['std']:4.2f})"
+             for k in (f"{split}_accuracy" for split in splits)]
+    return f"{label:{width}} | " + " | ".join(cells + ([f"{seconds:7.2f}"] if seconds is not None else []))
 
 
 class ConsoleReporter(Reporter):
@@ -52,6 +67,10 @@ class ConsoleReporter(Reporter):
         final = "Final" if result.status == "completed" else f"Run {result.status}; last"
         self._print(f"{final} test accuracy {100 * result.final_test_accuracy:.2f}%; compiled in "
                     f"{result.compile_seconds:.2f} s, trained in {result.summary()['train_seconds']:.2f} s")
+        if result.best_epoch is not None:
+            best = result.summary()["best"]
+            self._print(f"Best epoch by validation accuracy: {best['epoch']} (validation "
+                        f"{100 * best['validation_accuracy']:.2f}%, test {100 * best['test_accuracy']:.2f}%)")
 
     def on_warning(self, message: str) -> None:
         print(f"mnist-jax: warning: {message}", file=sys.stderr, flush=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -45,12 +45,21 @@ def numpy_draws(seed: int, layer_sizes: Sequence[int], sigma: float) -> list[tup
     return [(sigma * rng.randn(m, n), sigma * rng.randn(n)) for m, n in zip(layer_sizes[:-1], layer_sizes[1:])]
 
 
-def logits(params: Params, inputs: jax.Array, activation: str = "tanh") -> jax.Array:
-    """Unnormalised scores (N, 10) of flattened inputs (N, 784): hidden layers with `jax.nn.<activation>`."""
+def logits(params: Params, inputs: jax.Array, activation: str = "tanh",
+           drop: Callable[[int, jax.Array], jax.Array] | None = None) -> jax.Array:
+    """Unnormalised scores (N, 10) of flattened inputs (N, 784): hidden layers with `jax.nn.<activation>`.
+
+    `drop(site, x)`, if given (dropout, in training), is applied to the inputs (site 0) and to
+    each hidden layer's output (sites 1, 2, ...).
+    """
     *hidden, (W_out, b_out) = params
     nonlinearity = getattr(jax.nn, activation)
-    for W, b in hidden:
+    if drop:
+        inputs = drop(0, inputs)
+    for site, (W, b) in enumerate(hidden, 1):
         inputs = nonlinearity(inputs @ W + b)
+        if drop:
+            inputs = drop(site, inputs)
     return inputs @ W_out + b_out
 
 

@@ -34,8 +34,18 @@ def takes_key(apply: Callable) -> bool:
         return False
 
 
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout: each value zeroed with probability `rate`, the rest scaled by
+    1 / (1 - rate); `x` unchanged at evaluation (`key` None) or at rate 0."""
+    if key is None or not rate:
+        return x
+    keep = jax.random.bernoulli(key, 1 - rate, x.shape)
+    return jnp.where(keep, x / (1 - rate), 0).astype(x.dtype)
+
+
 def mlp(config: Config) -> Model:
-    """The seed notebook's MLP: `config.layer_sizes`, `sigma`, `activation` and `init`.
+    """The seed notebook's MLP: `config.layer_sizes`, `sigma`, `activation` and `init`; in
+    training, `input_dropout` on the pixels and `dropout` on each hidden layer's output.
 
     With `init="numpy"` the weights come from `RandomState(s)`, `s` the seed the harness made
     the key from (`jax.random.key(seed)`), in the notebook's order.
@@ -55,8 +65,13 @@ def mlp(config: Config) -> Model:
                   for m, n in zip(sizes[:-1], sizes[1:])]
         return jax.pure_callback(draw, shapes, jax.random.key_data(key)[-1], vmap_method="sequential")
 
-    def apply(params: mlp_functions.Params, images: jax.Array) -> jax.Array:
-        return mlp_functions.logits(params, images.reshape(images.shape[0], -1), config.activation)
+    def apply(params: mlp_functions.Params, images: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        def drop(site: int, x: jax.Array) -> jax.Array:
+            return dropout(x, config.input_dropout if site == 0 else config.dropout, jax.random.fold_in(key, site))
+
+        training = key is not None and (config.dropout or config.input_dropout)
+        return mlp_functions.logits(params, images.reshape(images.shape[0], -1), config.activation,
+                                    drop if training else None)
 
     return Model(init, apply)
 
@@ -83,7 +98,8 @@ def _average_pool(x: jax.Array) -> jax.Array:
 def cnn(config: Config) -> Model:
     """The CNN of Flax's MNIST example: conv 32 3x3 SAME, relu, 2x2 average pool, conv 64 3x3
     SAME, relu, 2x2 average pool, dense 256, relu, dense 10. Kernels are LeCun-normal and
-    biases zero, as Flax initializes them."""
+    biases zero, as Flax initializes them. In training, `input_dropout` drops pixels and
+    `dropout` the dense hidden layer's units (dropping conv features helps less)."""
     dtype = jnp.dtype(config.dtype)
     shapes = {"conv0": (3, 3, 1, 32), "conv1": (3, 3, 32, 64), "dense0": (7 * 7 * 64, 256), "dense1": (256, 10)}
 
@@ -93,11 +109,13 @@ def cnn(config: Config) -> Model:
         return {name: {"w": lecun(k, shape, dtype), "b": jnp.zeros(shape[-1], dtype)}
                 for k, (name, shape) in zip(keys, shapes.items())}
 
-    def apply(params: dict, images: jax.Array) -> jax.Array:
-        x = _average_pool(jax.nn.relu(_conv(images, params["conv0"]["w"], params["conv0"]["b"])))
+    def apply(params: dict, images: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        input_key, hidden_key = (None, None) if key is None else (jax.random.fold_in(key, site) for site in (0, 1))
+        x = dropout(images, config.input_dropout, input_key)
+        x = _average_pool(jax.nn.relu(_conv(x, params["conv0"]["w"], params["conv0"]["b"])))
         x = _average_pool(jax.nn.relu(_conv(x, params["conv1"]["w"], params["conv1"]["b"])))
         x = jax.nn.relu(x.reshape(x.shape[0], -1) @ params["dense0"]["w"] + params["dense0"]["b"])
-        return x @ params["dense1"]["w"] + params["dense1"]["b"]
+        return dropout(x, config.dropout, hidden_key) @ params["dense1"]["w"] + params["dense1"]["b"]
 
     return Model(init, apply)
 

@@ -33,6 +33,13 @@ class EpochMetrics:
     validation_loss: float | None = None
 
 
+def best_epoch(history: Sequence[EpochMetrics]) -> int | None:
+    """The epoch of highest validation accuracy (the earliest of equals), or None without a
+    validation split."""
+    scored = [m for m in history if m.validation_accuracy is not None]
+    return max(scored, key=lambda m: m.validation_accuracy).epoch if scored else None
+
+
 @dataclass
 class Result:
     """A finished run: its config, final parameters, history and environment."""
@@ -47,6 +54,8 @@ class Result:
     status: str = "completed"  # or "interrupted", "diverged"
     command: list[str] = field(default_factory=list)
     divergence: dict | None = None  # epoch, first_step, last_step, message
+    best_epoch: int | None = None  # of highest validation accuracy, with a validation split
+    best_params: Params | None = None  # the parameters after that epoch
 
     @property
     def final_test_accuracy(self) -> float:
@@ -67,4 +76,11 @@ class Result:
             "versions": self.versions,
             "command": self.command,
             **({"divergence": self.divergence} if self.divergence else {}),
+            **({"best": self._best()} if self.best_epoch is not None else {}),
         }
+
+    def _best(self) -> dict:
+        """The best epoch by validation accuracy and its scores: early stopping without the test set."""
+        metrics = next(m for m in self.history if m.epoch == self.best_epoch)
+        return {"epoch": metrics.epoch, "validation_accuracy": metrics.validation_accuracy,
+                "test_accuracy": metrics.test_accuracy, "test_loss": metrics.test_loss}

@@ -25,7 +25,7 @@ from mnist_jax.config import OBJECT_PREFIX, Config, ConfigError
 from mnist_jax.results import EpochMetrics, Result
 from mnist_jax.storage import write_atomic, write_json
 
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "params.npz", "curves.png")
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "params.npz", "params-best.npz", "curves.png")
 
 
 class RunExistsError(FileExistsError):
@@ -63,7 +63,8 @@ def params_from_arrays(arrays, template=None):
 
 
 class RunDir:
-    """A run folder: config.json, metrics.jsonl, checkpoints/, params.npz, curves.png, summary.json.
+    """A run folder: config.json, metrics.jsonl, checkpoints/, params.npz, params-best.npz (with a
+    validation split), curves.png, summary.json.
 
     `RunDir(path)` only reads; `RunDir.open(...)` holds the folder to write it.
     """
@@ -159,14 +160,18 @@ class RunDir:
         self.last_saved = done
 
     def write_result(self, result: Result) -> None:
-        """Writes params.npz (unless diverged), curves.png and, last, summary.json."""
+        """Writes params.npz (unless diverged), params-best.npz (the best epoch's, with a
+        validation split), curves.png and, last, summary.json."""
         from mnist_jax.plots import plot_curves  # matplotlib loads only when a run is saved
 
+        saved = {"params.npz": result.params if result.status != "diverged" else None,
+                 "params-best.npz": result.best_params}
         with self._writing("the summary"):
-            if result.status != "diverged":
-                buffer = io.BytesIO()
-                np.savez(buffer, **params_to_arrays(result.params))
-                write_atomic(os.path.join(self.path, "params.npz"), buffer.getvalue())
+            for name, params in saved.items():
+                if params is not None:
+                    buffer = io.BytesIO()
+                    np.savez(buffer, **params_to_arrays(params))
+                    write_atomic(os.path.join(self.path, name), buffer.getvalue())
             plot_curves(result.history, os.path.join(self.path, "curves.png"))
             write_json(os.path.join(self.path, "summary.json"), result.summary())
 
@@ -180,7 +185,8 @@ class RunDir:
         values.pop("resume_needs_objects", None)  # the objects' descriptions are in the settings
         return Config.from_dict(values)
 
-    def load(self, template=None) -> tuple[Config, Any]:
-        """The run's config and saved parameters, shaped like `template` (default: the MLP's list)."""
-        with np.load(os.path.join(self.path, "params.npz")) as arrays:
+    def load(self, template=None, best: bool = False) -> tuple[Config, Any]:
+        """The run's config and saved parameters (with `best`, the best epoch's), shaped like
+        `template` (default: the MLP's list)."""
+        with np.load(os.path.join(self.path, "params-best.npz" if best else "params.npz")) as arrays:
             return self.config(), params_from_arrays(dict(arrays), template)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -15,9 +14,10 @@ import numpy as np
 import optax
 
 from mnist_jax.config import OBJECT_PREFIX, Config, ConfigError
-from mnist_jax.factories import call_factory, describe, guarded
+from mnist_jax.factories import describe, guarded
 from mnist_jax.model import log_softmax, summed_nll
 from mnist_jax.models import Model, make_model, takes_key
+from mnist_jax.optimizers import make_optimizer
 
 _STEP_KEYS = 0xFFFFFFFF  # folded into the seed's key: the per-step keys' stream, apart from epoch orders
 
@@ -47,26 +47,6 @@ class Steps(NamedTuple):
     activations_per_example: int  # values the model's forward pass computes for one image
 
 
-def make_optimizer(config: Config) -> optax.GradientTransformation:
-    """`optax.<config.optimizer>` (Adam by default) with the config's learning rate, and its
-    `b1`, `b2`, `eps` and `momentum` where the optimizer takes them; or, for an import path,
-    `factory(config)`."""
-    if config.optimizer.startswith(OBJECT_PREFIX):
-        raise ConfigError(f"optimizer {config.optimizer!r} was a Python object: pass the same object again "
-                          "(train(config, optimizer=...)); the command line cannot rebuild it")
-    if ":" in config.optimizer:
-        optimizer = call_factory(config.optimizer, config, "optimizer")
-        if not isinstance(optimizer, optax.GradientTransformation):
-            raise ConfigError(f"optimizer {config.optimizer!r}: the factory returned {type(optimizer).__name__}, "
-                              "not an optax.GradientTransformation")
-        return optimizer
-    build = getattr(optax, config.optimizer)
-    accepted = inspect.signature(build).parameters
-    extras = {name: getattr(config, name) for name in ("b1", "b2", "eps", "momentum")
-              if name in accepted and getattr(config, name) is not None}
-    return build(config.learning_rate, **extras)
-
-
 def to_floats(images: jax.Array, dtype: jnp.dtype) -> jax.Array:
     """uint8 images as floats in [0, 1], divided by 255 as the seed did."""
     return images.astype(dtype) / 255
@@ -83,14 +63,24 @@ def epoch_key(seed: jax.Array | int, epoch: jax.Array | int) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _STEP_KEYS), epoch)
 
 
+def smoothed_nll(log_probs: jax.Array, labels: jax.Array, mask: jax.Array, smoothing: float) -> jax.Array:
+    """Summed cross-entropy against one-hot targets mixed with the uniform distribution:
+    `(1 - smoothing) * onehot + smoothing / classes`; with smoothing 0, `summed_nll`."""
+    if not smoothing:
+        return summed_nll(log_probs, labels, mask)
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, log_probs.shape[1], dtype=log_probs.dtype), smoothing)
+    return -jnp.sum(jnp.where(mask[:, None], targets * log_probs, 0))
+
+
 def train_step(state: TrainState, batch: Batch, key: jax.Array | None = None, *, apply: Callable,
                optimizer: optax.GradientTransformation, dtype: jnp.dtype,
-               mean: bool = False) -> tuple[TrainState, jax.Array]:
-    """One optimizer step on the batch's loss (summed, or with `mean` averaged over its real rows);
-    returns the new state and that loss. `apply(params, images, key)` gives the logits."""
+               mean: bool = False, label_smoothing: float = 0.0) -> tuple[TrainState, jax.Array]:
+    """One optimizer step on the batch's loss (summed, or with `mean` averaged over its real rows;
+    against smoothed labels if `label_smoothing`); returns the new state and that loss.
+    `apply(params, images, key)` gives the logits."""
     def objective(params):
         log_probs = log_softmax(apply(params, to_floats(batch.images, dtype), key))
-        total = summed_nll(log_probs, batch.labels, batch.mask)
+        total = smoothed_nll(log_probs, batch.labels, batch.mask, label_smoothing)
         return total / jnp.maximum(batch.mask.sum(), 1) if mean else total
 
     value, grads = jax.value_and_grad(objective)(state.params)
@@ -106,14 +96,15 @@ def eval_step(params, batch: Batch, *, apply: Callable, dtype: jnp.dtype) -> tup
 
 
 def make_steps(config: Config, model: Model | None = None,
-               optimizer: optax.GradientTransformation | None = None) -> Steps:
+               optimizer: optax.GradientTransformation | None = None, train_size: int | None = None) -> Steps:
     """The model (`config.model`, or the `model` object) and the optimizer (`config.optimizer`, or
-    the `optimizer` object) bound into the steps. Checks the model first, without allocating
-    anything: `init` must give a pytree of arrays and `apply` logits of shape (N, 10); any fault
-    is a one-line ConfigError naming the model. Jit the steps under `precision(config)`."""
+    the `optimizer` object; its schedule over epochs of `train_size`) bound into the steps. Checks
+    the model first, without allocating anything: `init` must give a pytree of arrays and
+    `apply` logits of shape (N, 10); any fault is a one-line ConfigError naming the model. Jit
+    the steps under `precision(config)`."""
     name = f"model {describe(model)}" if model is not None else f"model {config.model!r}"
     model = model if model is not None else make_model(config)
-    optimizer = optimizer if optimizer is not None else make_optimizer(config)
+    optimizer = optimizer if optimizer is not None else make_optimizer(config, train_size)
     dtype = jnp.dtype(config.dtype)
     init, apply = guarded(model.init, f"{name}: init"), guarded(model.apply, f"{name}: apply")
     keyed = apply if takes_key(model.apply) else lambda params, images, key: apply(params, images)
@@ -134,9 +125,16 @@ def make_steps(config: Config, model: Model | None = None,
 
     return Steps(init=init_state,
                  train_step=functools.partial(train_step, apply=keyed, optimizer=optimizer, dtype=dtype,
-                                              mean=config.loss_reduction == "mean"),
+                                              mean=config.loss_reduction == "mean",
+                                              label_smoothing=config.label_smoothing),
                  eval_step=functools.partial(eval_step, apply=keyed, dtype=dtype),
                  params_shape=params_shape, activations_per_example=activations)
+
+
+def evaluation_steps(config: Config) -> Steps:
+    """The steps of `config.model` for evaluation only: the optimizer (which may have been a Python
+    object) is not rebuilt."""
+    return make_steps(config, optimizer=optax.identity())
 
 
 def recorded(config: Config, model: Model | None = None,

@@ -43,8 +43,21 @@ class SweepResult:
                                     for i, name in enumerate(self.metrics)}}
                 for epoch in range(self.histories.shape[1])]
 
+    def best(self) -> dict | None:
+        """Each seed's best epoch by validation accuracy (None without a validation split), and
+        the statistics of the test accuracy there: early stopping, chosen without the test set."""
+        if "validation_accuracy" not in self.metrics:
+            return None
+        validation, test = (self.histories[:, :, self.metrics.index(f"{split}_accuracy")]
+                            for split in ("validation", "test"))
+        epochs = np.argmax(validation, axis=1)  # the earliest of equals, as for a run
+        return {"epochs": epochs.tolist(),
+                "test_accuracy": statistics(test[np.arange(len(self.seeds)), epochs])}
+
     def summary(self) -> dict:
+        best = self.best()
         return {"config": self.config.to_dict(), "seeds": self.seeds, "statistics": self.statistics(),
+                **({"best": best} if best else {}),
                 "per_seed": {str(seed): [dict(zip(("epoch", *self.metrics), (epoch, *map(float, row))))
                                          for epoch, row in enumerate(history)]
                              for seed, history in zip(self.seeds, self.histories)},
@@ -61,11 +74,11 @@ def sweep(config: Config, seeds: Sequence[int], out_dir: str | None = None,
     data; `model` and `optimizer` objects replace the config's, as in `train`.
     """
     config = recorded(config, model, optimizer)
-    steps = make_steps(config, model, optimizer)
+    shares = shares or data.load_shares(config.validation_size, config.data_dir)
+    steps = make_steps(config, model, optimizer, train_size=shares["train"].total)
     mesh = parallel.make_mesh(1, config.platform)
     memory.check_fits(config, mesh, num_models=len(seeds), steps=steps)
     with precision(config):
-        shares = shares or data.load_shares(config.validation_size, config.data_dir)
         splits = shard_splits(config, shares, mesh)
         state = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[steps.init(seed) for seed in seeds])
         seed_array = jnp.asarray(seeds, jnp.uint32)
@@ -94,22 +107,39 @@ def sweep(config: Config, seeds: Sequence[int], out_dir: str | None = None,
     return result
 
 
-def grid_configs(config: Config, axes: dict[str, Sequence]) -> list[tuple[dict, Config]]:
-    """Every combination of the axes' values applied to `config`, each validated."""
-    names = list(axes)
-    cells = [dict(zip(names, values)) for values in itertools.product(*axes.values())]
+Axes = dict  # setting name -> values; or a tuple of names -> tuples of their values, varied together
+
+
+def grid_configs(config: Config, axes: Axes) -> list[tuple[dict, Config]]:
+    """Every combination of the axes' values applied to `config`, each validated. An axis named
+    by a tuple of settings, `("optimizer", "learning_rate"): [("adam", 1e-3), ("sgd", 0.1)]`,
+    sets them together."""
+    cells = []
+    for values in itertools.product(*axes.values()):
+        cell = {}
+        for name, value in zip(axes, values):
+            cell.update(zip(name, value, strict=True) if isinstance(name, tuple) else {name: value})
+        cells.append(cell)
     return [(cell, config.replace(**cell)) for cell in cells]
 
 
-def grid(config: Config, axes: dict[str, Sequence], seeds: Sequence[int], out_dir: str | None = None,
+def _axes_record(axes: Axes) -> dict[str, list]:
+    """The axes as JSON: a tuple of names joined by `/`."""
+    return {"/".join(name) if isinstance(name, tuple) else name: [list(v) if isinstance(v, tuple) else v
+                                                                  for v in values]
+            for name, values in axes.items()}
+
+
+def grid(config: Config, axes: Axes, seeds: Sequence[int], out_dir: str | None = None,
          on_cell: Callable[[dict, SweepResult], None] = lambda settings, result: None, *,
          model: Model | None = None, optimizer: optax.GradientTransformation | None = None) -> list[SweepResult]:
-    """A seed sweep in every cell of the grid `axes` (setting name -> values) over `config`.
+    """A seed sweep in every cell of the grid `axes` (setting name -> values; see `grid_configs`) over `config`.
 
     Every cell is validated before any is trained. Writes `out_dir/grid.json` if given,
     rewritten as each cell finishes.
     """
-    given = [name for name, obj in (("model", model), ("optimizer", optimizer)) if obj is not None and name in axes]
+    varied = {name for axis in axes for name in (axis if isinstance(axis, tuple) else (axis,))}
+    given = [name for name, obj in (("model", model), ("optimizer", optimizer)) if obj is not None and name in varied]
     if given:
         raise ConfigError(f"the grid varies {', '.join(given)}, which is also given as an object")
     cells = grid_configs(recorded(config, model, optimizer), axes)
@@ -124,7 +154,7 @@ def grid(config: Config, axes: dict[str, Sequence], seeds: Sequence[int], out_di
         results.append(sweep(cell_config, seeds, shares=shares[data_key], model=model, optimizer=optimizer))
         on_cell(settings, results[-1])
         if out_dir:
-            summary = {"axes": {name: list(values) for name, values in axes.items()}, "seeds": list(seeds),
+            summary = {"axes": _axes_record(axes), "seeds": list(seeds),
                        "cells": [{"settings": s, **r.summary()} for (s, _), r in zip(cells, results)]}
             os.makedirs(out_dir, exist_ok=True)
             write_json(os.path.join(out_dir, "grid.json"), summary)

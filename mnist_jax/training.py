@@ -19,9 +19,9 @@ from mnist_jax.model import Params
 from mnist_jax.models import Model
 from mnist_jax.pipelines import EpochRun, Pipeline, evaluation_program, make_pipeline, to_device
 from mnist_jax.reporter import Reporter
-from mnist_jax.results import EpochMetrics, Result
+from mnist_jax.results import EpochMetrics, Result, best_epoch
 from mnist_jax.rundir import RunDir
-from mnist_jax.steps import Steps, TrainState, make_steps, precision, recorded, split_metrics
+from mnist_jax.steps import Steps, TrainState, evaluation_steps, make_steps, precision, recorded, split_metrics
 
 __all__ = ["TrainState", "enable_compilation_cache", "score", "train"]
 
@@ -38,7 +38,7 @@ def score(params: Params, config: Config, split: str = "test") -> tuple[float, f
     mesh = parallel.make_mesh(1, config.platform)
     with precision(config):
         share = data.load_share(split, config.data_dir)
-        evaluate = jax.jit(evaluation_program(config, make_steps(config), mesh))
+        evaluate = jax.jit(evaluation_program(config, evaluation_steps(config), mesh))
         totals = evaluate(parallel.replicate(params, mesh), to_device(split, share, mesh))
         metrics = split_metrics(split, *totals, share.total)
     return float(metrics[f"{split}_accuracy"]), float(metrics[f"{split}_loss"])
@@ -80,7 +80,8 @@ def train(config: Config = Config(), out_dir: str | None = None, *, model: Model
     Every setting, the model and the optimizer are checked before anything is written.
     """
     config = recorded(config, model, optimizer)
-    steps = make_steps(config, model, optimizer)
+    shares = data.load_shares(config.validation_size, config.data_dir)
+    steps = make_steps(config, model, optimizer, train_size=shares["train"].total)
     mesh = parallel.make_mesh(config.devices, config.platform)
     for batch_size in (config.batch_size, config.eval_batch_size):
         parallel.rows_per_batch(batch_size, mesh)  # fails early if smaller than the device count
@@ -93,17 +94,21 @@ def train(config: Config = Config(), out_dir: str | None = None, *, model: Model
     run_dir = RunDir.open(out_dir, config, resume=resume, overwrite=overwrite,
                           on_warning=reporter.on_warning) if lead else None
     with run_dir or contextlib.nullcontext():
-        return _train(config, steps, mesh, run_dir, out_dir if resume else None, reporter)
+        return _train(config, steps, shares, mesh, run_dir, out_dir if resume else None, reporter)
 
 
-def _train(config: Config, steps: Steps, mesh, run_dir: RunDir | None, resume_from: str | None,
-           reporter: Reporter) -> Result:
+def _train(config: Config, steps: Steps, shares: dict[str, data.Share], mesh, run_dir: RunDir | None,
+           resume_from: str | None, reporter: Reporter) -> Result:
     with precision(config):
-        shares = data.load_shares(config.validation_size, config.data_dir)
         sizes = {name: share.total for name, share in shares.items()}
         state = steps.init(config.seed)
-        saved = checkpoints.latest(resume_from, state, reporter.on_warning) if resume_from else None
-        state = parallel.replicate(saved.restore(state) if saved else state, mesh)
+        # With a validation split, checkpoints also keep the best epoch's parameters (on the host).
+        tracks_best = "validation" in shares
+        saved_state = (state, state.params) if tracks_best else state
+        saved = checkpoints.latest(resume_from, saved_state, reporter.on_warning) if resume_from else None
+        saved_state = saved.restore(saved_state) if saved else saved_state
+        state, best_params = saved_state if tracks_best else (saved_state, None)
+        state, best_params = parallel.replicate(state, mesh), _host_copy(best_params) if tracks_best else None
         start_epoch, history = (saved.epoch + 1, list(saved.history)) if saved else (1, [])
         pipeline = make_pipeline(config, steps, shares, state, mesh, start_epoch, saved.batches_done if saved else 0)
         env = environment(mesh)
@@ -112,8 +117,11 @@ def _train(config: Config, steps: Steps, mesh, run_dir: RunDir | None, resume_fr
             reporter.on_epoch(metrics)
 
         def record(epoch: int, scores: dict, epoch_seconds: float | None) -> None:
+            nonlocal best_params
             history.append(EpochMetrics(epoch=epoch, **scores, epoch_seconds=epoch_seconds,
                                         examples_per_second=epoch_seconds and sizes["train"] / epoch_seconds))
+            if tracks_best and best_epoch(history) == epoch:
+                best_params = _host_copy(state.params)
             reporter.on_epoch(history[-1])
             if run_dir:
                 run_dir.write_metrics(history)
@@ -138,17 +146,24 @@ def _train(config: Config, steps: Steps, mesh, run_dir: RunDir | None, resume_fr
                 if scores:
                     record(epoch, scores, seconds)
                 if run_dir:
-                    run_dir.end_epoch(epoch, state, history, batches_done=run.batches_done,
-                                      stopping=interrupt.requested())
+                    run_dir.end_epoch(epoch, (state, best_params) if tracks_best else state, history,
+                                      batches_done=run.batches_done, stopping=interrupt.requested())
                 if interrupt.requested() and epoch < config.num_epochs:
                     status = "interrupted"
                     break
+    best = best_epoch(history)
     result = Result(config, state.params, history, pipeline.compile_seconds, status=status, divergence=divergence,
-                    **env)
+                    best_epoch=best, best_params=best_params if best is not None else None, **env)
     if run_dir:
         run_dir.write_result(result)
     reporter.on_end(result)
     return result
+
+
+def _host_copy(params: Params) -> Params:
+    """A host copy of (replicated) parameters, safe from the donation of the device buffers."""
+    return jax.tree.map(lambda leaf: np.array(leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf),
+                        params)
 
 
 def _evaluate(pipeline: Pipeline, params: Params, sizes: dict[str, int]) -> dict[str, float]:

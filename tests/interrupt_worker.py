@@ -1,6 +1,6 @@
 """Trains a small run into OUT with the CLI's own code path and sends itself SIGINT once
 8 batches of epoch INT_EPOCH are done (part-way through the epoch on the stream path, at
-its end on the device path, whose epoch is one call)."""
+its end on the device path, whose epoch is one call). Further arguments are passed on as flags."""
 
 import os
 import signal
@@ -23,4 +23,4 @@ def on_batch(self, epoch, batches_done):
 ConsoleReporter.on_batch = on_batch
 sys.exit(cli.main(["train", "--layer-sizes", "784,16,10", "--batch-size", "32", "--epochs", "4",
                    "--eval-batch-size", "62", "--batches-per-chunk", "4", "--pipeline", pipeline,
-                   "--data-dir", data_dir, "--out", out]))
+                   "--data-dir", data_dir, "--out", out, *sys.argv[5:]]))

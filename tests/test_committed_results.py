@@ -1,10 +1,15 @@
-"""The README's CNN baseline figures are what the code renders from the committed runs."""
+"""The README's figures (the CNN baseline, the recipes) are what the code renders from the committed results."""
 
 import json
 import statistics
 from pathlib import Path
 
+import pytest
+
+from mnist_jax.config import preset, settings_label
+from mnist_jax.console import seed_table_header, seed_table_row
 from mnist_jax.report import load_entries, markdown_table
+from mnist_jax.results import SPLITS
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "benchmarks" / "results" / "cnn"
@@ -35,3 +40,40 @@ def test_the_readme_shows_the_table_and_timings_rendered_from_them():
     assert markdown_table(load_entries(run_folders())) in readme
     assert (f"median {epoch_seconds('cnn'):.1f} s per epoch for the CNN and {epoch_seconds('mlp'):.2f} s for "
             "the default MLP") in readme
+
+
+# The recipes: the grids that chose the presets, and the presets' 8-seed results -----------------
+
+RECIPES = ROOT / "benchmarks" / "results" / "recipes"
+TUNING = ["tuning-fast", "tuning-fast-2", "tuning-fast-3", "tuning-strong", "tuning-strong-2", "tuning-strong-3"]
+
+
+@pytest.mark.parametrize("name", TUNING + ["adam-paper"])
+def test_each_printed_grid_table_is_its_grid_json_and_in_the_readme(name):
+    """The committed printout is what the CLI renders from the committed grid.json, row for row."""
+    printed = (RECIPES / f"{name}.txt").read_text()
+    saved = json.loads((RECIPES / name / "grid.json").read_text())
+    splits = [s for s in SPLITS if all(f"{s}_accuracy" in cell["statistics"][-1] for cell in saved["cells"])]
+    labels = [settings_label(cell["settings"]) for cell in saved["cells"]]
+    width = max(map(len, labels))
+    rows = [seed_table_row(label, width, cell["statistics"][-1], splits, cell["seconds"])
+            for label, cell in zip(labels, saved["cells"])]
+    lines = printed.splitlines()
+    assert lines[1] == seed_table_header("Cell", width, splits, seconds=True)
+    assert lines[2:2 + len(rows)] == rows
+    if name in TUNING:
+        assert "\n".join(lines[:2 + len(rows)]) in (ROOT / "README.md").read_text()
+
+
+def test_the_readme_shows_the_presets_results_rendered_from_the_committed_files():
+    from benchmarks.recipes import PRESETS, render
+
+    for preset_name in PRESETS:
+        saved = json.loads((RECIPES / f"{preset_name}-8-seeds" / "sweep.json").read_text())
+        assert saved["config"] == preset(preset_name).to_dict() and len(saved["seeds"]) == 8
+    assert render() in (ROOT / "README.md").read_text()
+
+
+def test_the_readme_shows_the_adam_paper_report_rendered_from_its_grid():
+    assert markdown_table(load_entries([str(RECIPES / "adam-paper")])) in (ROOT / "README.md").read_text()
+    assert (RECIPES / "adam-paper-report" / "curves.png").exists()

@@ -315,6 +315,14 @@ BAD_FLAGS = {
     "checkpoint_every": (["--checkpoint-every", "0"], "checkpoint_every must be positive"),
     "keep_checkpoints": (["--keep-checkpoints", "0"], "keep_checkpoints must be positive"),
     "batches_per_chunk": (["--batches-per-chunk", "0"], "batches_per_chunk must be positive"),
+    "schedule": (["--schedule", "step"], "schedule must be one of constant, cosine"),
+    "warmup_epochs": (["--schedule", "warmup_cosine", "--warmup-epochs", "5"], "warmup_epochs must lie in [0, num_"),
+    "weight_decay": (["--weight-decay", "-0.1"], "weight_decay must not be negative"),
+    "dropout": (["--dropout", "1"], "dropout must lie in [0, 1)"),
+    "input_dropout": (["--input-dropout", "-0.1"], "input_dropout must lie in [0, 1)"),
+    "label_smoothing": (["--label-smoothing", "1.5"], "label_smoothing must lie in [0, 1)"),
+    "clip_norm": (["--clip-norm", "0"], "clip_norm must be positive"),
+    "nesterov": (["--optimizer", "sgd", "--nesterov"], "nesterov needs a momentum"),
 }
 
 
@@ -327,7 +335,7 @@ def test_every_setting_has_a_bad_value_case():
 OTHER_BAD_FLAGS = [
     (["--layer-sizes", "785,100,10"], "layer_sizes must start at 784 and end at 10"),
     (["--layer-sizes", "784,100,9"], "layer_sizes must start at 784 and end at 10"),
-    (["--preset", "fast"], "unknown preset 'fast'"),
+    (["--preset", "fastest"], "unknown preset 'fastest'"),
     (["--dtype", "float16"], "dtype must be one of"),
     (["--batch-size", "many"], "invalid int value"),
 ]

@@ -40,7 +40,7 @@ def seed_rows(text: str) -> dict[int, tuple[float, float]]:
     return {int(epoch): (float(train), float(test)) for epoch, train, test in rows}
 
 
-@pytest.mark.parametrize("name", ["mnist_jax.ipynb", "devices.ipynb"])
+@pytest.mark.parametrize("name", ["mnist_jax.ipynb", "devices.ipynb", "adam_paper.ipynb"])
 def test_notebooks_are_stored_without_outputs(name):
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
     nbformat.validate(notebook)
@@ -78,3 +78,19 @@ def test_the_devices_notebook_runs_the_benchmarks(data_dir, monkeypatch):
     assert "'chart.png', 'results.json', 'results.md', 'sweeps.png'" in text
     assert re.search(r"^cpu +\| .* \| +[\d.]+ \|  1\.00x \|", text, re.MULTILINE)
     assert images_in(notebook) == 2
+
+
+def test_the_adam_paper_notebook_runs_its_grid_on_small_data(data_dir, tmp_path, monkeypatch):
+    results = tmp_path / "adam-paper"
+    notebook = execute("adam_paper.ipynb", monkeypatch, TFDS_DATA_DIR=data_dir, MNIST_JAX_NOTEBOOK_QUICK="1",
+                       MNIST_JAX_ADAM_PAPER_DIR=str(results))
+    text = text_of(notebook)
+    optimizers = ["adam", "adagrad", "rmsprop", "sgd", "adadelta"]
+    assert all(re.search(rf"^{name} +trained in [\d.]+ s$", text, re.MULTILINE) for name in optimizers), text
+    assert f"5 optimizers, 1 epochs each, from {results}/grid.json" in text
+    order = re.search(r"lowest first: (.*)$", text, re.MULTILINE).group(1)
+    assert sorted(part.split()[0] for part in order.split(", ")) == sorted(optimizers)
+    assert images_in(notebook) == 1
+    markdown = "".join(output.get("data", {}).get("text/markdown", "") for cell in notebook.cells
+                       if cell.cell_type == "code" for output in cell.outputs)
+    assert all(f"adam-paper: optimizer={name} " in markdown for name in optimizers), markdown

@@ -12,9 +12,10 @@ import optax
 import pytest
 
 from mnist_jax import Config, data, loss, parallel, train
+from mnist_jax.optimizers import make_optimizer
 from mnist_jax.pipelines import PIPELINES, local_orders, make_pipeline
 from mnist_jax.reporter import Reporter
-from mnist_jax.steps import init_state, make_optimizer, make_steps, normalise
+from mnist_jax.steps import init_state, make_steps, normalise
 from tests.conftest import NUM_TRAIN
 
 # 300 examples in batches of 32: 10 steps, the last of 12 examples; 4 batches per

@@ -11,9 +11,10 @@ import optax
 import pytest
 
 from mnist_jax import Config, accuracy, data, loss, train
+from mnist_jax.optimizers import make_optimizer
 from mnist_jax.pipelines import evaluate_over
 from mnist_jax.rundir import RunDir, RunExistsError
-from mnist_jax.steps import Batch, init_state, make_optimizer, make_steps, normalise
+from mnist_jax.steps import Batch, init_state, make_steps, normalise
 from tests.conftest import NUM_TRAIN
 
 
