@@ -43,18 +43,21 @@ def render(root: Path = RESULTS) -> str:
     def run_seconds(name: str) -> float:
         return statistics.median(r["compile_seconds"] + sum(r["epoch_seconds"]) for r in timing[name])
 
-    lines = ["| Preset | Epochs | Test accuracy (%), 8 seeds | 95% CI | Lowest seed | Sweep seconds | "
+    lines = ["| Preset | Parameters | Epochs | Test accuracy (%), 8 seeds | 95% CI | Lowest seed | Sweep seconds | "
              "One run: seconds per epoch |",
-             "|---|--:|--:|--:|--:|--:|--:|"]
+             "|---|--:|--:|--:|--:|--:|--:|--:|"]
     for name in PRESETS:
         saved = json.loads((root / f"{name}-8-seeds" / "sweep.json").read_text())
+        sizes = saved["config"]["layer_sizes"]
+        parameters = sum((m + 1) * n for m, n in zip(sizes[:-1], sizes[1:]))
         test = saved["statistics"][-1]["test_accuracy"]
         lowest = min(history[-1]["test_accuracy"] for history in saved["per_seed"].values())
         per_epoch = statistics.median(s for r in timing[name] for s in r["epoch_seconds"])
-        lines.append(f"| {name} | {saved['config']['num_epochs']} | {100 * test['mean']:.2f} ± {100 * test['std']:.2f} "
-                     f"| ± {100 * test['ci95']:.2f} | {100 * lowest:.2f} | {saved['seconds']:.1f} | {per_epoch:.2f} |")
+        lines.append(f"| {name} | {parameters:,} | {saved['config']['num_epochs']} | {100 * test['mean']:.2f} ± "
+                     f"{100 * test['std']:.2f} | ± {100 * test['ci95']:.2f} | {100 * lowest:.2f} | "
+                     f"{saved['seconds']:.1f} | {per_epoch:.2f} |")
     ratio = run_seconds("fast") / run_seconds("default")
-    lines += ["", f"A `fast` run compiles and trains in {run_seconds('fast'):.2f} s, {ratio:.2f}x the "
+    lines += ["", f"A `fast` run compiles and trains in {run_seconds('fast'):.2f} s, {ratio:.3f}x the "
                   f"{run_seconds('default'):.2f} s of a `default` run (medians of {len(timing['fast'])} runs each, "
                   "alternating, in one process)."]
     return "\n".join(lines) + "\n"
