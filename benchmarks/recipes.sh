@@ -4,7 +4,7 @@
 # writes grid.json under benchmarks/results/recipes/.
 set -euo pipefail
 out=benchmarks/results/recipes
-stage=${1:-all}  # all, fast, strong or paper
+stage=${1:-all}  # all, fast, strong, cnn or paper
 
 if [[ $stage == all || $stage == fast ]]; then
   # fast: the cheapest recipe whose 8 seeds all clear 97% on the validation split.
@@ -45,6 +45,12 @@ if [[ $stage == all || $stage == strong ]]; then
     --batch-size 128 --loss-reduction mean --epochs 40 --schedule warmup_cosine --warmup-epochs 1 \
     --label-smoothing 0.1 --sigma 0.05 --grid dropout 0.3 \
     --out $out/tuning-strong-4 | tee $out/tuning-strong-4.txt
+fi
+
+if [[ $stage == all || $stage == cnn ]]; then
+  # The cnn preset's learning rate: Flax's constant 0.1, or decayed to zero by a cosine.
+  mnist-jax sweep --seeds 1 --preset cnn --validation-size 10000 --grid schedule constant cosine \
+    --out $out/tuning-cnn | tee $out/tuning-cnn.txt
 fi
 
 if [[ $stage == all || $stage == paper ]]; then

@@ -28,10 +28,13 @@ def epoch_seconds(prefix: str) -> float:
 
 def test_the_committed_runs_are_complete():
     names = [Path(folder).name for folder in run_folders()]
-    assert names == ["cnn-run-1", "cnn-run-2", "cnn-run-3", "mlp-default"]
+    assert names == ["cnn-cosine-1", "cnn-cosine-2", "cnn-cosine-3", "cnn-run-1", "cnn-run-2", "cnn-run-3",
+                     "mlp-default"]
     for folder in run_folders():
         summary = json.loads((Path(folder) / "summary.json").read_text())
         assert summary["status"] == "completed"
+        if Path(folder).name.startswith("cnn-cosine"):  # today's preset
+            assert summary["config"] == preset("cnn").replace(seed=summary["config"]["seed"]).to_dict()
         assert [m["epoch"] for m in summary["history"]] == list(range(summary["config"]["num_epochs"] + 1))
 
 
@@ -45,7 +48,8 @@ def test_the_readme_shows_the_table_and_timings_rendered_from_them():
 # The recipes: the grids that chose the presets, and the presets' 8-seed results -----------------
 
 RECIPES = ROOT / "benchmarks" / "results" / "recipes"
-TUNING = ["tuning-fast", "tuning-fast-2", "tuning-fast-3", "tuning-strong", "tuning-strong-2", "tuning-strong-3"]
+TUNING = ["tuning-fast", "tuning-fast-2", "tuning-fast-3", "tuning-strong", "tuning-strong-2", "tuning-strong-3",
+          "tuning-strong-4", "tuning-cnn"]
 
 
 @pytest.mark.parametrize("name", TUNING + ["adam-paper"])
