@@ -71,7 +71,7 @@ def test_the_cnn_matches_an_independent_numpy_computation():
 
 def test_cnn_trains_and_its_parameters_are_saved_by_key_path(data_dir, tmp_path, capsys):
     out = str(tmp_path / "cnn")
-    assert main(["train", "--preset", "cnn", "--epochs", "2", *TINY_FLAGS, "--data-dir", data_dir, "--out", out,
+    assert main(["train", "--preset", "cnn", "--epochs", "3", *TINY_FLAGS, "--data-dir", data_dir, "--out", out,
                  "--quiet"]) == 0
     summary = json.loads(Path(out, "summary.json").read_text())
     assert summary["config"]["model"] == "cnn" and summary["final_test_accuracy"] >= 0.9
