@@ -219,12 +219,12 @@ def _sweep(args: argparse.Namespace) -> int:
     from mnist_jax.results import SPLITS
     from mnist_jax.sweep import grid, grid_configs, sweep
 
-    splits = [split for split in SPLITS if split != "validation" or config.validation_size]
+    axes = _grid_axes(args.grid) if args.grid else {}
+    cells = grid_configs(config, axes)  # checks every cell; a plain sweep is the one cell `config`
+    # The columns every cell has: validation only if each cell holds one out.
+    splits = [split for split in SPLITS if split != "validation" or all(c.validation_size for _, c in cells)]
     print(f"{args.seeds} seeds ({seeds[0]}..{seeds[-1]}); accuracy % as mean +- 95% CI (std)")
     if args.grid:
-        axes = _grid_axes(args.grid)
-        cells = grid_configs(config, axes)  # checks every cell
-        splits = [split for split in SPLITS if split != "validation" or any(c.validation_size for _, c in cells)]
         width = max(len(settings_label(cell)) for cell, _ in cells)
         print(seed_table_header("Cell", width, splits, seconds=True))
         grid(config, axes, seeds, args.out, on_cell=lambda settings, result: print(
