@@ -129,6 +129,25 @@ def _config_from_args(args: argparse.Namespace) -> Config:
     return base.replace(**from_file).replace(**overrides)
 
 
+def _add_cache_flags(parser: argparse.ArgumentParser) -> None:
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--compilation-cache", metavar="DIR",
+                       help="keep compiled programs in DIR, so later runs load them instead of compiling "
+                            "(default: $MNIST_JAX_COMPILATION_CACHE, else mnist_jax/jax-compilation in "
+                            "$XDG_CACHE_HOME or ~/.cache)")
+    cache.add_argument("--no-compilation-cache", action="store_true",
+                       help="compile everything afresh, keeping nothing (as MNIST_JAX_COMPILATION_CACHE=off)")
+
+
+def _use_compilation_cache(args: argparse.Namespace) -> None:
+    """JAX's persistent compilation cache, where the flags or the environment put it."""
+    from mnist_jax.compilation import default_cache_dir, enable_compilation_cache
+
+    folder = args.compilation_cache or (None if args.no_compilation_cache else default_cache_dir())
+    if folder:
+        enable_compilation_cache(folder)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one subcommand per task, every `Config` field a flag where it applies."""
     parser = _Parser(prog="mnist-jax", description=__doc__)
@@ -140,8 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.add_argument("--compilation-cache", metavar="DIR",
-                       help="keep compiled programs in DIR so later runs skip compiling")
+    _add_cache_flags(train)
     multihost = train.add_argument_group(
         "several processes (hosts)", "JAX's distributed runtime; SLURM, Open MPI and Cloud TPU set it up without flags")
     multihost.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
@@ -158,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "--grid layer_sizes 784,200,100,10 784,400,10 (seeds in every cell); settings "
                             "joined by / vary together: --grid optimizer/lr adam/0.001 sgd/0.1")
     sweep.add_argument("--out", help="folder for sweep.json (grid.json with --grid)")
+    _add_cache_flags(sweep)
 
     report = commands.add_parser("report", help="tables (Markdown, LaTeX, CSV) and plots from runs, sweeps, grids")
     report.add_argument("dirs", nargs="+", metavar="DIR", help="run, sweep or grid folders")
@@ -169,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-dir", help="tfds data folder (default: the run's)")
     evaluate.add_argument("--best", action="store_true",
                           help="the best epoch's parameters (params-best.npz, kept with a validation split)")
+    _add_cache_flags(evaluate)
 
     prepare = commands.add_parser("prepare", help="build the tfds mnist dataset from raw IDX files")
     prepare.add_argument("--idx-dir", default=os.environ.get("MNIST_JAX_IDX_DIR"),
@@ -189,11 +209,10 @@ def _train(args: argparse.Namespace) -> int:
     from mnist_jax.console import ConsoleReporter
     from mnist_jax.distributed import initialize_distributed
     from mnist_jax.reporter import Reporter
-    from mnist_jax.training import enable_compilation_cache, train
+    from mnist_jax.training import train
 
     initialize_distributed(args.coordinator, args.num_processes, args.process_id, args.distributed_timeout)
-    if args.compilation_cache:
-        enable_compilation_cache(args.compilation_cache)
+    _use_compilation_cache(args)
     lead = jax.process_index() == 0  # only process 0 prints and writes
     reporter = ConsoleReporter(progress=False if args.quiet else None) if lead else Reporter()
     result = train(config, out, overwrite=args.overwrite, resume=bool(args.resume), reporter=reporter)
@@ -219,6 +238,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from mnist_jax.results import SPLITS
     from mnist_jax.sweep import grid, grid_configs, sweep
 
+    _use_compilation_cache(args)
     axes = _grid_axes(args.grid) if args.grid else {}
     cells = grid_configs(config, axes)  # checks every cell; a plain sweep is the one cell `config`
     # The columns every cell has: validation only if each cell holds one out.
@@ -253,6 +273,7 @@ def _eval(args: argparse.Namespace) -> int:
     from mnist_jax.steps import evaluation_steps
     from mnist_jax.training import score
 
+    _use_compilation_cache(args)
     run = RunDir(args.run_dir)
     if args.best and not os.path.exists(os.path.join(args.run_dir, "params-best.npz")):
         raise ConfigError(f"{args.run_dir} has no params-best.npz: only a run with a validation split keeps one")

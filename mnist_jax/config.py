@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import re
@@ -167,6 +168,28 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
         return cls(**values)
+
+
+# The numeric settings a grid varies inside one compiled program, as traced values (see `sweep.grid`).
+TRACEABLE = ("learning_rate", "b1", "b2", "eps", "momentum", "weight_decay", "clip_norm", "dropout",
+             "input_dropout", "label_smoothing")
+
+
+def is_on(value) -> bool:
+    """Whether an optional numeric setting is in use: not None and not zero. A traced value is on:
+    grid cells that leave a setting off are compiled apart from those that use it."""
+    if value is None:
+        return False
+    return value != 0 if isinstance(value, (int, float)) else True
+
+
+def with_traced(config: Config, values: dict) -> Config:
+    """`config` with `values` (traced arrays, inside a grid's compiled program) set as they are,
+    without validation: each cell was validated as a plain config first."""
+    traced = copy.copy(config)
+    for name, value in values.items():
+        object.__setattr__(traced, name, value)
+    return traced
 
 
 def field_type(f: dataclasses.Field) -> type:

@@ -65,8 +65,10 @@ class ConsoleReporter(Reporter):
 
     def on_end(self, result: Result) -> None:
         final = "Final" if result.status == "completed" else f"Run {result.status}; last"
-        self._print(f"{final} test accuracy {100 * result.final_test_accuracy:.2f}%; compiled in "
-                    f"{result.compile_seconds:.2f} s, trained in {result.summary()['train_seconds']:.2f} s")
+        cached = f" ({result.compilations_from_cache} from the cache)" if result.compilations_from_cache else ""
+        self._print(f"{final} test accuracy {100 * result.final_test_accuracy:.2f}%; compiled "
+                    f"{result.compilations} programs{cached} in {result.compile_seconds:.2f} s, "
+                    f"trained in {result.summary()['train_seconds']:.2f} s")
         if result.best_epoch is not None:
             best = result.summary()["best"]
             self._print(f"Best epoch by validation accuracy: {best['epoch']} (validation "

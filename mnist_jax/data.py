@@ -1,60 +1,32 @@
-"""The tfds `mnist` dataset: offline preparation, loading and minibatch streams."""
+"""The MNIST splits as host arrays: preparing the tfds dataset, loading shares of it, epoch orders.
+
+Loading reads the checked array file beside the prepared dataset (`array_cache`), which
+needs no TensorFlow; only when that file is missing, stale or damaged, at preparation, and
+for the shares of several processes does it read through tfds (`tfds_source`).
+"""
 
 from __future__ import annotations
 
-import collections
+import contextlib
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-
-# TF only gathers uint8 batches here: its info logs and oneDNN kernels are noise.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import jax
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
-from tensorflow_datasets.core import hashing
-from tensorflow_datasets.image_classification.mnist import MNIST
 
-from mnist_jax.idx import DataError, read_split
-from mnist_jax.steps import Batch
-
-# TF only feeds data: keep it off every accelerator so JAX owns their memory.
-tf.config.set_visible_devices([], "GPU")
+from mnist_jax import array_cache
+from mnist_jax.idx import DataError
 
 IDX_DIR_ENV = "MNIST_JAX_IDX_DIR"
-
-
-class _LocalMNIST(MNIST, skip_registration=True):
-    """tfds's own MNIST builder, fed from verified local IDX files instead of a download."""
-
-    name = "mnist"
-
-    def __init__(self, *, idx_dir: str, verify_checksums: bool, **kwargs):
-        self._idx_dir = idx_dir
-        self._verify_checksums = verify_checksums
-        super().__init__(**kwargs)
-
-    def _split_generators(self, dl_manager):
-        # Read and verify both splits before tfds writes anything.
-        splits = {s: read_split(self._idx_dir, s, self._verify_checksums) for s in ("train", "test")}
-        return [
-            tfds.core.SplitGenerator(name=s, gen_kwargs={"split": split})
-            for s, split in splits.items()
-        ]
-
-    def _generate_examples(self, split):
-        for index, (image, label) in enumerate(zip(split.images, split.labels)):
-            yield index, {"image": image[..., None], "label": int(label)}
+VERSION = "3.0.1"  # of tfds's mnist builder (a test checks it against tfds)
 
 
 def resolve_data_dir(data_dir: str | None) -> str:
-    """tfds's convention: the given folder, else $TFDS_DATA_DIR, else tfds's default."""
-    return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR") or tfds.core.constants.DATA_DIR)
+    """tfds's convention: the given folder, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
+    return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
 
 
 def is_prepared(data_dir: str | None = None) -> bool:
@@ -63,11 +35,11 @@ def is_prepared(data_dir: str | None = None) -> bool:
 
 
 def _version_dir(data_dir: str) -> str:
-    return os.path.join(data_dir, "mnist", str(MNIST.VERSION))
+    return os.path.join(data_dir, "mnist", VERSION)
 
 
 def prepare(idx_dir: str, data_dir: str | None = None, verify_checksums: bool = True) -> str:
-    """Builds the tfds `mnist` dataset from the raw IDX files, without network.
+    """Builds the tfds `mnist` dataset from the raw IDX files, without network, and its array file.
 
     Verifies each file's format and (unless disabled) the published MD5 of its
     uncompressed bytes. tfds writes into a temporary folder and renames it when
@@ -75,21 +47,19 @@ def prepare(idx_dir: str, data_dir: str | None = None, verify_checksums: bool = 
     damaged one, say) is replaced only once the new one is complete. Returns the
     dataset folder.
     """
+    from mnist_jax import tfds_source
+
     data_dir = resolve_data_dir(data_dir)
     if not is_prepared(data_dir):
-        return _build(idx_dir, data_dir, verify_checksums)
-    os.makedirs(data_dir, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=data_dir, prefix=".prepare-") as scratch:
-        _build(idx_dir, scratch, verify_checksums)
-        shutil.rmtree(_version_dir(data_dir))
-        os.replace(_version_dir(scratch), _version_dir(data_dir))
+        tfds_source.build(idx_dir, data_dir, verify_checksums)
+    else:
+        os.makedirs(data_dir, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=data_dir, prefix=".prepare-") as scratch:
+            tfds_source.build(idx_dir, scratch, verify_checksums)
+            shutil.rmtree(_version_dir(data_dir))
+            os.replace(_version_dir(scratch), _version_dir(data_dir))
+    decoded_splits(data_dir)
     return _version_dir(data_dir)
-
-
-def _build(idx_dir: str, data_dir: str, verify_checksums: bool) -> str:
-    builder = _LocalMNIST(idx_dir=idx_dir, verify_checksums=verify_checksums, data_dir=data_dir)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-    return builder.data_dir
 
 
 def ensure_prepared(data_dir: str | None = None) -> None:
@@ -99,33 +69,73 @@ def ensure_prepared(data_dir: str | None = None) -> None:
         prepare(idx_dir, data_dir)
 
 
+def decoded_splits(data_dir: str | None = None) -> dict[str, np.ndarray]:
+    """The whole train and test splits in tfds's stored order: `{split}_images` (uint8,
+    N x 28 x 28 x 1) and `{split}_labels` (int32).
+
+    Read from the array file when it matches the dataset; otherwise decoded through tfds,
+    checked against the dataset's metadata, and the array file (re)written.
+    """
+    ensure_prepared(data_dir)
+    folder = resolve_data_dir(data_dir)
+    version_dir = _version_dir(folder)
+    if not is_prepared(folder):
+        raise _unreadable(folder, "it is not prepared")
+    source = array_cache.source_digest(version_dir)
+    arrays, _ = array_cache.read(version_dir, source)
+    if arrays is not None:
+        return arrays
+    arrays = {}
+    for split in array_cache.SPLITS:
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = _read_through_tfds(split, folder)
+    with contextlib.suppress(OSError):  # a read-only dataset folder: every load decodes through tfds
+        array_cache.write(version_dir, arrays, source)
+    return arrays
+
+
+def _read_through_tfds(split: str, folder: str) -> tuple[np.ndarray, np.ndarray]:
+    """A split read by tfds, checked against the metadata's example count and image shape."""
+    from mnist_jax import tfds_source
+
+    try:
+        images, labels, expected = tfds_source.read(split, folder)
+    except Exception as e:  # tfds raises many kinds: a failed download, a missing or damaged folder
+        raise _unreadable(folder, e) from e
+    if len(labels) != expected or images.shape[1:] != (28, 28, 1):
+        raise _unreadable(folder, f"split {split!r} holds {len(labels)} examples of shape {images.shape[1:]}, "
+                                  f"its metadata says {expected} of (28, 28, 1)")
+    return images, labels.astype(np.int32)
+
+
 def file_order(split: str, num_examples: int) -> np.ndarray:
     """Positions, in tfds's stored order, of the examples in the raw files' order.
 
     tfds stores examples sorted by a salted hash of their key, which our builder
     (like tfds's own) sets to the example's index in the raw files.
     """
+    from tensorflow_datasets.core import hashing  # tfds's hash alone: no TensorFlow
+
     hasher = hashing.Hasher(salt=split)
     stored_keys = np.argsort([hasher.hash_key(i) for i in range(num_examples)], kind="stable")
     return np.argsort(stored_keys)
 
 
+_SLICE = re.compile(r"^(train|test)(?:\[(\d*):(\d*)\])?$")
+
+
 def load_split(split: str, data_dir: str | None = None,
                in_file_order: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Reads a whole split through tfds into host arrays (images uint8, labels int32)."""
-    ensure_prepared(data_dir)
-    folder = resolve_data_dir(data_dir)
-    try:
-        builder = tfds.builder("mnist", data_dir=folder)
-        ds = builder.as_dataset(split=split, batch_size=-1, as_supervised=True)
-        images, labels = (np.asarray(a) for a in tfds.as_numpy(ds))
-        expected = builder.info.splits[split].num_examples
-    except Exception as e:  # tfds raises many kinds: a failed download, a missing or damaged folder
-        raise _unreadable(folder, e) from e
-    if len(labels) != expected or images.shape[1:] != (28, 28, 1):
-        raise _unreadable(folder, f"split {split!r} holds {len(labels)} examples of shape {images.shape[1:]}, "
-                                  f"its metadata says {expected} of (28, 28, 1)")
-    labels = labels.astype(np.int32)
+    """A split in host arrays (images uint8, labels int32), by tfds's split name: `train`, `test`,
+    a slice of examples such as `train[:50000]` (served by the array file), or any other tfds split."""
+    match = _SLICE.match(split)
+    if match:
+        name, start, end = match.groups()
+        arrays = decoded_splits(data_dir)
+        part = slice(int(start) if start else None, int(end) if end else None)
+        images, labels = arrays[f"{name}_images"][part], arrays[f"{name}_labels"][part]
+    else:
+        ensure_prepared(data_dir)
+        images, labels = _read_through_tfds(split, resolve_data_dir(data_dir))
     if in_file_order:
         order = file_order(split, len(labels))
         images, labels = images[order], labels[order]
@@ -178,8 +188,7 @@ def split_names(validation_size: int, data_dir: str | None = None) -> dict[str, 
     """tfds split names for training, test and (with `validation_size`) validation."""
     if not validation_size:
         return {"train": "train", "test": "test"}
-    ensure_prepared(data_dir)
-    total = tfds.builder("mnist", data_dir=resolve_data_dir(data_dir)).info.splits["train"].num_examples
+    total = len(decoded_splits(data_dir)["train_labels"])
     if validation_size >= total:
         raise DataError(f"validation_size {validation_size} leaves no training examples of {total}")
     cut = total - validation_size
@@ -187,14 +196,15 @@ def split_names(validation_size: int, data_dir: str | None = None) -> dict[str, 
 
 
 def load_share(split: str, data_dir: str | None = None) -> Share:
-    """Reads only this process's share of a split through tfds (all of it in one process)."""
+    """Reads only this process's share of a split (all of it in one process)."""
     num_processes = jax.process_count()
     if num_processes == 1:
         images, labels = load_split(split, data_dir)
         return Share(images, labels, (0, len(labels)))
-    subsplits = tfds.even_splits(split, n=num_processes)
-    info = tfds.builder("mnist", data_dir=resolve_data_dir(data_dir)).info
-    sizes = [info.splits[sub].num_examples for sub in subsplits]
+    from mnist_jax import tfds_source
+
+    ensure_prepared(data_dir)
+    subsplits, sizes = tfds_source.even_split_sizes(split, num_processes, resolve_data_dir(data_dir))
     images, labels = load_split(subsplits[jax.process_index()], data_dir)
     return Share(images, labels, tuple(int(b) for b in np.cumsum([0] + sizes)))
 
@@ -223,46 +233,3 @@ def pad_to_batches(orders, batch_size: int, rows_per_batch: int, batches_per_chu
                      ((0, 0), (0, num_chunks * batches_per_chunk - num_batches), (0, rows_per_batch - batch_size)),
                      constant_values=-1)
     return batches.reshape(num_passes, num_chunks, batches_per_chunk, rows_per_batch)
-
-
-def batch_chunks(images: np.ndarray, labels: np.ndarray, orders: np.ndarray, batch_size: int,
-                 batches_per_chunk: int = 1, rows_per_batch: int | None = None,
-                 num_batches: int | None = None) -> tf.data.Dataset:
-    """A tf.data stream of fixed-shape chunks of `batches_per_chunk` batches, pass after pass.
-
-    See `pad_to_batches` for the layout; padding rows have mask False, so every example
-    counts exactly once per pass and every chunk has the same shape. Build it once and
-    iterate it as often as needed: tf.data traces its functions only when it is built.
-    """
-    indices = pad_to_batches(orders.astype(np.int32), batch_size, rows_per_batch or batch_size,
-                             batches_per_chunk, num_batches=num_batches)
-    images, labels = tf.constant(images), tf.constant(labels)
-
-    def gather(chunk_indices):
-        mask = chunk_indices >= 0
-        rows = tf.maximum(chunk_indices, 0)
-        return Batch(tf.gather(images, rows), tf.gather(labels, rows), mask)
-
-    return (tf.data.Dataset.from_tensor_slices(indices.reshape(-1, *indices.shape[2:]))
-            .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(2))
-
-
-def prefetch_to_device(dataset: Iterable, sharding: jax.sharding.Sharding | None = None,
-                       size: int = 2) -> Iterator[Batch]:
-    """Transfers a tf.data stream's batches to the devices `size` ahead of their use."""
-    def put(batch):
-        # Each process contributes its rows of the global batch (all of them in one process).
-        if sharding is None:
-            return jax.device_put(batch)
-        return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, a), batch)
-
-    queue = collections.deque()
-    # A named iterator lives as long as this generator: tearing down a tf.data
-    # iterator can stall for a while, which must not happen inside an epoch.
-    iterator = dataset.as_numpy_iterator() if isinstance(dataset, tf.data.Dataset) else iter(dataset)
-    for batch in iterator:
-        queue.append(put(Batch(*batch)))
-        if len(queue) > size:
-            yield queue.popleft()
-    yield from queue

@@ -72,3 +72,13 @@ def check_fits(config: Config, mesh: Mesh, num_models: int = 1, steps: Steps | N
             f"this run needs about {need / GIB:.1f} GiB per device ({breakdown} GiB), but "
             f"{mesh.devices.flat[0].device_kind} has {have / GIB:.1f} GiB available: "
             "use narrower layers or a smaller batch size")
+
+
+def models_that_fit(config: Config, mesh: Mesh, steps: Steps | None = None) -> int | None:
+    """How many models of `config` one compiled program can train together on a device, by the
+    estimate (None if the device's memory is unknown)."""
+    have = available_bytes(mesh)
+    if have is None:
+        return None
+    one, two = (sum(estimate_bytes(config, mesh.devices.size, n, steps).values()) for n in (1, 2))
+    return max(0, (have - (2 * one - two)) // (two - one))

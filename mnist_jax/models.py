@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from mnist_jax import model as mlp_functions
-from mnist_jax.config import OBJECT_PREFIX, Config, ConfigError
+from mnist_jax.config import OBJECT_PREFIX, Config, ConfigError, is_on
 from mnist_jax.factories import call_factory
 
 
@@ -37,7 +37,7 @@ def takes_key(apply: Callable) -> bool:
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
     """Inverted dropout: each value zeroed with probability `rate`, the rest scaled by
     1 / (1 - rate); `x` unchanged at evaluation (`key` None) or at rate 0."""
-    if key is None or not rate:
+    if key is None or not is_on(rate):
         return x
     keep = jax.random.bernoulli(key, 1 - rate, x.shape)
     return jnp.where(keep, x / (1 - rate), 0).astype(x.dtype)
@@ -69,7 +69,7 @@ def mlp(config: Config) -> Model:
         def drop(site: int, x: jax.Array) -> jax.Array:
             return dropout(x, config.input_dropout if site == 0 else config.dropout, jax.random.fold_in(key, site))
 
-        training = key is not None and (config.dropout or config.input_dropout)
+        training = key is not None and (is_on(config.dropout) or is_on(config.input_dropout))
         return mlp_functions.logits(params, images.reshape(images.shape[0], -1), config.activation,
                                     drop if training else None)
 

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mnist_jax.config import MNIST_TRAIN_SIZE, OBJECT_PREFIX, Config, ConfigError
+from mnist_jax.config import MNIST_TRAIN_SIZE, OBJECT_PREFIX, Config, ConfigError, is_on
 from mnist_jax.factories import call_factory
 
 
@@ -58,11 +58,13 @@ def make_optimizer(config: Config, train_size: int | None = None) -> optax.Gradi
     extras = {name: getattr(config, name) for name in ("b1", "b2", "eps", "momentum", "nesterov")
               if name in accepted and getattr(config, name) is not None}
     learning_rate = learning_rate_schedule(config, train_size)
-    if config.weight_decay:
+    if is_on(config.weight_decay):
         # Optax's optimizers end by scaling with -learning_rate: built with 1.0 they give the
         # negated direction, to which the (negated) decay is added before the real scaling.
         optimizer = optax.chain(build(1.0, **extras), optax.add_decayed_weights(-config.weight_decay, decays),
                                 optax.scale_by_learning_rate(learning_rate, flip_sign=False))
     else:
         optimizer = build(learning_rate, **extras)
-    return optax.chain(optax.clip_by_global_norm(config.clip_norm), optimizer) if config.clip_norm else optimizer
+    if not is_on(config.clip_norm):
+        return optimizer
+    return optax.chain(optax.clip_by_global_norm(config.clip_norm), optimizer)

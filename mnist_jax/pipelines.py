@@ -65,8 +65,8 @@ class Pipeline(Protocol):
         """Trains on epoch `epoch` (1-based, in order), calling `on_batch(batches_done)` after
         each compiled call; may stop part-way once `should_stop()` is true."""
 
-    def evaluate(self, params: Params, split: str) -> tuple[jax.Array, jax.Array]:
-        """Correct predictions and summed loss over a whole split."""
+    def evaluate(self, params: Params) -> dict[str, tuple[jax.Array, jax.Array]]:
+        """Every split's correct predictions and summed loss."""
 
 
 def compile_timed(function: Callable, *example_args,
@@ -158,6 +158,8 @@ class StreamPipeline:
 
     def __init__(self, config: Config, steps: Steps, shares: dict[str, data.Share], state: TrainState,
                  mesh: Mesh, start_epoch: int = 1, batches_done: int = 0):
+        from mnist_jax import streams  # TensorFlow, for this path only
+
         self.config = config
         self.chunk_sharding = parallel.batch_sharding(mesh, axis=1)
         rows = parallel.rows_per_batch(config.batch_size, mesh)
@@ -170,19 +172,19 @@ class StreamPipeline:
         # Each process streams its rows of every batch, from its own share.
         local_rows, local_eval_rows = rows // jax.process_count(), eval_rows // jax.process_count()
         orders = local_orders(config, train, "train", range(start_epoch, config.num_epochs + 1))
-        stream = data.batch_chunks(train.images, train.labels, orders, parallel.process_part(config.batch_size),
+        stream = streams.batch_chunks(train.images, train.labels, orders, parallel.process_part(config.batch_size),
                                    config.batches_per_chunk, local_rows, self.steps_per_epoch)
-        self.train_stream = data.prefetch_to_device(stream.skip(self.chunks_done), self.chunk_sharding)
+        self.train_stream = streams.prefetch_to_device(stream.skip(self.chunks_done), self.chunk_sharding)
         self.eval_streams = {
-            name: data.batch_chunks(share.images, share.labels, np.arange(len(share.labels))[None],
+            name: streams.batch_chunks(share.images, share.labels, np.arange(len(share.labels))[None],
                                     parallel.process_part(config.eval_batch_size), 1, local_eval_rows,
                                     _batches_per_pass(share.bounds, config.eval_batch_size))
             for name, share in shares.items()}
         # Every chunk has the same shape, so these two programs are all that is compiled.
-        self.seed = jnp.uint32(config.seed)
+        self.seed = np.uint32(config.seed)
         self.train_chunk, train_seconds = compile_timed(
             functools.partial(_train_chunk, steps.train_step), state,
-            _chunk_spec(config.batches_per_chunk, rows, self.chunk_sharding), self.seed, jnp.int32(0), jnp.int32(0),
+            _chunk_spec(config.batches_per_chunk, rows, self.chunk_sharding), self.seed, np.int32(0), np.int32(0),
             donate_argnums=(0,))
         self.eval_chunk, eval_seconds = compile_timed(
             functools.partial(evaluate_over, steps.eval_step), state.params,
@@ -196,9 +198,9 @@ class StreamPipeline:
             raise ValueError(f"the stream is at epoch {self.next_epoch}, not {epoch}")
         first_step, losses = self.chunks_done * self.config.batches_per_chunk, []
         while self.chunks_done < self.chunks_per_epoch:
-            first = jnp.int32(self.chunks_done * self.config.batches_per_chunk)
+            first = np.int32(self.chunks_done * self.config.batches_per_chunk)
             state, chunk_losses = jax.block_until_ready(
-                self.train_chunk(state, next(self.train_stream), self.seed, jnp.int32(epoch), first))
+                self.train_chunk(state, next(self.train_stream), self.seed, np.int32(epoch), first))
             losses.append(chunk_losses)  # stays on the device until the epoch ends
             self.chunks_done += 1
             batches_done = min(self.chunks_done * self.config.batches_per_chunk, self.steps_per_epoch)
@@ -209,13 +211,18 @@ class StreamPipeline:
         steps = np.concatenate([_on_host(x) for x in losses])[:self.steps_per_epoch - first_step]
         return EpochRun(state, None, steps, first_step)
 
-    def evaluate(self, params: Params, split: str) -> tuple[jax.Array, jax.Array]:
-        """Correct predictions and summed loss over a split: the chunks' totals, added up."""
-        correct, total_loss = 0, 0.0
-        for chunk in data.prefetch_to_device(self.eval_streams[split], self.chunk_sharding):
-            chunk_correct, chunk_loss = jax.block_until_ready(self.eval_chunk(params, chunk))
-            correct, total_loss = correct + chunk_correct, total_loss + chunk_loss
-        return correct, total_loss
+    def evaluate(self, params: Params) -> dict[str, tuple[jax.Array, jax.Array]]:
+        """Every split's correct predictions and summed loss: its chunks' totals, added up."""
+        from mnist_jax import streams
+
+        totals = {}
+        for split, stream in self.eval_streams.items():
+            correct, total_loss = 0, 0.0
+            for chunk in streams.prefetch_to_device(stream, self.chunk_sharding):
+                chunk_correct, chunk_loss = jax.block_until_ready(self.eval_chunk(params, chunk))
+                correct, total_loss = correct + chunk_correct, total_loss + chunk_loss
+            totals[split] = (correct, total_loss)
+        return totals
 
 
 # The device path ------------------------------------------------------------------------------
@@ -270,12 +277,13 @@ def epoch_program(config: Config, steps: Steps, mesh: Mesh) -> Callable:
 
 
 def evaluation_program(config: Config, steps: Steps, mesh: Mesh) -> Callable:
-    """`(params, split) -> (correct, summed loss)` over a whole split, as a single program."""
+    """`(params, splits) -> {split: (correct, summed loss)}` over every split given, as a single program."""
     rows, sharding = parallel.rows_per_batch(config.eval_batch_size, mesh), parallel.batch_sharding(mesh)
 
-    def evaluate(params: Params, split: DeviceSplit) -> tuple[jax.Array, jax.Array]:
-        return evaluate_over(steps.eval_step, params, _batch_rows(split.order, config.eval_batch_size, rows),
-                             functools.partial(_gather, split, sharding=sharding))
+    def evaluate(params: Params, splits: dict[str, DeviceSplit]) -> dict[str, tuple[jax.Array, jax.Array]]:
+        return {name: evaluate_over(steps.eval_step, params, _batch_rows(split.order, config.eval_batch_size, rows),
+                                    functools.partial(_gather, split, sharding=sharding))
+                for name, split in splits.items()}
 
     return evaluate
 
@@ -291,27 +299,25 @@ class DevicePipeline:
             raise ValueError(f"the device path trains whole epochs; cannot start {batches_done} batches "
                              f"into epoch {start_epoch}")
         self.splits = shard_splits(config, shares, mesh)
-        self.seed = jnp.uint32(config.seed)
+        self.seed = np.uint32(config.seed)
         self.train_program, train_seconds = compile_timed(
-            epoch_program(config, steps, mesh), state, self.splits["train"], jnp.int32(0), self.seed,
+            epoch_program(config, steps, mesh), state, self.splits["train"], np.int32(0), self.seed,
             donate_argnums=(0,))
-        evaluate = evaluation_program(config, steps, mesh)
-        self.eval_programs, self.compile_seconds = {}, train_seconds
-        for name, split in self.splits.items():
-            self.eval_programs[name], seconds = compile_timed(evaluate, state.params, split)
-            self.compile_seconds += seconds
+        self.eval_program, eval_seconds = compile_timed(evaluation_program(config, steps, mesh), state.params,
+                                                        self.splits)
+        self.compile_seconds = train_seconds + eval_seconds
 
     def train_epoch(self, state: TrainState, epoch: int, on_batch: OnBatch,
                     should_stop: ShouldStop = never_stop) -> EpochRun:
         """Trains on the whole epoch (one call: it cannot stop part-way)."""
         state, batch_losses = jax.block_until_ready(
-            self.train_program(state, self.splits["train"], jnp.int32(epoch), self.seed))
+            self.train_program(state, self.splits["train"], np.int32(epoch), self.seed))
         on_batch(batch_losses.shape[0])
         return EpochRun(state, None, _on_host(batch_losses), 0)
 
-    def evaluate(self, params: Params, split: str) -> tuple[jax.Array, jax.Array]:
-        """Correct predictions and summed loss over a split, on the devices."""
-        return jax.block_until_ready(self.eval_programs[split](params, self.splits[split]))
+    def evaluate(self, params: Params) -> dict[str, tuple[jax.Array, jax.Array]]:
+        """Every split's correct predictions and summed loss, in one call."""
+        return jax.block_until_ready(self.eval_program(params, self.splits))
 
 
 PIPELINES: dict[str, type[StreamPipeline] | type[DevicePipeline]] = {"stream": StreamPipeline,

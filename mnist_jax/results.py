@@ -47,10 +47,13 @@ class Result:
     config: Config
     params: Params
     history: list[EpochMetrics]
-    compile_seconds: float
+    compile_seconds: float  # tracing, lowering and compiling (or loading from the cache) every program
     device: str
     num_devices: int
     versions: dict[str, str]
+    compilations: int = 0  # XLA programs the run compiled, or loaded from the persistent cache
+    compilations_from_cache: int = 0  # of them loaded from the cache
+    data_seconds: float = 0.0  # reading the splits into host memory
     status: str = "completed"  # or "interrupted", "diverged"
     command: list[str] = field(default_factory=list)
     divergence: dict | None = None  # epoch, first_step, last_step, message
@@ -70,7 +73,11 @@ class Result:
             "final_train_accuracy": self.history[-1].train_accuracy,
             "final_test_accuracy": self.final_test_accuracy,
             "compile_seconds": self.compile_seconds,
+            "compilations": self.compilations,
+            "compilations_from_cache": self.compilations_from_cache,
+            "data_seconds": self.data_seconds,
             "train_seconds": sum(m.epoch_seconds or 0 for m in self.history),
+            "eval_seconds": sum(m.eval_seconds or 0 for m in self.history),
             "device": self.device,
             "num_devices": self.num_devices,
             "versions": self.versions,

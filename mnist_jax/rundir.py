@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import io
 import json
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -91,6 +93,8 @@ class RunDir:
         except BaseException:
             lock.release(path)
             raise
+        # matplotlib takes most of a second to import: load it for curves.png while the run trains.
+        threading.Thread(target=importlib.import_module, args=("mnist_jax.plots",), daemon=True).start()
         return run_dir
 
     def close(self) -> None:
@@ -162,7 +166,7 @@ class RunDir:
     def write_result(self, result: Result) -> None:
         """Writes params.npz (unless diverged), params-best.npz (the best epoch's, with a
         validation split), curves.png and, last, summary.json."""
-        from mnist_jax.plots import plot_curves  # matplotlib loads only when a run is saved
+        from mnist_jax.plots import plot_curves  # matplotlib only for a saved run (see `open`)
 
         saved = {"params.npz": result.params if result.status != "diverged" else None,
                  "params-best.npz": result.best_params}

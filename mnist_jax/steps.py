@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mnist_jax.config import OBJECT_PREFIX, Config, ConfigError
+from mnist_jax.config import OBJECT_PREFIX, Config, ConfigError, is_on
 from mnist_jax.factories import describe, guarded
 from mnist_jax.model import log_softmax, summed_nll
 from mnist_jax.models import Model, make_model, takes_key
@@ -40,7 +40,7 @@ class TrainState(NamedTuple):
 class Steps(NamedTuple):
     """A run's model and optimizer, bound once: what every data path, sweep and score calls."""
 
-    init: Callable[[int], TrainState]  # seed -> initial parameters and optimizer state
+    init: Callable[[int], TrainState]  # seed (or a uint32 array of them, under vmap) -> initial state
     train_step: Callable[..., tuple[TrainState, jax.Array]]  # (state, batch, key=None) -> new state, loss
     eval_step: Callable[[Any, Batch], tuple[jax.Array, jax.Array]]  # -> correct count, summed loss
     params_shape: Any  # the parameters' shapes and dtypes (jax.ShapeDtypeStruct leaves)
@@ -66,7 +66,7 @@ def epoch_key(seed: jax.Array | int, epoch: jax.Array | int) -> jax.Array:
 def smoothed_nll(log_probs: jax.Array, labels: jax.Array, mask: jax.Array, smoothing: float) -> jax.Array:
     """Summed cross-entropy against one-hot targets mixed with the uniform distribution:
     `(1 - smoothing) * onehot + smoothing / classes`; with smoothing 0, `summed_nll`."""
-    if not smoothing:
+    if not is_on(smoothing):
         return summed_nll(log_probs, labels, mask)
     targets = optax.smooth_labels(jax.nn.one_hot(labels, log_probs.shape[1], dtype=log_probs.dtype), smoothing)
     return -jnp.sum(jnp.where(mask[:, None], targets * log_probs, 0))
@@ -110,7 +110,7 @@ def make_steps(config: Config, model: Model | None = None,
     keyed = apply if takes_key(model.apply) else lambda params, images, key: apply(params, images)
     with precision(config):
         params_shape = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, _run_dtype(a.dtype, dtype)),
-                                    jax.eval_shape(init, jax.random.key(0)))
+                                    jax.eval_shape(lambda: init(jax.random.key(0))))
         graph = jax.make_jaxpr(keyed)(params_shape, jax.ShapeDtypeStruct((2, 28, 28, 1), dtype), None)
     outputs = graph.out_avals
     if len(outputs) != 1 or outputs[0].shape != (2, 10):
@@ -118,10 +118,15 @@ def make_steps(config: Config, model: Model | None = None,
         raise ConfigError(f"{name}: apply returned {shapes} for 2 images, not logits of shape (2, 10)")
     activations = sum(math.prod(v.aval.shape) for eqn in graph.eqns for v in eqn.outvars) // 2
 
-    def init_state(seed: int) -> TrainState:
+    @jax.jit
+    def init_program(seed: jax.Array) -> TrainState:
+        params = jax.tree.map(lambda a: a.astype(_run_dtype(a.dtype, dtype)), init(jax.random.key(seed)))
+        return TrainState(params, optimizer.init(params))
+
+    def init_state(seed: int | jax.Array) -> TrainState:
+        # One compiled program (vmap it over seeds), not an eager dispatch per operation.
         with precision(config):
-            params = jax.tree.map(lambda a: a.astype(_run_dtype(a.dtype, dtype)), init(jax.random.key(seed)))
-            return TrainState(params, optimizer.init(params))
+            return init_program(seed if isinstance(seed, jax.Array) else np.uint32(seed))
 
     return Steps(init=init_state,
                  train_step=functools.partial(train_step, apply=keyed, optimizer=optimizer, dtype=dtype,

@@ -1,8 +1,9 @@
-"""Seed sweeps: independently seeded models trained together as one vmapped, compiled program."""
+"""Seed sweeps and grids: many models, seeds and grid cells alike, trained as one vmapped compiled program."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -14,11 +15,12 @@ import numpy as np
 import optax
 
 from mnist_jax import data, memory, parallel
-from mnist_jax.config import Config, ConfigError
+from mnist_jax.compilation import Compilations
+from mnist_jax.config import TRACEABLE, Config, ConfigError, is_on, with_traced
 from mnist_jax.environment import environment
 from mnist_jax.model import Params
-from mnist_jax.models import Model
-from mnist_jax.pipelines import epoch_program, evaluation_program, shard_splits
+from mnist_jax.models import BUILT_IN, Model
+from mnist_jax.pipelines import compile_timed, epoch_program, evaluation_program, shard_splits
 from mnist_jax.results import SPLITS, metric_names
 from mnist_jax.stats import statistics
 from mnist_jax.steps import make_steps, precision, recorded, split_metrics
@@ -34,8 +36,10 @@ class SweepResult:
     metrics: tuple[str, ...]
     histories: np.ndarray  # (seeds, epochs + 1, len(metrics))
     params: Params  # every leaf has a leading seed axis
-    seconds: float
+    seconds: float  # training and evaluation; cells trained together share their program's time evenly
     environment: dict
+    compile_seconds: float = 0.0  # compiling its programs (shared the same way)
+    trained_with: int = 1  # grid cells in its compiled program, itself included
 
     def statistics(self) -> list[dict]:
         """Per epoch, the statistics of each metric over the seeds."""
@@ -61,7 +65,76 @@ class SweepResult:
                 "per_seed": {str(seed): [dict(zip(("epoch", *self.metrics), (epoch, *map(float, row))))
                                          for epoch, row in enumerate(history)]
                              for seed, history in zip(self.seeds, self.histories)},
-                "seconds": self.seconds, **self.environment}
+                "seconds": self.seconds, "compile_seconds": self.compile_seconds, "trained_with": self.trained_with,
+                **self.environment}
+
+
+def traced_settings(config: Config, model: Model | None = None,
+                    optimizer: optax.GradientTransformation | None = None) -> tuple[str, ...]:
+    """The settings a grid passes to its compiled program as traced values, one per model: those in
+    use (`is_on`) among label smoothing, the optimizer's (when built by name: a factory or object
+    reads its own) and the dropout rates (of a built-in model). Cells that differ only in these,
+    and in seeds, train as one program; any other difference compiles apart."""
+    names = {"label_smoothing"}
+    if optimizer is None and ":" not in config.optimizer:
+        names |= {"learning_rate", "b1", "b2", "eps", "momentum", "weight_decay", "clip_norm"}
+    if model is None and config.model in BUILT_IN:
+        names |= {"dropout", "input_dropout"}
+    return tuple(name for name in TRACEABLE if name in names and is_on(getattr(config, name)))
+
+
+def program_key(config: Config, model: Model | None = None,
+                optimizer: optax.GradientTransformation | None = None) -> str:
+    """What a cell's compiled program depends on: every setting but the seed and the traced values."""
+    traced = traced_settings(config, model, optimizer)
+    return json.dumps({name: "traced" if name in traced else value for name, value in config.to_dict().items()
+                       if name != "seed"}, sort_keys=True)
+
+
+def _train_together(configs: Sequence[Config], seeds: Sequence[int], shares: dict[str, data.Share], mesh,
+                    model: Model | None, optimizer: optax.GradientTransformation | None) -> list[SweepResult]:
+    """Every (config, seed) pair as one model of a single vmapped program; the configs share one
+    `program_key`, their traced settings entering as one value per model. One result per config."""
+    base = configs[0]
+    train_size = shares["train"].total
+    steps = make_steps(base, model, optimizer, train_size=train_size)  # init and evaluation use no traced value
+    traced = traced_settings(base, model, optimizer)
+    with precision(base):
+        dtype = jnp.dtype(base.dtype)
+        values = {name: np.asarray([getattr(c, name) for c in configs for _ in seeds], dtype) for name in traced}
+        seed_array = np.asarray([seed for _ in configs for seed in seeds], np.uint32)
+
+        def train_epoch(state, split, epoch, seed, cell_values):
+            cell = with_traced(base, cell_values)
+            return epoch_program(cell, make_steps(cell, model, optimizer, train_size), mesh)(state, split, epoch, seed)
+
+        splits = shard_splits(base, shares, mesh)
+        state = jax.jit(jax.vmap(steps.init))(seed_array)
+        epoch_fn, train_seconds = compile_timed(jax.vmap(train_epoch, in_axes=(0, None, None, 0, 0)), state,
+                                                splits["train"], np.int32(0), seed_array, values, donate_argnums=(0,))
+        eval_fn, eval_seconds = compile_timed(jax.vmap(evaluation_program(base, steps, mesh), in_axes=(0, None)),
+                                              state.params, splits)
+        metrics = metric_names([split for split in SPLITS if split in shares])
+
+        def evaluate(params) -> np.ndarray:
+            scores = {}
+            for name, totals in eval_fn(params, splits).items():
+                scores.update(split_metrics(name, *totals, shares[name].total))
+            return np.stack([scores[metric] for metric in metrics], axis=1)
+
+        start = time.perf_counter()
+        history = [evaluate(state.params)]
+        for epoch in range(1, base.num_epochs + 1):
+            state, _ = epoch_fn(state, splits["train"], np.int32(epoch), seed_array, values)
+            history.append(evaluate(state.params))
+        seconds = time.perf_counter() - start
+    histories, env, n = np.stack(history, axis=1), environment(mesh), len(seeds)
+    share = 1 / len(configs)  # the cells trained together split the program's time evenly
+    params = jax.tree.map(np.asarray, state.params)
+    return [SweepResult(config, list(seeds), metrics, histories[rows],
+                        jax.tree.map(lambda leaf, rows=rows: leaf[rows], params), seconds * share, env,
+                        compile_seconds=(train_seconds + eval_seconds) * share, trained_with=len(configs))
+            for config, rows in zip(configs, (slice(i * n, (i + 1) * n) for i in range(len(configs))))]
 
 
 def sweep(config: Config, seeds: Sequence[int], out_dir: str | None = None,
@@ -74,37 +147,21 @@ def sweep(config: Config, seeds: Sequence[int], out_dir: str | None = None,
     data; `model` and `optimizer` objects replace the config's, as in `train`.
     """
     config = recorded(config, model, optimizer)
-    shares = shares or data.load_shares(config.validation_size, config.data_dir)
-    steps = make_steps(config, model, optimizer, train_size=shares["train"].total)
-    mesh = parallel.make_mesh(1, config.platform)
-    memory.check_fits(config, mesh, num_models=len(seeds), steps=steps)
-    with precision(config):
-        splits = shard_splits(config, shares, mesh)
-        state = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[steps.init(seed) for seed in seeds])
-        seed_array = jnp.asarray(seeds, jnp.uint32)
-        metrics = metric_names([split for split in SPLITS if split in shares])
-        epoch_fn = jax.jit(jax.vmap(epoch_program(config, steps, mesh), in_axes=(0, None, None, 0)),
-                           donate_argnums=0)
-        eval_fn = jax.jit(jax.vmap(evaluation_program(config, steps, mesh), in_axes=(0, None)))
-
-        def evaluate(params) -> np.ndarray:
-            scores = {}
-            for name, split in splits.items():
-                scores.update(split_metrics(name, *eval_fn(params, split), shares[name].total))
-            return np.stack([scores[metric] for metric in metrics], axis=1)
-
-        start = time.perf_counter()
-        history = [evaluate(state.params)]
-        for epoch in range(1, config.num_epochs + 1):
-            state, _ = epoch_fn(state, splits["train"], jnp.int32(epoch), seed_array)
-            history.append(evaluate(state.params))
-        seconds = time.perf_counter() - start
-    result = SweepResult(config, list(seeds), metrics, np.stack(history, axis=1), state.params, seconds,
-                         environment(mesh))
+    with Compilations() as compilations:
+        shares = shares or data.load_shares(config.validation_size, config.data_dir)
+        mesh = parallel.make_mesh(1, config.platform)
+        memory.check_fits(config, mesh, num_models=len(seeds),
+                          steps=make_steps(config, model, optimizer, train_size=shares["train"].total))
+        result, = _train_together([config], seeds, shares, mesh, model, optimizer)
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
-        write_json(os.path.join(out_dir, "sweep.json"), result.summary())
+        write_json(os.path.join(out_dir, "sweep.json"), {**result.summary(), **_compiled(compilations)})
     return result
+
+
+def _compiled(compilations: Compilations) -> dict:
+    return {"compilations": compilations.programs, "compilations_from_cache": compilations.from_cache,
+            "compile_seconds": compilations.seconds}
 
 
 Axes = dict  # setting name -> values; or a tuple of names -> tuples of their values, varied together
@@ -135,8 +192,12 @@ def grid(config: Config, axes: Axes, seeds: Sequence[int], out_dir: str | None =
          model: Model | None = None, optimizer: optax.GradientTransformation | None = None) -> list[SweepResult]:
     """A seed sweep in every cell of the grid `axes` (setting name -> values; see `grid_configs`) over `config`.
 
-    Every cell is validated before any is trained. Writes `out_dir/grid.json` if given,
-    rewritten as each cell finishes.
+    Every cell is validated before any is trained. Cells that differ only in traced settings
+    (`traced_settings`: learning rate, the optimizer's other numbers, weight decay, clipping,
+    dropout, label smoothing) train together, all their seeds one vmapped program (as many as
+    fit in memory at a time); other settings (widths, batch size, the model...) compile once per
+    distinct program. Each model still equals its own `train` run. `on_cell` is called in the
+    grid's order as cells finish; `out_dir/grid.json` (if given) is rewritten as they do.
     """
     varied = {name for axis in axes for name in (axis if isinstance(axis, tuple) else (axis,))}
     given = [name for name, obj in (("model", model), ("optimizer", optimizer)) if obj is not None and name in varied]
@@ -144,18 +205,37 @@ def grid(config: Config, axes: Axes, seeds: Sequence[int], out_dir: str | None =
         raise ConfigError(f"the grid varies {', '.join(given)}, which is also given as an object")
     cells = grid_configs(recorded(config, model, optimizer), axes)
     mesh = parallel.make_mesh(1, config.platform)
-    for _, cell_config in cells:
-        memory.check_fits(cell_config, mesh, num_models=len(seeds), steps=make_steps(cell_config, model, optimizer))
-    results, shares = [], {}
-    for settings, cell_config in cells:
-        data_key = (cell_config.validation_size, cell_config.data_dir)
-        if data_key not in shares:
-            shares[data_key] = data.load_shares(*data_key)
-        results.append(sweep(cell_config, seeds, shares=shares[data_key], model=model, optimizer=optimizer))
-        on_cell(settings, results[-1])
-        if out_dir:
-            summary = {"axes": _axes_record(axes), "seeds": list(seeds),
-                       "cells": [{"settings": s, **r.summary()} for (s, _), r in zip(cells, results)]}
-            os.makedirs(out_dir, exist_ok=True)
-            write_json(os.path.join(out_dir, "grid.json"), summary)
-    return results
+    groups: dict[tuple, list[int]] = {}
+    for index, (_, cell_config) in enumerate(cells):
+        steps = make_steps(cell_config, model, optimizer)
+        memory.check_fits(cell_config, mesh, num_models=len(seeds), steps=steps)
+        key = (program_key(cell_config, model, optimizer), cell_config.validation_size, cell_config.data_dir)
+        groups.setdefault(key, []).append(index)
+    results: dict[int, SweepResult] = {}
+    reported = 0  # cells passed to on_cell, in the grid's order
+    with Compilations() as compilations:
+        for (_, *data_key), indices in groups.items():
+            shares = data.load_shares(*data_key)
+            first = cells[indices[0]][1]
+            fit = memory.models_that_fit(first, mesh, make_steps(first, model, optimizer))
+            per_program = len(indices) if fit is None else max(1, min(len(indices), fit // len(seeds)))
+            for part in range(0, len(indices), per_program):
+                chunk = indices[part:part + per_program]
+                trained = _train_together([cells[i][1] for i in chunk], seeds, shares, mesh, model, optimizer)
+                results.update(zip(chunk, trained))
+                while reported in results:
+                    on_cell(cells[reported][0], results[reported])
+                    reported += 1
+                if out_dir:
+                    _write_grid(out_dir, cells, results, axes, seeds, compilations)
+    return [results[i] for i in range(len(cells))]
+
+
+def _write_grid(out_dir: str, cells, results: dict[int, SweepResult], axes: Axes, seeds: Sequence[int],
+                compilations: Compilations) -> None:
+    """grid.json: the axes, the seeds, what was compiled, and every finished cell in the grid's order."""
+    summary = {"axes": _axes_record(axes), "seeds": list(seeds), **_compiled(compilations),
+               "cells": [{"settings": settings, **results[i].summary()} for i, (settings, _) in enumerate(cells)
+                         if i in results]}
+    os.makedirs(out_dir, exist_ok=True)
+    write_json(os.path.join(out_dir, "grid.json"), summary)

@@ -7,12 +7,14 @@ import functools
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import jax
 import numpy as np
 import optax
 
 from mnist_jax import checkpoints, data, memory, parallel
+from mnist_jax.compilation import Compilations, enable_compilation_cache
 from mnist_jax.config import Config, ConfigError
 from mnist_jax.environment import environment
 from mnist_jax.model import Params
@@ -26,21 +28,14 @@ from mnist_jax.steps import Steps, TrainState, evaluation_steps, make_steps, pre
 __all__ = ["TrainState", "enable_compilation_cache", "score", "train"]
 
 
-def enable_compilation_cache(path: str) -> None:
-    """Keeps compiled programs in `path`, so later runs of the same config skip compiling."""
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
 def score(params: Params, config: Config, split: str = "test") -> tuple[float, float]:
     """Accuracy and mean loss of `params` over a whole split, on one device."""
     mesh = parallel.make_mesh(1, config.platform)
     with precision(config):
         share = data.load_share(split, config.data_dir)
         evaluate = jax.jit(evaluation_program(config, evaluation_steps(config), mesh))
-        totals = evaluate(parallel.replicate(params, mesh), to_device(split, share, mesh))
-        metrics = split_metrics(split, *totals, share.total)
+        totals = evaluate(parallel.replicate(params, mesh), {split: to_device(split, share, mesh)})
+        metrics = split_metrics(split, *totals[split], share.total)
     return float(metrics[f"{split}_accuracy"]), float(metrics[f"{split}_loss"])
 
 
@@ -80,7 +75,18 @@ def train(config: Config = Config(), out_dir: str | None = None, *, model: Model
     Every setting, the model and the optimizer are checked before anything is written.
     """
     config = recorded(config, model, optimizer)
-    shares = data.load_shares(config.validation_size, config.data_dir)
+    with Compilations() as compilations:
+        start = time.perf_counter()
+        shares = data.load_shares(config.validation_size, config.data_dir)
+        data_seconds = time.perf_counter() - start
+        return _set_up_and_train(config, shares, data_seconds, compilations, out_dir, model, optimizer,
+                                 overwrite, resume, reporter)
+
+
+def _set_up_and_train(config: Config, shares: dict[str, data.Share], data_seconds: float,
+                      compilations: Compilations, out_dir: str | None, model: Model | None,
+                      optimizer: optax.GradientTransformation | None, overwrite: bool, resume: bool,
+                      reporter: Reporter | None) -> Result:
     steps = make_steps(config, model, optimizer, train_size=shares["train"].total)
     mesh = parallel.make_mesh(config.devices, config.platform)
     for batch_size in (config.batch_size, config.eval_batch_size):
@@ -94,11 +100,13 @@ def train(config: Config = Config(), out_dir: str | None = None, *, model: Model
     run_dir = RunDir.open(out_dir, config, resume=resume, overwrite=overwrite,
                           on_warning=reporter.on_warning) if lead else None
     with run_dir or contextlib.nullcontext():
-        return _train(config, steps, shares, mesh, run_dir, out_dir if resume else None, reporter)
+        return _train(config, steps, shares, mesh, run_dir, out_dir if resume else None, reporter,
+                      lambda: {"compile_seconds": compilations.seconds, "compilations": compilations.programs,
+                               "compilations_from_cache": compilations.from_cache, "data_seconds": data_seconds})
 
 
 def _train(config: Config, steps: Steps, shares: dict[str, data.Share], mesh, run_dir: RunDir | None,
-           resume_from: str | None, reporter: Reporter) -> Result:
+           resume_from: str | None, reporter: Reporter, costs: Callable[[], dict]) -> Result:
     with precision(config):
         sizes = {name: share.total for name, share in shares.items()}
         state = steps.init(config.seed)
@@ -152,8 +160,8 @@ def _train(config: Config, steps: Steps, shares: dict[str, data.Share], mesh, ru
                     status = "interrupted"
                     break
     best = best_epoch(history)
-    result = Result(config, state.params, history, pipeline.compile_seconds, status=status, divergence=divergence,
-                    best_epoch=best, best_params=best_params if best is not None else None, **env)
+    result = Result(config, state.params, history, status=status, divergence=divergence, best_epoch=best,
+                    best_params=best_params if best is not None else None, **env, **costs())
     if run_dir:
         run_dir.write_result(result)
     reporter.on_end(result)
@@ -169,8 +177,8 @@ def _host_copy(params: Params) -> Params:
 def _evaluate(pipeline: Pipeline, params: Params, sizes: dict[str, int]) -> dict[str, float]:
     """Every split's metrics, and the seconds they took."""
     start, scores = time.perf_counter(), {}
-    for name, size in sizes.items():
-        scores.update(split_metrics(name, *pipeline.evaluate(params, name), size))
+    for name, totals in pipeline.evaluate(params).items():
+        scores.update(split_metrics(name, *totals, sizes[name]))
     return {name: float(value) for name, value in scores.items()} | {"eval_seconds": time.perf_counter() - start}
 
 

@@ -1,14 +1,20 @@
 """Shared fixtures: small synthetic IDX files and their prepared tfds dataset."""
 
 import os
+import tempfile
 
 import numpy as np
 import pytest
 
 from mnist_jax import data
+from mnist_jax.compilation import CACHE_ENV
 from mnist_jax.idx import SPLIT_FILES, write_idx
 
 NUM_TRAIN, NUM_TEST = 300, 100
+
+# The command keeps compiled programs in the user's cache folder: the tests' commands share one of
+# their own (set here, so the commands they start in subprocesses inherit it).
+os.environ.setdefault(CACHE_ENV, tempfile.mkdtemp(prefix="mnist-jax-tests-compilation-"))
 
 
 def synthetic_split(num_examples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnist_jax import data
+from mnist_jax import data, streams
+from mnist_jax.steps import Batch
 
 N, B, K = 103, 16, 3
 
@@ -19,12 +20,12 @@ def split():
 
 def passes(split, orders, batches_per_chunk=K):
     """The labels seen in each pass, in order, checking shapes and image-label pairing."""
-    chunks = list(data.batch_chunks(*split, orders, B, batches_per_chunk).as_numpy_iterator())
+    chunks = list(streams.batch_chunks(*split, orders, B, batches_per_chunk).as_numpy_iterator())
     per_pass = len(chunks) // len(orders)
     assert per_pass == -(-N // (B * batches_per_chunk))
     seen = []
     for chunk in chunks:
-        chunk = data.Batch(*chunk)
+        chunk = Batch(*chunk)
         assert chunk.images.shape == (batches_per_chunk, B, 28, 28, 1)
         assert chunk.labels.shape == chunk.mask.shape == (batches_per_chunk, B)
         np.testing.assert_array_equal(chunk.images[chunk.mask], split[0][chunk.labels[chunk.mask]])
@@ -40,7 +41,7 @@ def test_every_example_once_per_pass_in_the_given_order(split):
 
 
 def test_padding_sits_at_the_end_of_each_pass(split):
-    chunks = [data.Batch(*c) for c in data.batch_chunks(*split, np.arange(N)[None], B, 1).as_numpy_iterator()]
+    chunks = [Batch(*c) for c in streams.batch_chunks(*split, np.arange(N)[None], B, 1).as_numpy_iterator()]
     assert len(chunks) == -(-N // B)
     assert all(c.mask.all() for c in chunks[:-1])
     assert chunks[-1].mask.sum() == N % B and chunks[-1].mask[0, : N % B].all()
@@ -71,15 +72,15 @@ def test_pad_to_batches_layout_is_the_same_in_numpy_and_jax():
 
 
 def test_widened_batches_keep_every_example_once(split):
-    chunks = [data.Batch(*c) for c in data.batch_chunks(*split, np.arange(N)[None], B, 1, B + 3).as_numpy_iterator()]
+    chunks = [Batch(*c) for c in streams.batch_chunks(*split, np.arange(N)[None], B, 1, B + 3).as_numpy_iterator()]
     assert all(c.labels.shape == (1, B + 3) for c in chunks)
     np.testing.assert_array_equal(np.concatenate([c.labels[c.mask] for c in chunks]), np.arange(N))
 
 
 def test_prefetch_to_device_keeps_order_and_puts_on_device(split):
-    stream = data.batch_chunks(*split, np.arange(N)[None], B, 1)
-    host = [data.Batch(*c) for c in stream.as_numpy_iterator()]
-    device = list(data.prefetch_to_device(stream, size=2))
+    stream = streams.batch_chunks(*split, np.arange(N)[None], B, 1)
+    host = [Batch(*c) for c in stream.as_numpy_iterator()]
+    device = list(streams.prefetch_to_device(stream, size=2))
     assert len(device) == len(host)
     for h, d in zip(host, device):
         assert isinstance(d.images, jax.Array)

@@ -88,9 +88,9 @@ def test_donated_state_is_consumed_and_evaluation_still_works(data_dir, name):
     state, pipeline = build(config, splits)
     first = pipeline.train_epoch(state, 1, lambda done: None).state
     assert all(leaf.is_deleted() for leaf in jax.tree.leaves(state))  # buffers were donated
-    correct_1, _ = pipeline.evaluate(first.params, "train")
+    correct_1, _ = pipeline.evaluate(first.params)["train"]
     second = pipeline.train_epoch(first, 2, lambda done: None).state
-    correct_2, _ = pipeline.evaluate(second.params, "train")
+    correct_2, _ = pipeline.evaluate(second.params)["train"]
     assert 0 <= int(correct_1) <= NUM_TRAIN and int(correct_2) >= int(correct_1)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from mnist_jax import Config, accuracy, data, loss, train
+from mnist_jax import Config, accuracy, data, loss, streams, train
 from mnist_jax.optimizers import make_optimizer
 from mnist_jax.pipelines import evaluate_over
 from mnist_jax.rundir import RunDir, RunExistsError
@@ -87,10 +87,10 @@ def test_first_step_is_adam_as_the_seed_ran_it(config, synthetic):
 def test_evaluate_over_padded_batches_counts_every_example_once(config, data_dir):
     state = init_state(config)
     images, labels = data.load_split("train", data_dir)
-    stream = data.batch_chunks(images, labels, np.arange(NUM_TRAIN)[None], 64)
+    stream = streams.batch_chunks(images, labels, np.arange(NUM_TRAIN)[None], 64)
     evaluate = jax.jit(functools.partial(evaluate_over, make_steps(config).eval_step))
     correct, total_loss = 0, 0.0
-    for chunk in data.prefetch_to_device(stream):
+    for chunk in streams.prefetch_to_device(stream):
         chunk_correct, chunk_loss = evaluate(state.params, chunk)
         correct, total_loss = correct + chunk_correct, total_loss + chunk_loss
     inputs = normalise(images, jnp.float32)
