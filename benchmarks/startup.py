@@ -11,8 +11,8 @@ command in a fresh process as a user would type it:
 - `grid`: the sweep over `--grid lr 0.001 0.003 --grid activation tanh relu` (24 model-epochs).
 
 Each command's wall time (measured outside it) is split into import (`python -c` of the modules
-the command loads, apart), data (reading the splits, apart), compile, train and evaluation (from the
-files the command wrote) and the rest. Medians over `--repeats` runs. Writes
+the command loads, interpreter start included, apart), data (reading the splits, apart), compile,
+train and evaluation (from the files the command wrote) and the rest. Medians over `--repeats` runs. Writes
 benchmarks/results/startup/results.json; `render()` is the table in benchmarks/README.md.
 """
 
@@ -39,12 +39,16 @@ COMMANDS = {"train": ["train", "--quiet"], "sweep": ["sweep", *SWEEP], "grid": [
 
 _DATA_PROBE = """
 import time
+import jax
 from mnist_jax import data
+jax.devices()  # the backend starts apart: the command does that once, whatever reads the data
 start = time.perf_counter()
 data.load_shares(0)
 print(time.perf_counter() - start)
 """
-_IMPORT_PROBE = "import mnist_jax.cli, mnist_jax.training, mnist_jax.sweep, mnist_jax.console"
+# The modules each command loads (the old code's TensorFlow comes with `training` or `sweep`).
+_IMPORT_PROBES = {"train": "import mnist_jax.cli, mnist_jax.console, mnist_jax.distributed, mnist_jax.training",
+                  "sweep": "import mnist_jax.cli, mnist_jax.console, mnist_jax.sweep"}
 _TF_PROBE = "import sys, mnist_jax\nfrom mnist_jax import train, Config\nprint('tensorflow' in sys.modules)"
 
 
@@ -82,7 +86,7 @@ def measure_command(code_dir: Path, command: list[str], env: dict) -> dict:
 def measure(code_dir: Path, cache_dir: str, first: bool) -> dict:
     """Every command once (and the import and data probes) for the code in `code_dir`."""
     env = {**os.environ, "PYTHONPATH": str(code_dir), "MNIST_JAX_COMPILATION_CACHE": cache_dir}
-    row = {"import": run(code_dir, ["-c", _IMPORT_PROBE], env)[0],
+    row = {**{f"import {name}": run(code_dir, ["-c", probe], env)[0] for name, probe in _IMPORT_PROBES.items()},
            "library import": run(code_dir, ["-c", "from mnist_jax import train, Config"], env)[0],
            "tensorflow loaded": run(code_dir, ["-c", _TF_PROBE], env)[1].strip() == "True",
            "data": float(run(code_dir, ["-c", _DATA_PROBE], env)[1].split()[-1])}
@@ -119,7 +123,8 @@ def median_rows(rows: list[dict]) -> dict:
 def phases(row: dict, command: str) -> dict:
     """A command's wall time split into PHASES (import and data from the probes)."""
     timed = row[command]
-    parts = {"import": row["import"], "data": row["data"], "compile": timed["compile"]}
+    parts = {"import": row["import train" if command.startswith("train") else "import sweep"], "data": row["data"],
+             "compile": timed["compile"]}
     if "train" in timed:
         parts |= {"train": timed["train"], "evaluation": timed["evaluation"]}
     else:
@@ -151,6 +156,8 @@ def ratios(saved: dict) -> list[str]:
     """The issue's goals, as measured: wall over training, import, and the grid's overhead."""
     out = []
     for version in ("before", "after"):
+        if version not in saved:
+            continue
         row = saved[version]
         train = row["train"]
         per_model_epoch = (train["train"] + train["evaluation"]) / saved["epochs"]

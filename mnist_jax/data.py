@@ -127,12 +127,8 @@ def load_split(split: str, data_dir: str | None = None,
                in_file_order: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A split in host arrays (images uint8, labels int32), by tfds's split name: `train`, `test`,
     a slice of examples such as `train[:50000]` (served by the array file), or any other tfds split."""
-    match = _SLICE.match(split)
-    if match:
-        name, start, end = match.groups()
-        arrays = decoded_splits(data_dir)
-        part = slice(int(start) if start else None, int(end) if end else None)
-        images, labels = arrays[f"{name}_images"][part], arrays[f"{name}_labels"][part]
+    if _SLICE.match(split):
+        images, labels = _sliced(decoded_splits(data_dir), split)
     else:
         ensure_prepared(data_dir)
         images, labels = _read_through_tfds(split, resolve_data_dir(data_dir))
@@ -140,6 +136,13 @@ def load_split(split: str, data_dir: str | None = None,
         order = file_order(split, len(labels))
         images, labels = images[order], labels[order]
     return images, labels
+
+
+def _sliced(arrays: dict[str, np.ndarray], split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The images and labels of `split` (`train`, `test` or a slice such as `train[:50000]`)."""
+    name, start, end = _SLICE.match(split).groups()
+    part = slice(int(start) if start else None, int(end) if end else None)
+    return arrays[f"{name}_images"][part], arrays[f"{name}_labels"][part]
 
 
 def _unreadable(folder: str, error) -> DataError:
@@ -188,9 +191,14 @@ def split_names(validation_size: int, data_dir: str | None = None) -> dict[str, 
     """tfds split names for training, test and (with `validation_size`) validation."""
     if not validation_size:
         return {"train": "train", "test": "test"}
-    total = len(decoded_splits(data_dir)["train_labels"])
+    return _split_names(validation_size, len(decoded_splits(data_dir)["train_labels"]))
+
+
+def _split_names(validation_size: int, total: int) -> dict[str, str]:
     if validation_size >= total:
         raise DataError(f"validation_size {validation_size} leaves no training examples of {total}")
+    if not validation_size:
+        return {"train": "train", "test": "test"}
     cut = total - validation_size
     return {"train": f"train[:{cut}]", "test": "test", "validation": f"train[{cut}:]"}
 
@@ -211,8 +219,14 @@ def load_share(split: str, data_dir: str | None = None) -> Share:
 
 def load_shares(validation_size: int = 0, data_dir: str | None = None) -> dict[str, Share]:
     """This process's share of the training, test and (with `validation_size`) validation splits."""
-    names = split_names(validation_size, data_dir)
-    return {name: load_share(split, data_dir) for name, split in names.items()}
+    if jax.process_count() > 1:
+        return {name: load_share(split, data_dir) for name, split in split_names(validation_size, data_dir).items()}
+    arrays = decoded_splits(data_dir)  # read once for every split
+    shares = {}
+    for name, split in _split_names(validation_size, len(arrays["train_labels"])).items():
+        images, labels = _sliced(arrays, split)
+        shares[name] = Share(images, labels, (0, len(labels)))
+    return shares
 
 
 def pad_to_batches(orders, batch_size: int, rows_per_batch: int, batches_per_chunk: int = 1, xp=np,

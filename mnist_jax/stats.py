@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.stats
+from scipy.special import stdtrit  # Student's t quantile; scipy.stats takes half a second to import
 
 
 def statistics(values: Sequence[float]) -> dict:
@@ -13,5 +13,5 @@ def statistics(values: Sequence[float]) -> dict:
     values = np.asarray(values, np.float64)
     n = len(values)
     std = float(values.std(ddof=1)) if n > 1 else 0.0
-    half_width = float(scipy.stats.t.ppf(0.975, n - 1) * std / np.sqrt(n)) if n > 1 else float("nan")
+    half_width = float(stdtrit(n - 1, 0.975) * std / np.sqrt(n)) if n > 1 else float("nan")
     return {"mean": float(values.mean()), "std": std, "ci95": half_width, "n": n}

@@ -54,3 +54,20 @@ def test_bench_runs_end_to_end_and_writes_well_formed_outputs(data_dir, tmp_path
         assert f"| {name}" in table
     assert "Device-count scaling on cpu (simulated CPU devices" in table and "Seed sweep on cpu: 2 seeds" in table
     assert png_size(tmp_path / "chart.png")[0] > 500 and png_size(tmp_path / "sweeps.png")[0] > 1000
+
+
+def test_the_startup_split_and_ratios_by_hand():
+    from benchmarks.startup import MODEL_EPOCHS, phases, ratios
+
+    train = {"wall": 10.0, "compile": 1.0, "train": 4.0, "evaluation": 2.0}
+    row = {"import train": 1.5, "import sweep": 1.5, "data": 0.5, "library import": 1.2, "tensorflow loaded": False,
+           "train": train, "grid": {"wall": 40.0, "compile": 2.0, "train and evaluation": 30.0}}
+    assert phases(row, "train") == {"import": 1.5, "data": 0.5, "compile": 1.0, "train": 4.0, "evaluation": 2.0,
+                                    "other": 1.0}
+    assert phases(row, "grid")["other"] == 40.0 - 1.5 - 0.5 - 2.0 - 30.0
+    line, = ratios({"epochs": 5, "after": row})
+    # wall / train = 2.5; one model-epoch (4 + 2) / 5 = 1.2 s; start-up 10 - 6 = 4 s; (40 - 4) / (24 * 1.2)
+    assert MODEL_EPOCHS == 24
+    assert line.startswith("- after: `train` wall 2.50x its training seconds;")
+    assert "1.20 s without TensorFlow" not in line and "1.20 s (without TensorFlow)" in line
+    assert f"the grid {36 / 28.8:.2f}x its 24 model-epochs at one model's 1.20 s" in line

@@ -81,3 +81,15 @@ def test_the_readme_shows_the_presets_results_rendered_from_the_committed_files(
 def test_the_readme_shows_the_adam_paper_report_rendered_from_its_grid():
     assert markdown_table(load_entries([str(RECIPES / "adam-paper")])) in (ROOT / "README.md").read_text()
     assert (RECIPES / "adam-paper-report" / "curves.png").exists()
+
+
+# Start-up: before and after -----------------------------------------------------------------------
+
+def test_the_startup_tables_are_rendered_from_the_committed_results():
+    from benchmarks.startup import RESULTS, ratios, render
+
+    saved = json.loads((RESULTS / "results.json").read_text())
+    assert {"train", "sweep", "grid"} <= set(saved["before"]) and "train, first run" in saved["after"]
+    assert render() in (ROOT / "benchmarks" / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert all(line in readme for line in ratios(saved))
