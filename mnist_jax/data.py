@@ -126,8 +126,9 @@ _SLICE = re.compile(r"^(train|test)(?:\[(\d*):(\d*)\])?$")
 def load_split(split: str, data_dir: str | None = None,
                in_file_order: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A split in host arrays (images uint8, labels int32), by tfds's split name: `train`, `test`,
-    a slice of examples such as `train[:50000]` (served by the array file), or any other tfds split."""
-    if _SLICE.match(split):
+    a slice of examples such as `train[:50000]` (served by the array file), or any other tfds
+    split (a percent slice, a `tfds.even_splits` part: read through tfds)."""
+    if isinstance(split, str) and _SLICE.match(split):
         images, labels = _sliced(decoded_splits(data_dir), split)
     else:
         ensure_prepared(data_dir)

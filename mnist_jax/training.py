@@ -75,31 +75,24 @@ def train(config: Config = Config(), out_dir: str | None = None, *, model: Model
     Every setting, the model and the optimizer are checked before anything is written.
     """
     config = recorded(config, model, optimizer)
-    with Compilations() as compilations:
+    with contextlib.ExitStack() as stack:
+        compilations = stack.enter_context(Compilations())
         start = time.perf_counter()
         shares = data.load_shares(config.validation_size, config.data_dir)
         data_seconds = time.perf_counter() - start
-        return _set_up_and_train(config, shares, data_seconds, compilations, out_dir, model, optimizer,
-                                 overwrite, resume, reporter)
-
-
-def _set_up_and_train(config: Config, shares: dict[str, data.Share], data_seconds: float,
-                      compilations: Compilations, out_dir: str | None, model: Model | None,
-                      optimizer: optax.GradientTransformation | None, overwrite: bool, resume: bool,
-                      reporter: Reporter | None) -> Result:
-    steps = make_steps(config, model, optimizer, train_size=shares["train"].total)
-    mesh = parallel.make_mesh(config.devices, config.platform)
-    for batch_size in (config.batch_size, config.eval_batch_size):
-        parallel.rows_per_batch(batch_size, mesh)  # fails early if smaller than the device count
-    memory.check_fits(config, mesh, steps=steps)
-    if resume and not out_dir:
-        raise ConfigError("resuming needs the run folder")
-    reporter = reporter or Reporter()
-    # In a run of several processes, process 0 alone writes (and locks) the run folder.
-    lead = bool(out_dir) and jax.process_index() == 0
-    run_dir = RunDir.open(out_dir, config, resume=resume, overwrite=overwrite,
-                          on_warning=reporter.on_warning) if lead else None
-    with run_dir or contextlib.nullcontext():
+        steps = make_steps(config, model, optimizer, train_size=shares["train"].total)
+        mesh = parallel.make_mesh(config.devices, config.platform)
+        for batch_size in (config.batch_size, config.eval_batch_size):
+            parallel.rows_per_batch(batch_size, mesh)  # fails early if smaller than the device count
+        memory.check_fits(config, mesh, steps=steps)
+        if resume and not out_dir:
+            raise ConfigError("resuming needs the run folder")
+        reporter = reporter or Reporter()
+        # In a run of several processes, process 0 alone writes (and locks) the run folder.
+        run_dir = None
+        if out_dir and jax.process_index() == 0:
+            run_dir = stack.enter_context(RunDir.open(out_dir, config, resume=resume, overwrite=overwrite,
+                                                      on_warning=reporter.on_warning))
         return _train(config, steps, shares, mesh, run_dir, out_dir if resume else None, reporter,
                       lambda: {"compile_seconds": compilations.seconds, "compilations": compilations.programs,
                                "compilations_from_cache": compilations.from_cache, "data_seconds": data_seconds})
