@@ -78,7 +78,8 @@ def measure_command(code_dir: Path, command: list[str], env: dict) -> dict:
                 "compilations": summary.get("compilations")}
     cells = saved["grid.json"]["cells"] if "grid.json" in saved else [saved["sweep.json"]]
     # Sweeps record training and evaluation together; the old code's time also holds compiling.
-    return {"wall": wall, "compile": sum(cell.get("compile_seconds", 0.0) for cell in cells),
+    compiled = all("compile_seconds" in cell for cell in cells)
+    return {"wall": wall, "compile": sum(cell["compile_seconds"] for cell in cells) if compiled else None,
             "train and evaluation": sum(cell["seconds"] for cell in cells),
             "compilations": (saved.get("grid.json") or saved.get("sweep.json")).get("compilations")}
 
@@ -124,7 +125,7 @@ def phases(row: dict, command: str) -> dict:
     """A command's wall time split into PHASES (import and data from the probes)."""
     timed = row[command]
     parts = {"import": row["import train" if command.startswith("train") else "import sweep"], "data": row["data"],
-             "compile": timed["compile"]}
+             "compile": timed["compile"]}  # None: in train
     if "train" in timed:
         parts |= {"train": timed["train"], "evaluation": timed["evaluation"]}
     else:
