@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mnist_jax.config import MNIST_TRAIN_SIZE, OBJECT_PREFIX, Config, ConfigError, is_on
+from mnist_jax.config import MNIST_TRAIN_SIZE, OBJECT_PREFIX, Config, ConfigError, is_on, with_traced
 from mnist_jax.factories import call_factory
 
 
@@ -19,6 +19,10 @@ def learning_rate_schedule(config: Config, train_size: int | None = None) -> opt
     `train_size` examples (default: MNIST's training split less the validation rows)."""
     if config.schedule == "constant":
         return config.learning_rate
+    if not isinstance(config.learning_rate, (int, float)):
+        # A traced rate (a grid's): optax's schedules branch on their peak, so shape 1.0 and scale.
+        unit = learning_rate_schedule(with_traced(config, {"learning_rate": 1.0}), train_size)
+        return lambda step: config.learning_rate * unit(step)
     steps_per_epoch = -(-(train_size or MNIST_TRAIN_SIZE - config.validation_size) // config.batch_size)
     total = config.num_epochs * steps_per_epoch
     # At least a step of warmup and one after it, however few steps an epoch has.

@@ -98,7 +98,8 @@ def _train_together(configs: Sequence[Config], seeds: Sequence[int], shares: dic
     base = configs[0]
     train_size = shares["train"].total
     steps = make_steps(base, model, optimizer, train_size=train_size)  # init and evaluation use no traced value
-    traced = traced_settings(base, model, optimizer)
+    # One config (a plain sweep) keeps its settings as constants, exactly as its runs do.
+    traced = traced_settings(base, model, optimizer) if len(configs) > 1 else ()
     with precision(base):
         dtype = jnp.dtype(base.dtype)
         values = {name: np.asarray([getattr(c, name) for c in configs for _ in seeds], dtype) for name in traced}

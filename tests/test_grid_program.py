@@ -52,6 +52,15 @@ def test_settings_that_change_the_program_compile_apart(data_dir):
     assert_cell_equals_its_runs(cells[7], cells[7].config, [1])
 
 
+@pytest.mark.parametrize("schedule", ["warmup_cosine", "onecycle", "linear"])
+def test_a_traced_learning_rate_follows_every_schedule(data_dir, schedule):
+    # optax's warmup schedules branch on their peak: a traced rate must still shape them.
+    config = Config(**SMALL, data_dir=data_dir, schedule=schedule, warmup_epochs=1 if schedule != "linear" else 0)
+    cells = grid(config, {"learning_rate": [0.001, 0.003]}, [5])
+    assert cells[0].trained_with == 2
+    assert_cell_equals_its_runs(cells[1], cells[1].config, [5])
+
+
 def test_which_settings_are_traced():
     config = Config(learning_rate=0.01, weight_decay=0.0, dropout=0.2, clip_norm=None)
     assert traced_settings(config) == ("learning_rate", "b1", "b2", "eps", "dropout")
