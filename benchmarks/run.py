@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from benchmarks import references
 from benchmarks.scaling import scaling, time_epochs
 from mnist_jax import Config, data, parallel, train
-from mnist_jax.environment import environment
+from mnist_jax.environment import environment, fingerprint
 from mnist_jax.pipelines import PIPELINES
 from mnist_jax.sweep import sweep as run_sweep
 
@@ -158,7 +158,7 @@ def main(argv=None) -> dict:
     flops = matmul_flops_per_epoch(sizes, num_train)
     devices = [jax.devices(p)[0] for p in dict.fromkeys(["cpu", jax.default_backend()])]
     machine = platform.processor() or platform.machine()
-    results = {"config": config.to_dict(),
+    results = {"config": config.to_dict(), "fingerprint": fingerprint(),
                "environment": {**environment(), "machine": machine, "cpu_count": os.cpu_count(),
                                "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")},
                "matmul_gflop_per_epoch": flops / 1e9, "platforms": {}}

@@ -29,6 +29,7 @@ def test_bench_runs_end_to_end_and_writes_well_formed_outputs(data_dir, tmp_path
                     "--batch-sizes", "32,64", "--width-scales", "1,2", "--device-counts", "1,2", "--sweep-seeds", "2"])
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["platforms"].keys() == results["platforms"].keys() and "cpu" in saved["platforms"]
+    assert saved["fingerprint"]["cpu"]["cores"] > 0 and saved["fingerprint"]["versions"]["jax"]
     cpu = saved["platforms"]["cpu"]
     assert set(cpu["pipelines"]) == {"stream", "device", "device float64 (seed preset)"}
     for timing in cpu["pipelines"].values():
@@ -71,3 +72,33 @@ def test_the_startup_split_and_ratios_by_hand():
     assert line.startswith("- after: `train` wall 2.50x its training seconds;")
     assert "1.20 s without TensorFlow" not in line and "1.20 s (without TensorFlow)" in line
     assert f"the grid {36 / 28.8:.2f}x its 24 model-epochs at one model's 1.20 s" in line
+
+
+def test_the_machine_fingerprint(monkeypatch):
+    import datetime
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import jax
+
+    from mnist_jax.environment import fingerprint
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    got = fingerprint()
+    assert got["cpu"]["cores"] == os.cpu_count()
+    if Path("/proc/cpuinfo").exists():
+        models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")]
+        assert got["cpu"]["model"] == models[0]
+    assert [(a["platform"], a["kind"]) for a in got["accelerators"]] == [
+        (d.platform, d.device_kind) for d in jax.devices() if d.platform != "cpu"]
+    assert got["platform_versions"][jax.default_backend()]
+    assert got["versions"]["jax"] == jax.__version__
+    root = Path(__file__).resolve().parent.parent
+    if (root / ".git").exists():
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+        assert got["git_commit"] == head
+    assert got["xla_flags"] == "--xla_cpu_enable_fast_math=false"
+    age = datetime.datetime.now(datetime.UTC) - datetime.datetime.fromisoformat(got["date"])
+    assert datetime.timedelta(0) <= age < datetime.timedelta(minutes=5)
