@@ -58,8 +58,6 @@ class EpochRun(NamedTuple):
 class Pipeline(Protocol):
     """A data path. Built by `make_pipeline`, which compiles its programs ahead of time."""
 
-    compile_seconds: float  # spent compiling, before the first epoch
-
     def train_epoch(self, state: TrainState, epoch: int, on_batch: OnBatch,
                     should_stop: ShouldStop = never_stop) -> EpochRun:
         """Trains on epoch `epoch` (1-based, in order), calling `on_batch(batches_done)` after
@@ -182,14 +180,13 @@ class StreamPipeline:
             for name, share in shares.items()}
         # Every chunk has the same shape, so these two programs are all that is compiled.
         self.seed = np.uint32(config.seed)
-        self.train_chunk, train_seconds = compile_timed(
+        self.train_chunk, _ = compile_timed(
             functools.partial(_train_chunk, steps.train_step), state,
             _chunk_spec(config.batches_per_chunk, rows, self.chunk_sharding), self.seed, np.int32(0), np.int32(0),
             donate_argnums=(0,))
-        self.eval_chunk, eval_seconds = compile_timed(
+        self.eval_chunk, _ = compile_timed(
             functools.partial(evaluate_over, steps.eval_step), state.params,
             _chunk_spec(1, eval_rows, self.chunk_sharding))
-        self.compile_seconds = train_seconds + eval_seconds
 
     def train_epoch(self, state: TrainState, epoch: int, on_batch: OnBatch,
                     should_stop: ShouldStop = never_stop) -> EpochRun:
@@ -300,12 +297,10 @@ class DevicePipeline:
                              f"into epoch {start_epoch}")
         self.splits = shard_splits(config, shares, mesh)
         self.seed = np.uint32(config.seed)
-        self.train_program, train_seconds = compile_timed(
+        self.train_program, _ = compile_timed(
             epoch_program(config, steps, mesh), state, self.splits["train"], np.int32(0), self.seed,
             donate_argnums=(0,))
-        self.eval_program, eval_seconds = compile_timed(evaluation_program(config, steps, mesh), state.params,
-                                                        self.splits)
-        self.compile_seconds = train_seconds + eval_seconds
+        self.eval_program, _ = compile_timed(evaluation_program(config, steps, mesh), state.params, self.splits)
 
     def train_epoch(self, state: TrainState, epoch: int, on_batch: OnBatch,
                     should_stop: ShouldStop = never_stop) -> EpochRun:

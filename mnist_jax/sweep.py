@@ -207,9 +207,9 @@ def grid(config: Config, axes: Axes, seeds: Sequence[int], out_dir: str | None =
     cells = grid_configs(recorded(config, model, optimizer), axes)
     mesh = parallel.make_mesh(1, config.platform)
     groups: dict[tuple, list[int]] = {}
+    steps = [make_steps(cell_config, model, optimizer) for _, cell_config in cells]
     for index, (_, cell_config) in enumerate(cells):
-        steps = make_steps(cell_config, model, optimizer)
-        memory.check_fits(cell_config, mesh, num_models=len(seeds), steps=steps)
+        memory.check_fits(cell_config, mesh, num_models=len(seeds), steps=steps[index])
         key = (program_key(cell_config, model, optimizer), cell_config.validation_size, cell_config.data_dir)
         groups.setdefault(key, []).append(index)
     results: dict[int, SweepResult] = {}
@@ -217,8 +217,7 @@ def grid(config: Config, axes: Axes, seeds: Sequence[int], out_dir: str | None =
     with Compilations() as compilations:
         for (_, *data_key), indices in groups.items():
             shares = data.load_shares(*data_key)
-            first = cells[indices[0]][1]
-            fit = memory.models_that_fit(first, mesh, make_steps(first, model, optimizer))
+            fit = memory.models_that_fit(cells[indices[0]][1], mesh, steps[indices[0]])
             per_program = len(indices) if fit is None else max(1, min(len(indices), fit // len(seeds)))
             for part in range(0, len(indices), per_program):
                 chunk = indices[part:part + per_program]

@@ -3,6 +3,7 @@
 import os
 import tempfile
 
+import jax
 import numpy as np
 import pytest
 
@@ -62,3 +63,18 @@ def real_data_dir(tmp_path_factory):
     if not os.environ.get(data.IDX_DIR_ENV):
         pytest.skip(f"${data.IDX_DIR_ENV} is not set: no real MNIST files")
     return str(tmp_path_factory.mktemp("tfds-real"))
+
+
+def assert_models_equal_their_runs(result, config, seeds, rtol: float, atol: float) -> None:
+    """Each seed's model of a sweep or grid cell (`result`) against its own `train` run of `config`:
+    parameters to the tolerances, accuracies exactly, losses to 1e-5."""
+    from mnist_jax import train
+
+    for i, seed in enumerate(seeds):
+        alone = train(config.replace(seed=seed))
+        for swept, single in zip(jax.tree.leaves(result.params), jax.tree.leaves(alone.params)):
+            np.testing.assert_allclose(np.asarray(swept)[i], single, rtol=rtol, atol=atol)
+        np.testing.assert_allclose(result.histories[i, :, :2], [(m.train_accuracy, m.test_accuracy)
+                                                                for m in alone.history], atol=1e-12)
+        np.testing.assert_allclose(result.histories[i, :, 2:4], [(m.train_loss, m.test_loss)
+                                                                 for m in alone.history], rtol=1e-5)

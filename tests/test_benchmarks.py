@@ -81,6 +81,7 @@ def test_the_machine_fingerprint(monkeypatch):
     from pathlib import Path
 
     import jax
+    import jax.extend.backend
 
     from mnist_jax.environment import fingerprint
 
@@ -93,7 +94,9 @@ def test_the_machine_fingerprint(monkeypatch):
         assert got["cpu"]["model"] == models[0]
     assert [(a["platform"], a["kind"]) for a in got["accelerators"]] == [
         (d.platform, d.device_kind) for d in jax.devices() if d.platform != "cpu"]
-    assert got["platform_versions"][jax.default_backend()]
+    # Keyed by JAX's backend names ("cpu", "cuda", ...), each with the version its runtime reports.
+    assert set(got["platform_versions"]) == set(jax.extend.backend.backends())
+    assert all(isinstance(v, str) and v for v in got["platform_versions"].values())
     assert got["versions"]["jax"] == jax.__version__
     root = Path(__file__).resolve().parent.parent
     if (root / ".git").exists():

@@ -1,25 +1,17 @@
 """Grids as one compiled program: traced settings vary per model, each cell equals its own run."""
 
-import jax
-import numpy as np
 import pytest
 
-from mnist_jax import Config, train
+from mnist_jax import Config
 from mnist_jax.compilation import Compilations
 from mnist_jax.sweep import grid, program_key, traced_settings
+from tests.conftest import assert_models_equal_their_runs
 
 SMALL = dict(layer_sizes=(784, 16, 10), batch_size=32, num_epochs=2, eval_batch_size=62)
 
 
 def assert_cell_equals_its_runs(cell, config, seeds):
-    for i, seed in enumerate(seeds):
-        alone = train(config.replace(seed=seed))
-        for swept, single in zip(jax.tree.leaves(cell.params), jax.tree.leaves(alone.params)):
-            np.testing.assert_allclose(np.asarray(swept)[i], single, rtol=2e-5, atol=2e-6)
-        expected = [(m.train_accuracy, m.test_accuracy) for m in alone.history]
-        np.testing.assert_allclose(cell.histories[i, :, :2], expected, atol=1e-12)
-        np.testing.assert_allclose(cell.histories[i, :, 2:4], [(m.train_loss, m.test_loss) for m in alone.history],
-                                   rtol=1e-5)
+    assert_models_equal_their_runs(cell, config, seeds, rtol=2e-5, atol=2e-6)
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@
 import json
 import math
 
-import jax
 import numpy as np
 import pytest
 
@@ -12,6 +11,7 @@ from mnist_jax.cli import main
 from mnist_jax.results import metric_names
 from mnist_jax.stats import statistics
 from mnist_jax.sweep import sweep
+from tests.conftest import assert_models_equal_their_runs
 
 
 def test_statistics_against_a_hand_computation():
@@ -31,12 +31,7 @@ def test_each_model_of_a_sweep_equals_its_own_run(data_dir, shuffle):
     seeds = [3, 4, 5]
     result = sweep(config, seeds)
     assert result.histories.shape == (3, 3, len(metric_names(("train", "test"))))
-    for i, seed in enumerate(seeds):
-        single = train(config.replace(seed=seed))
-        for swept, alone in zip(jax.tree.leaves(result.params), jax.tree.leaves(single.params)):
-            np.testing.assert_allclose(np.asarray(swept)[i], alone, rtol=1e-5, atol=1e-6)
-        expected = [(m.train_accuracy, m.test_accuracy) for m in single.history]
-        np.testing.assert_allclose(result.histories[i, :, :2], expected, atol=1e-12)
+    assert_models_equal_their_runs(result, config, seeds, rtol=1e-5, atol=1e-6)
     assert len({float(result.histories[i, -1, 2]) for i in range(3)}) == 3  # the seeds really differ
 
 
