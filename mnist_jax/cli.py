@@ -1,4 +1,4 @@
-"""The `mnist-jax` command: prepare, train, sweep, report and eval."""
+"""The `mnist-jax` command: prepare, train, sweep, report, eval and bench."""
 
 from __future__ import annotations
 
@@ -9,7 +9,17 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from mnist_jax.config import ACTIVATIONS, PRESETS, Config, ConfigError, field_type, preset, read_config_file
+from mnist_jax.config import (
+    ACTIVATIONS,
+    PRESETS,
+    QUICK_BENCH,
+    BenchSettings,
+    Config,
+    ConfigError,
+    field_type,
+    preset,
+    read_config_file,
+)
 from mnist_jax.idx import DataError
 from mnist_jax.lock import RunLockedError
 from mnist_jax.rundir import RunDir, RunExistsError, StorageError
@@ -53,6 +63,13 @@ def _int_list(text: str) -> tuple[int, ...]:
         return tuple(int(n) for n in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _bool(text: str) -> bool:
@@ -148,6 +165,36 @@ def _use_compilation_cache(args: argparse.Namespace) -> None:
         enable_compilation_cache(folder)
 
 
+_BENCH_HELP = {
+    "epochs": "epochs per timed training run", "repeats": "timed runs per pipeline",
+    "warmup": "discarded runs per pipeline", "reference_epochs": "epochs of PyTorch and autograd",
+    "layer_sizes": "the MLP's widths, comma-separated", "batch_sizes": "the batch-size sweep",
+    "width_scales": "the hidden-width sweep, times the widths", "device_counts": "device-count scaling",
+    "sweep_seeds": "seeds in the vmapped-sweep comparison",
+    "timed_epochs": "timed epochs per sweep value and device count, after one warm-up epoch",
+}
+
+
+def _add_bench_parsers(commands) -> None:
+    bench = commands.add_parser("bench", help="time training on every platform JAX sees, against PyTorch and the "
+                                              "matmul floor; `bench compare` puts results side by side")
+    bench.add_argument("--quick", action="store_true", help="a small run: under a minute on 2 CPU cores")
+    bench.add_argument("--out", default="bench", help="folder for results.json, results.md and charts (default: bench)")
+    bench.add_argument("--data-dir", help="tfds data folder (default: $TFDS_DATA_DIR, else tfds's default)")
+    for f in dataclasses.fields(BenchSettings):
+        kind = {int: int}.get(type(f.default)) or (_int_list if isinstance(f.default[0], int) else _float_list)
+        shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+        bench.add_argument(_flag(f.name), dest=f"bench_{f.name}", type=kind,
+                           help=f"{_BENCH_HELP[f.name]} (default: {shown}; --quick: {getattr(QUICK_BENCH, f.name)})")
+    compare = bench.add_subparsers(dest="bench_command", parser_class=_Parser).add_parser(
+        "compare", help="one table and one chart of several results.json, each row's time over a baseline's")
+    compare.add_argument("results", nargs="+", metavar="RESULTS_JSON")
+    compare.add_argument("--out", default="compare", help="folder for compare.md and compare.png (default: compare)")
+    compare.add_argument("--baseline", metavar="RESULTS_JSON", help="the result the ratios are to (default: the first)")
+    compare.add_argument("--allow-mismatch", action="store_true",
+                         help="compare results of different settings, listing the differences")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one subcommand per task, every `Config` field a flag where it applies."""
     parser = _Parser(prog="mnist-jax", description=__doc__)
@@ -159,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--tensorboard", action="store_true",
+                       help="also write TensorBoard event files in OUT/tensorboard (tensorboard --logdir OUT)")
     _add_cache_flags(train)
     multihost = train.add_argument_group(
         "several processes (hosts)", "JAX's distributed runtime; SLURM, Open MPI and Cloud TPU set it up without flags")
@@ -176,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "--grid layer_sizes 784,200,100,10 784,400,10 (seeds in every cell); settings "
                             "joined by / vary together: --grid optimizer/lr adam/0.001 sgd/0.1")
     sweep.add_argument("--out", help="folder for sweep.json (grid.json with --grid)")
+    sweep.add_argument("--tensorboard", action="store_true",
+                       help="also write TensorBoard event files in OUT/tensorboard, one folder per seed (per cell "
+                            "and seed in a grid)")
     _add_cache_flags(sweep)
 
     report = commands.add_parser("report", help="tables (Markdown, LaTeX, CSV) and plots from runs, sweeps, grids")
@@ -189,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--best", action="store_true",
                           help="the best epoch's parameters (params-best.npz, kept with a validation split)")
     _add_cache_flags(evaluate)
+
+    _add_bench_parsers(commands)
 
     prepare = commands.add_parser("prepare", help="build the tfds mnist dataset from raw IDX files")
     prepare.add_argument("--idx-dir", default=os.environ.get("MNIST_JAX_IDX_DIR"),
@@ -215,7 +269,8 @@ def _train(args: argparse.Namespace) -> int:
     _use_compilation_cache(args)
     lead = jax.process_index() == 0  # only process 0 prints and writes
     reporter = ConsoleReporter(progress=False if args.quiet else None) if lead else Reporter()
-    result = train(config, out, overwrite=args.overwrite, resume=bool(args.resume), reporter=reporter)
+    result = train(config, out, overwrite=args.overwrite, resume=bool(args.resume), reporter=reporter,
+                   tensorboard=args.tensorboard)
     if out and lead:
         print(f"Run saved in {out}")
     if result.status == "interrupted":
@@ -247,11 +302,11 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.grid:
         width = max(len(settings_label(cell)) for cell, _ in cells)
         print(seed_table_header("Cell", width, splits, seconds=True))
-        grid(config, axes, seeds, args.out, on_cell=lambda settings, result: print(
+        grid(config, axes, seeds, args.out, tensorboard=args.tensorboard, on_cell=lambda settings, result: print(
             seed_table_row(settings_label(settings), width, result.statistics()[-1], splits, result.seconds),
             flush=True))
     else:
-        result = sweep(config, seeds, args.out)
+        result = sweep(config, seeds, args.out, tensorboard=args.tensorboard)
         print(seed_table_header("Epoch", 5, splits))
         for row in result.statistics():
             print(seed_table_row(row["epoch"], 5, row, splits))
@@ -285,6 +340,27 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    if args.bench_command == "compare":
+        from mnist_jax.bench_compare import compare
+
+        print(compare(args.results, args.out, args.baseline, args.allow_mismatch), end="")
+        print(f"Saved compare.md and compare.png in {args.out}")
+        return 0
+    from mnist_jax.bench_report import markdown, write_report
+    from mnist_jax.benchmark import run_benchmark
+
+    base = QUICK_BENCH if args.quick else BenchSettings()
+    given = {f.name: getattr(args, f"bench_{f.name}") for f in dataclasses.fields(BenchSettings)
+             if getattr(args, f"bench_{f.name}") is not None}
+    settings = dataclasses.replace(base, **given)
+    results = run_benchmark(settings, args.data_dir, log=lambda line: print(line, file=sys.stderr, flush=True))
+    write_report(results, args.out)
+    print(markdown(results), end="")
+    print(f"Saved results.json, results.md, chart.png and sweeps.png in {args.out}")
+    return 0
+
+
 def _prepare(args: argparse.Namespace) -> int:
     from mnist_jax.data import prepare
 
@@ -299,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"train": _train, "sweep": _sweep, "report": _report, "eval": _eval,
-                  "prepare": _prepare}[args.command](args)
+                  "bench": _bench, "prepare": _prepare}[args.command](args)
     except (ConfigError, RunExistsError, RunLockedError) as e:
         print(f"mnist-jax {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -248,6 +248,36 @@ def preset(name: str) -> Config:
     return PRESETS[name]
 
 
+@dataclass(frozen=True)
+class BenchSettings:
+    """How much `mnist-jax bench` measures: `FULL_BENCH` (minutes) or `QUICK_BENCH` (under a minute on 2 CPU cores)."""
+
+    epochs: int = 5  # per timed training run
+    repeats: int = 3  # timed runs per pipeline
+    warmup: int = 1  # discarded runs per pipeline
+    reference_epochs: int = 2
+    layer_sizes: tuple[int, ...] = (784, 200, 100, 10)
+    batch_sizes: tuple[int, ...] = (64, 128, 256, 512, 1024)
+    width_scales: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+    device_counts: tuple[int, ...] = (1, 2, 4, 8)
+    sweep_seeds: int = 8
+    timed_epochs: int = 3  # per sweep value and device count, after one warm-up epoch
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            values = getattr(self, f.name)
+            for value in values if isinstance(values, tuple) else (values,):
+                if not value > 0 and not (f.name == "warmup" and value == 0):
+                    raise ConfigError(f"bench {f.name} must be positive, got {values}")
+        if not self.layer_sizes or len(self.layer_sizes) < 2:
+            raise ConfigError(f"bench layer_sizes needs an input and an output size, got {self.layer_sizes}")
+
+
+FULL_BENCH = BenchSettings()
+QUICK_BENCH = BenchSettings(epochs=1, repeats=1, warmup=0, reference_epochs=1, batch_sizes=(1024,),
+                            width_scales=(2.0,), device_counts=(2,), sweep_seeds=2, timed_epochs=1)
+
+
 def read_config_file(path: str) -> dict:
     """Settings from a TOML or JSON file (by extension), checked against `Config`'s fields.
 

@@ -28,6 +28,7 @@ from mnist_jax.results import EpochMetrics, Result
 from mnist_jax.storage import write_atomic, write_json
 
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "params.npz", "params-best.npz", "curves.png")
+TENSORBOARD = "tensorboard"  # the folder of event files, with --tensorboard
 
 
 class RunExistsError(FileExistsError):
@@ -115,7 +116,8 @@ class RunDir:
         os.makedirs(self.path, exist_ok=True)
         for name in existing:
             os.remove(os.path.join(self.path, name))
-        shutil.rmtree(os.path.join(self.path, checkpoints.FOLDER), ignore_errors=True)
+        for folder in (checkpoints.FOLDER, TENSORBOARD):
+            shutil.rmtree(os.path.join(self.path, folder), ignore_errors=True)
         objects = [name for name in ("model", "optimizer") if getattr(config, name).startswith(OBJECT_PREFIX)]
         needs = {"resume_needs_objects": objects} if objects else {}
         write_json(os.path.join(self.path, "config.json"), config.to_dict() | needs)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,9 +24,11 @@ from mnist_jax.model import Params
 from mnist_jax.models import BUILT_IN, Model
 from mnist_jax.pipelines import compile_timed, epoch_program, evaluation_program, shard_splits
 from mnist_jax.results import SPLITS, metric_names
+from mnist_jax.rundir import TENSORBOARD
 from mnist_jax.stats import statistics
 from mnist_jax.steps import make_steps, precision, recorded, split_metrics
 from mnist_jax.storage import write_json
+from mnist_jax.tensorboard import TrainingEvents, stream_name
 
 
 @dataclass
@@ -92,9 +96,11 @@ def program_key(config: Config, model: Model | None = None,
 
 
 def _train_together(configs: Sequence[Config], seeds: Sequence[int], shares: dict[str, data.Share], mesh,
-                    model: Model | None, optimizer: optax.GradientTransformation | None) -> list[SweepResult]:
+                    model: Model | None, optimizer: optax.GradientTransformation | None,
+                    events_dir: str | None = None, cells: Sequence[dict] = ({},)) -> list[SweepResult]:
     """Every (config, seed) pair as one model of a single vmapped program; the configs share one
-    `program_key`, their traced settings entering as one value per model. One result per config."""
+    `program_key`, their traced settings entering as one value per model. One result per config.
+    With `events_dir`, TensorBoard events for each model in `events_dir/<cell settings>/seed-N`."""
     base = configs[0]
     train_size = shares["train"].total
     steps = make_steps(base, model, optimizer, train_size=train_size)  # init and evaluation use no traced value
@@ -123,12 +129,28 @@ def _train_together(configs: Sequence[Config], seeds: Sequence[int], shares: dic
                 scores.update(split_metrics(name, *totals, shares[name].total))
             return np.stack([scores[metric] for metric in metrics], axis=1)
 
-        start = time.perf_counter()
-        history = [evaluate(state.params)]
-        for epoch in range(1, base.num_epochs + 1):
-            state, _ = epoch_fn(state, splits["train"], np.int32(epoch), seed_array, values)
-            history.append(evaluate(state.params))
-        seconds = time.perf_counter() - start
+        def by_model(scores: np.ndarray) -> list[dict]:
+            return [dict(zip(metrics, row)) for row in scores]
+
+        events = None
+        if events_dir:
+            events = TrainingEvents(events_dir, [stream_name(cell, seed) for cell in cells for seed in seeds],
+                                    [config for config in configs for _ in seeds], train_size)
+        with events or contextlib.nullcontext():
+            start = time.perf_counter()
+            history = [evaluate(state.params)]
+            if events:
+                events.epoch(0, by_model(history[0]))
+            for epoch in range(1, base.num_epochs + 1):
+                epoch_start = time.perf_counter()
+                state, losses = epoch_fn(state, splits["train"], np.int32(epoch), seed_array, values)
+                if events:
+                    losses = np.asarray(losses)  # waits for the epoch, to time it apart from evaluation
+                    epoch_seconds = time.perf_counter() - epoch_start
+                history.append(evaluate(state.params))
+                if events:
+                    events.epoch(epoch, by_model(history[-1]), epoch_seconds, 0, losses)
+            seconds = time.perf_counter() - start
     histories, env, n = np.stack(history, axis=1), environment(mesh), len(seeds)
     share = 1 / len(configs)  # the cells trained together split the program's time evenly
     params = jax.tree.map(np.asarray, state.params)
@@ -140,24 +162,35 @@ def _train_together(configs: Sequence[Config], seeds: Sequence[int], shares: dic
 
 def sweep(config: Config, seeds: Sequence[int], out_dir: str | None = None,
           shares: dict[str, data.Share] | None = None, *, model: Model | None = None,
-          optimizer: optax.GradientTransformation | None = None) -> SweepResult:
+          optimizer: optax.GradientTransformation | None = None, tensorboard: bool = False) -> SweepResult:
     """Trains one model per seed (initialization, shuffles and step keys all seeded) on one
     device, as a single vmapped program per epoch; each model matches a separate run with that seed.
 
-    Writes `out_dir/sweep.json` if given. `shares` (from `data.load_shares`) skips reading the
-    data; `model` and `optimizer` objects replace the config's, as in `train`.
+    Writes `out_dir/sweep.json` if given (and, with `tensorboard`, event files in
+    `out_dir/tensorboard/seed-N`). `shares` (from `data.load_shares`) skips reading the data;
+    `model` and `optimizer` objects replace the config's, as in `train`.
     """
     config = recorded(config, model, optimizer)
+    events_dir = _events_dir(out_dir, tensorboard)
     with Compilations() as compilations:
         shares = shares or data.load_shares(config.validation_size, config.data_dir)
         mesh = parallel.make_mesh(1, config.platform)
         memory.check_fits(config, mesh, num_models=len(seeds),
                           steps=make_steps(config, model, optimizer, train_size=shares["train"].total))
-        result, = _train_together([config], seeds, shares, mesh, model, optimizer)
+        result, = _train_together([config], seeds, shares, mesh, model, optimizer, events_dir)
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         write_json(os.path.join(out_dir, "sweep.json"), {**result.summary(), **_compiled(compilations)})
     return result
+
+
+def _events_dir(out_dir: str | None, tensorboard: bool) -> str | None:
+    if tensorboard and not out_dir:
+        raise ConfigError("TensorBoard's event files go in the sweep's folder: give it (--out)")
+    if not tensorboard:
+        return None
+    shutil.rmtree(os.path.join(out_dir, TENSORBOARD), ignore_errors=True)  # a sweep replaces its folder's last one
+    return os.path.join(out_dir, TENSORBOARD)
 
 
 def _compiled(compilations: Compilations) -> dict:
@@ -190,7 +223,8 @@ def _axes_record(axes: Axes) -> dict[str, list]:
 
 def grid(config: Config, axes: Axes, seeds: Sequence[int], out_dir: str | None = None,
          on_cell: Callable[[dict, SweepResult], None] = lambda settings, result: None, *,
-         model: Model | None = None, optimizer: optax.GradientTransformation | None = None) -> list[SweepResult]:
+         model: Model | None = None, optimizer: optax.GradientTransformation | None = None,
+         tensorboard: bool = False) -> list[SweepResult]:
     """A seed sweep in every cell of the grid `axes` (setting name -> values; see `grid_configs`) over `config`.
 
     Every cell is validated before any is trained. Cells that differ only in traced settings
@@ -198,13 +232,15 @@ def grid(config: Config, axes: Axes, seeds: Sequence[int], out_dir: str | None =
     dropout, label smoothing) train together, all their seeds one vmapped program (as many as
     fit in memory at a time); other settings (widths, batch size, the model...) compile once per
     distinct program. Each model still equals its own `train` run. `on_cell` is called in the
-    grid's order as cells finish; `out_dir/grid.json` (if given) is rewritten as they do.
+    grid's order as cells finish; `out_dir/grid.json` (if given) is rewritten as they do; with
+    `tensorboard`, event files go in `out_dir/tensorboard/<cell settings>/seed-N`.
     """
     varied = {name for axis in axes for name in (axis if isinstance(axis, tuple) else (axis,))}
     given = [name for name, obj in (("model", model), ("optimizer", optimizer)) if obj is not None and name in varied]
     if given:
         raise ConfigError(f"the grid varies {', '.join(given)}, which is also given as an object")
     cells = grid_configs(recorded(config, model, optimizer), axes)
+    events_dir = _events_dir(out_dir, tensorboard)
     mesh = parallel.make_mesh(1, config.platform)
     groups: dict[tuple, list[int]] = {}
     steps = [make_steps(cell_config, model, optimizer) for _, cell_config in cells]
@@ -221,7 +257,8 @@ def grid(config: Config, axes: Axes, seeds: Sequence[int], out_dir: str | None =
             per_program = len(indices) if fit is None else max(1, min(len(indices), fit // len(seeds)))
             for part in range(0, len(indices), per_program):
                 chunk = indices[part:part + per_program]
-                trained = _train_together([cells[i][1] for i in chunk], seeds, shares, mesh, model, optimizer)
+                trained = _train_together([cells[i][1] for i in chunk], seeds, shares, mesh, model, optimizer,
+                                          events_dir, [cells[i][0] for i in chunk])
                 results.update(zip(chunk, trained))
                 while reported in results:
                     on_cell(cells[reported][0], results[reported])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import signal
 import threading
 import time
@@ -22,8 +23,9 @@ from mnist_jax.models import Model
 from mnist_jax.pipelines import EpochRun, Pipeline, evaluation_program, make_pipeline, to_device
 from mnist_jax.reporter import Reporter
 from mnist_jax.results import EpochMetrics, Result, best_epoch
-from mnist_jax.rundir import RunDir
+from mnist_jax.rundir import TENSORBOARD, RunDir
 from mnist_jax.steps import Steps, TrainState, evaluation_steps, make_steps, precision, recorded, split_metrics
+from mnist_jax.tensorboard import TrainingEvents
 
 __all__ = ["TrainState", "enable_compilation_cache", "score", "train"]
 
@@ -62,7 +64,7 @@ class _StopOnInterrupt:
 
 def train(config: Config = Config(), out_dir: str | None = None, *, model: Model | None = None,
           optimizer: optax.GradientTransformation | None = None, overwrite: bool = False,
-          resume: bool = False, reporter: Reporter | None = None) -> Result:
+          resume: bool = False, reporter: Reporter | None = None, tensorboard: bool = False) -> Result:
     """Trains the model as `config` says (or the `model` and `optimizer` objects given); writes
     the run folder if `out_dir` is given.
 
@@ -72,6 +74,7 @@ def train(config: Config = Config(), out_dir: str | None = None, *, model: Model
     saved as configured. `resume=True` continues the run in `out_dir` from its newest intact
     checkpoint (or from the start if it has none), exactly as if it had not stopped.
     A run whose loss turns non-finite stops with status "diverged", keeping what came before.
+    `tensorboard=True` also writes TensorBoard event files in `out_dir/tensorboard`.
     Every setting, the model and the optimizer are checked before anything is written.
     """
     config = recorded(config, model, optimizer)
@@ -87,19 +90,26 @@ def train(config: Config = Config(), out_dir: str | None = None, *, model: Model
         memory.check_fits(config, mesh, steps=steps)
         if resume and not out_dir:
             raise ConfigError("resuming needs the run folder")
+        if tensorboard and not out_dir:
+            raise ConfigError("TensorBoard's event files go in the run folder: give it (--out)")
         reporter = reporter or Reporter()
         # In a run of several processes, process 0 alone writes (and locks) the run folder.
         run_dir = None
         if out_dir and jax.process_index() == 0:
             run_dir = stack.enter_context(RunDir.open(out_dir, config, resume=resume, overwrite=overwrite,
                                                       on_warning=reporter.on_warning))
-        return _train(config, steps, shares, mesh, run_dir, out_dir if resume else None, reporter,
+        events = None
+        if run_dir and tensorboard:
+            events = stack.enter_context(TrainingEvents(os.path.join(out_dir, TENSORBOARD), [""], [config],
+                                                        shares["train"].total))
+        return _train(config, steps, shares, mesh, run_dir, events, out_dir if resume else None, reporter,
                       lambda: {"compile_seconds": compilations.seconds, "compilations": compilations.programs,
                                "compilations_from_cache": compilations.from_cache, "data_seconds": data_seconds})
 
 
 def _train(config: Config, steps: Steps, shares: dict[str, data.Share], mesh, run_dir: RunDir | None,
-           resume_from: str | None, reporter: Reporter, costs: Callable[[], dict]) -> Result:
+           events: TrainingEvents | None, resume_from: str | None, reporter: Reporter,
+           costs: Callable[[], dict]) -> Result:
     with precision(config):
         sizes = {name: share.total for name, share in shares.items()}
         state = steps.init(config.seed)
@@ -130,7 +140,10 @@ def _train(config: Config, steps: Steps, shares: dict[str, data.Share], mesh, ru
         if saved and run_dir:
             run_dir.restart_from(saved)
         if not saved:
-            record(0, _evaluate(pipeline, state.params, sizes), None)
+            before = _evaluate(pipeline, state.params, sizes)
+            record(0, before, None)
+            if events:
+                events.epoch(0, [before])
         status, divergence = "completed", None
         with _StopOnInterrupt() as interrupt:
             for epoch in range(start_epoch, config.num_epochs + 1):
@@ -144,6 +157,8 @@ def _train(config: Config, steps: Steps, shares: dict[str, data.Share], mesh, ru
                 if divergence:
                     status = "diverged"
                     break
+                if events:
+                    events.epoch(epoch, [scores or {}], seconds if scores else None, run.first_step, run.losses[None])
                 if scores:
                     record(epoch, scores, seconds)
                 if run_dir:

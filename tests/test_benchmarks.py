@@ -1,12 +1,19 @@
-"""The benchmark command end to end on a tiny configuration."""
+"""The benchmark command (`mnist-jax bench`, `bench compare`) on tiny data; the start-up
+benchmark's arithmetic; the machine fingerprint."""
 
-import importlib.util
+import copy
 import json
 import struct
 
 import pytest
+from conftest import NUM_TRAIN
 
-from benchmarks.run import main, matmul_flops_per_epoch, scaled_widths
+from mnist_jax import Config, train
+from mnist_jax.bench_compare import compare
+from mnist_jax.bench_report import markdown
+from mnist_jax.benchmark import matmul_flops_per_epoch, scaled_widths
+from mnist_jax.cli import main
+from mnist_jax.config import QUICK_BENCH, ConfigError
 
 
 def png_size(path):
@@ -22,39 +29,91 @@ def test_matmul_flops_of_the_seed_mlp():
     assert scaled_widths((784, 200, 100, 10), 0.5) == (784, 100, 50, 10)
 
 
-@pytest.mark.slow
-def test_bench_runs_end_to_end_and_writes_well_formed_outputs(data_dir, tmp_path):
-    results = main(["--out", str(tmp_path), "--data-dir", data_dir, "--epochs", "2", "--repeats", "2",
-                    "--warmup", "0", "--reference-epochs", "1", "--layer-sizes", "784,16,10",
-                    "--batch-sizes", "32,64", "--width-scales", "1,2", "--device-counts", "1,2", "--sweep-seeds", "2"])
-    saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["platforms"].keys() == results["platforms"].keys() and "cpu" in saved["platforms"]
+QUICK_ARGS = ["--layer-sizes", "784,16,10", "--batch-sizes", "32", "--width-scales", "2", "--repeats", "2"]
+
+
+@pytest.fixture(scope="module")
+def quick_bench(data_dir, tmp_path_factory):
+    """`mnist-jax bench --quick` on the tiny data: its folder and exit status."""
+    out = tmp_path_factory.mktemp("bench")
+    return out, main(["bench", "--quick", "--out", str(out), "--data-dir", data_dir, *QUICK_ARGS])
+
+
+def test_bench_quick_writes_results_with_a_fingerprint_and_the_rendered_table(quick_bench, data_dir):
+    out, status = quick_bench
+    assert status == 0
+    saved = json.loads((out / "results.json").read_text())
+    # The quick settings, with the flags given on top.
+    assert saved["settings"] == {**{k: list(v) if isinstance(v, tuple) else v for k, v in vars(QUICK_BENCH).items()},
+                                 "layer_sizes": [784, 16, 10], "batch_sizes": [32], "width_scales": [2.0],
+                                 "repeats": 2}
     assert saved["fingerprint"]["cpu"]["cores"] > 0 and saved["fingerprint"]["versions"]["jax"]
     cpu = saved["platforms"]["cpu"]
     assert set(cpu["pipelines"]) == {"stream", "device", "device float64 (seed preset)"}
     for timing in cpu["pipelines"].values():
         s = timing["seconds_per_epoch"]
-        assert s["n"] == 4 and 0 < s["min"] <= s["median"] <= s["max"]
-        assert timing["compile_seconds"]["median"] > 0 and 0 <= timing["final_test_accuracy"]["median"] <= 1
-    assert [row["batch_size"] for row in cpu["sweeps"]["batch_size"]] == [32, 64]
-    assert [row["layer_sizes"] for row in cpu["sweeps"]["width_scale"]] == [[784, 16, 10], [784, 32, 10]]
+        assert s["n"] == 2 and 0 < s["min"] <= s["median"] <= s["max"]  # 2 runs of 1 epoch
+        assert timing["compile_seconds"]["median"] > 0
+    # The reported accuracy is what the same training run reaches on its own.
+    alone = train(Config(layer_sizes=(784, 16, 10), num_epochs=1, data_dir=data_dir, platform="cpu", devices=1))
+    assert cpu["pipelines"]["device"]["final_test_accuracy"]["median"] == alone.final_test_accuracy
+    assert [row["batch_size"] for row in cpu["sweeps"]["batch_size"]] == [32]
+    assert [row["layer_sizes"] for row in cpu["sweeps"]["width_scale"]] == [[784, 32, 10]]
     assert cpu["seed_sweep"]["seeds"] == 2 and cpu["seed_sweep"]["sweep_seconds"] > 0
     scaling = cpu["device_scaling"]
-    assert scaling["simulated"] and "overhead, not speedup" in scaling["note"]
-    assert sorted((r["pipeline"], r["devices"]) for r in scaling["rows"]) == [
-        ("device", 1), ("device", 2), ("stream", 1), ("stream", 2)]
-    assert all(r["seconds_per_epoch"] > 0 for r in scaling["rows"])
-    assert cpu["gemm_gflops"] > 0 and cpu["floor_seconds_per_epoch"] > 0
-    assert saved["environment"]["versions"]["jax"]
-    autograd = saved["references"]["autograd float64 (seed notebook)"]
-    assert autograd["seconds_per_epoch"]["median"] > 0
-    torch = saved["references"]["pytorch-cpu float32"]
-    assert ("seconds_per_epoch" in torch) == (importlib.util.find_spec("torch") is not None)
-    table = (tmp_path / "results.md").read_text()
+    assert scaling["simulated"] and sorted((r["pipeline"], r["devices"]) for r in scaling["rows"]) == [
+        ("device", 2), ("stream", 2)]
+    assert cpu["floor_seconds_per_epoch"] == pytest.approx(
+        matmul_flops_per_epoch((784, 16, 10), NUM_TRAIN) / cpu["gemm_gflops"] / 1e9)
+    assert saved["references"]["autograd float64 (seed notebook)"]["seconds_per_epoch"]["median"] > 0
+    table = (out / "results.md").read_text()
+    assert table == markdown(saved)
     for name in ("mnist_jax stream", "mnist_jax device", "autograd float64", "pytorch-cpu float32"):
-        assert f"| {name}" in table
-    assert "Device-count scaling on cpu (simulated CPU devices" in table and "Seed sweep on cpu: 2 seeds" in table
-    assert png_size(tmp_path / "chart.png")[0] > 500 and png_size(tmp_path / "sweeps.png")[0] > 1000
+        assert f"| cpu | {name}" in table
+    assert png_size(out / "chart.png")[0] > 500 and png_size(out / "sweeps.png")[0] > 1000
+
+
+def as_gpu_machine(results: dict, speedup: float) -> dict:
+    """The results as if from a machine with a GPU `speedup` times faster than its CPU."""
+    other = copy.deepcopy(results)
+    other["fingerprint"]["accelerators"] = [{"platform": "gpu", "kind": "NVIDIA H200", "memory_bytes": 1 << 37}]
+    gpu = copy.deepcopy(other["platforms"]["cpu"])
+    for timing in gpu["pipelines"].values():
+        seconds = timing["seconds_per_epoch"]
+        timing["seconds_per_epoch"] = {k: v / speedup if k != "n" else v for k, v in seconds.items()}
+    other["platforms"]["gpu"] = gpu
+    return other
+
+
+def test_compare_gives_each_rows_ratio_to_the_baseline_and_refuses_other_settings(quick_bench, tmp_path):
+    out, _ = quick_bench
+    here = json.loads((out / "results.json").read_text())
+    paths = {"cpu": tmp_path / "cpu.json", "gpu": tmp_path / "gpu.json", "other": tmp_path / "other.json"}
+    paths["cpu"].write_text(json.dumps(here))
+    paths["gpu"].write_text(json.dumps(as_gpu_machine(here, 4.0)))
+    different = as_gpu_machine(here, 4.0)
+    different["settings"]["epochs"], different["config"]["batch_size"] = 3, 128
+    paths["other"].write_text(json.dumps(different))
+
+    cpu, gpu = str(paths["cpu"]), str(paths["gpu"])
+    assert main(["bench", "compare", cpu, gpu, "--out", str(tmp_path / "cmp")]) == 0
+    text = (tmp_path / "cmp" / "compare.md").read_text()
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith(f"| {gpu} | ")]
+    ratios = {(row[1], row[2]): float(row[-1].rstrip(" |")) for row in rows}
+    # The GPU rows against the baseline's CPU rows (it has no GPU), the CPU rows against its CPU rows.
+    assert ratios[("gpu", "mnist_jax device")] == ratios[("gpu", "mnist_jax stream")] == 0.25
+    assert ratios[("cpu", "mnist_jax device")] == ratios[("cpu", "autograd float64 (seed notebook)")] == 1.0
+    assert len(rows) == 3 + 3 + 1 + ("seconds_per_epoch" in here["references"]["pytorch-cpu float32"])
+    assert "1 x NVIDIA H200" in text and png_size(tmp_path / "cmp" / "compare.png")[0] > 500
+    # Against the GPU machine as the baseline, its CPU rows are the reference for this CPU's.
+    assert "| 4.00 |" in compare([cpu, gpu], str(tmp_path / "cmp2"), baseline=gpu)
+
+    with pytest.raises(ConfigError, match=r"settings\.epochs: 1 against 3"):
+        compare([cpu, str(paths["other"])], str(tmp_path / "refused"))
+    assert not (tmp_path / "refused").exists()
+    assert main(["bench", "compare", cpu, str(paths["other"]), "--out", str(tmp_path / "refused")]) == 2
+    allowed = compare([cpu, str(paths["other"])], str(tmp_path / "allowed"), allow_mismatch=True)
+    assert "- config.batch_size: 256 against 128" in allowed and "- settings.epochs: 1 against 3" in allowed
 
 
 def test_the_startup_split_and_ratios_by_hand():

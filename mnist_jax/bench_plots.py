@@ -1,0 +1,78 @@
+"""The benchmark's charts: seconds per epoch per implementation, the sweeps, and machines compared."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import matplotlib.ticker
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+
+def _log_ticks(ax, values: Sequence[float]) -> None:
+    ax.set_xticks(values, labels=[f"{v:g}" for v in values])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def epoch_chart(rows: Sequence[tuple[str, str, dict]], platforms: dict, path: str) -> None:
+    """A bar per timed implementation, (platform, name, timing): the median with min-max whiskers,
+    and each platform's matmul floor as a dashed line."""
+    timed = [(f"{platform}: {name}", t["seconds_per_epoch"]) for platform, name, t in rows if "seconds_per_epoch" in t]
+    fig = Figure(figsize=(9, 0.5 * len(timed) + 1.5), layout="constrained")
+    ax = fig.subplots()
+    ax.barh([name for name, _ in timed], [s["median"] for _, s in timed], color="tab:blue",
+            xerr=[[s["median"] - s["min"] for _, s in timed], [s["max"] - s["median"] for _, s in timed]])
+    for platform, entry in platforms.items():
+        ax.axvline(entry["floor_seconds_per_epoch"], ls="--", color="tab:red", label=f"{platform} matmul floor")
+    ax.set(xlabel="seconds per epoch (median, min-max bars)", xscale="log", title="Seconds per training epoch")
+    ax.invert_yaxis()
+    ax.legend()
+    fig.savefig(path, dpi=120)
+
+
+def sweep_charts(platforms: dict, path: str) -> None:
+    """Seconds per epoch (and GFLOP/s) against batch size and hidden width; then against device count."""
+    fig = Figure(figsize=(15, 4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for ax, field, label in zip(axes, ("batch_size", "width_scale"), ("batch size", "hidden width (x default)")):
+        for platform, entry in platforms.items():
+            rows = entry["sweeps"][field]
+            ax.plot([r[field] for r in rows], [r["seconds_per_epoch"] for r in rows], "o-", label=f"{platform} s/epoch")
+            twin = ax.twinx()
+            twin.plot([r[field] for r in rows], [r["gflops"] for r in rows], "s--", color="tab:green", label="GFLOP/s")
+            twin.set_ylabel("matmul GFLOP/s", color="tab:green")
+        ax.set(xlabel=label, ylabel="seconds per epoch", xscale="log", yscale="log", title=f"Cost vs {label}")
+        _log_ticks(ax, [r[field] for r in next(iter(platforms.values()))["sweeps"][field]])
+        ax.legend(loc="upper left")
+    ax, counts = axes[2], set()
+    for platform, entry in platforms.items():
+        scaling = entry["device_scaling"]
+        for pipeline in dict.fromkeys(r["pipeline"] for r in scaling["rows"]):
+            rows = [r for r in scaling["rows"] if r["pipeline"] == pipeline]
+            counts |= {r["devices"] for r in rows}
+            ax.plot([r["devices"] for r in rows], [r["seconds_per_epoch"] for r in rows], "o-",
+                    label=f"{platform}{' (simulated)' if scaling['simulated'] else ''} {pipeline}")
+    ax.set(xlabel="devices", ylabel="seconds per epoch", xscale="log", title="Cost vs device count")
+    _log_ticks(ax, sorted(counts))
+    ax.legend()
+    fig.savefig(path, dpi=120)
+
+
+def results_charts(rows: Sequence[tuple[str, str, dict]], platforms: dict, out: str) -> None:
+    """chart.png and sweeps.png in `out`."""
+    epoch_chart(rows, platforms, os.path.join(out, "chart.png"))
+    sweep_charts(platforms, os.path.join(out, "sweeps.png"))
+
+
+def compare_chart(rows: Sequence[dict], path: str) -> None:
+    """Seconds per epoch (median), a bar per row of the comparison, coloured by result."""
+    colours = {result: f"C{i}" for i, result in enumerate(dict.fromkeys(row["result"] for row in rows))}
+    fig = Figure(figsize=(9, 0.3 * len(rows) + 1.5), layout="constrained")
+    ax = fig.subplots()
+    ax.barh([f"{row['platform']}: {row['implementation']} ({i + 1})" for i, row in enumerate(rows)],
+            [row["seconds"] for row in rows], color=[colours[row["result"]] for row in rows])
+    ax.set(xlabel="seconds per epoch (median)", xscale="log", title="Seconds per training epoch, by result")
+    ax.invert_yaxis()
+    ax.legend(handles=[Patch(color=colour, label=result) for result, colour in colours.items()], fontsize=7)
+    fig.savefig(path, dpi=120)
