@@ -97,5 +97,5 @@ def compare(paths: Sequence[str], out: str, baseline: str | None = None, allow_m
 
     os.makedirs(out, exist_ok=True)
     write_atomic(os.path.join(out, "compare.md"), text.encode())
-    compare_chart(rows, os.path.join(out, "compare.png"))
+    compare_chart(rows, baseline, os.path.join(out, "compare.png"))
     return text

@@ -65,14 +65,24 @@ def results_charts(rows: Sequence[tuple[str, str, dict]], platforms: dict, out: 
     sweep_charts(platforms, os.path.join(out, "sweeps.png"))
 
 
-def compare_chart(rows: Sequence[dict], path: str) -> None:
-    """Seconds per epoch (median), a bar per row of the comparison, coloured by result."""
-    colours = {result: f"C{i}" for i, result in enumerate(dict.fromkeys(row["result"] for row in rows))}
-    fig = Figure(figsize=(9, 0.3 * len(rows) + 1.5), layout="constrained")
+def compare_chart(rows: Sequence[dict], baseline: str, path: str) -> None:
+    """Seconds per epoch (median), a bar per row of the comparison: the results' rows of each
+    implementation together, coloured by result, each labelled with its time over the baseline's."""
+    results = list(dict.fromkeys(row["result"] for row in rows))
+    names = list(dict.fromkeys(row["implementation"] for row in rows))
+    ordered = sorted(rows, key=lambda row: (names.index(row["implementation"]), results.index(row["result"])))
+    colours = {result: f"C{i}" for i, result in enumerate(results)}
+    fig = Figure(figsize=(10, 0.32 * len(rows) + 1.6), layout="constrained")
     ax = fig.subplots()
-    ax.barh([f"{row['platform']}: {row['implementation']} ({i + 1})" for i, row in enumerate(rows)],
-            [row["seconds"] for row in rows], color=[colours[row["result"]] for row in rows])
-    ax.set(xlabel="seconds per epoch (median)", xscale="log", title="Seconds per training epoch, by result")
+    positions = range(len(ordered))
+    ax.barh(positions, [row["seconds"] for row in ordered], color=[colours[row["result"]] for row in ordered])
+    ax.set_yticks(positions, labels=[f"{row['implementation']} [{row['platform']}]" for row in ordered])
+    for position, row in zip(positions, ordered):
+        ratio = f" ({row['vs_baseline']:.2f}x)" if row["vs_baseline"] is not None else ""
+        ax.annotate(f" {row['seconds']:.3f} s{ratio}", (row["seconds"], position), va="center", fontsize=7)
+    ax.set(xlabel=f"seconds per epoch (median); in brackets, the time over {baseline}'s",
+           title="Seconds per training epoch, by result")
+    ax.margins(x=0.2)
     ax.invert_yaxis()
     ax.legend(handles=[Patch(color=colour, label=result) for result, colour in colours.items()], fontsize=7)
     fig.savefig(path, dpi=120)

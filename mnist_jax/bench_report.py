@@ -101,11 +101,11 @@ def findings(results: dict, platform: str) -> str:
     if autograd:
         text.append(f"The float64 seed preset took {seed:.3f} s per epoch, {autograd / seed:.1f}x faster than the "
                     f"notebook's autograd code ({autograd:.3f} s).")
-    for field, label in (("batch_size", "batch"), ("width_scale", "width x")):
-        rows = entry["sweeps"][field]
-        if len(rows) > 1:
-            text.append(f"The matmuls ran at {rows[0]['gflops']:.0f} GFLOP/s at {label} {rows[0][field]} and "
-                        f"{rows[-1]['gflops']:.0f} at {label} {rows[-1][field]}.")
+    ends = [f"{rows[0]['gflops']:.0f} GFLOP/s at {label} {rows[0][field]} and {rows[-1]['gflops']:.0f} at "
+            f"{label} {rows[-1][field]}" for field, label in (("batch_size", "batch"), ("width_scale", "width x"))
+            if len(rows := entry["sweeps"][field]) > 1]
+    if ends:
+        text.append(f"The matmuls ran at {'; '.join(ends)}.")
     return " ".join(text)
 
 

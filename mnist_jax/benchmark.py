@@ -81,46 +81,47 @@ def bench_training(config: Config, warmup: int, repeats: int, num_train: int) ->
             "final_test_accuracy": describe([r.final_test_accuracy for r in runs])}
 
 
-def time_epochs(config: Config, shares: dict, mesh, pipeline: str, epochs: int) -> float:
-    """Median seconds per epoch after one warm-up epoch."""
-    config = config.replace(num_epochs=epochs + 1, pipeline=pipeline)
+def time_epochs(config: Config, shares: dict, mesh, pipeline: str, epochs: int, warmup: int = 1) -> float:
+    """Median seconds per epoch over `epochs` timed epochs after `warmup` discarded ones."""
+    config = config.replace(num_epochs=warmup + epochs, pipeline=pipeline)
     steps = make_steps(config)
     state = parallel.replicate(steps.init(config.seed), mesh)
     runner = make_pipeline(config, steps, shares, state, mesh)
     seconds = []
-    for epoch in range(1, epochs + 2):
+    for epoch in range(1, warmup + epochs + 1):
         start = time.perf_counter()
         state = runner.train_epoch(state, epoch, lambda done: None).state
         seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds[1:])
+    return statistics.median(seconds[warmup:])
 
 
 def setting_sweep(config: Config, shares: dict, field: str, values: tuple, changes: list[dict],
-                  epochs: int) -> list[dict]:
+                  epochs: int, warmup: int) -> list[dict]:
     """Seconds per epoch (and matmul GFLOP/s) of the device pipeline on one device as a setting varies."""
     rows = []
     for value, change in zip(values, changes):
         varied = config.replace(**change)
-        seconds = time_epochs(varied, shares, parallel.make_mesh(1, varied.platform), "device", epochs)
+        seconds = time_epochs(varied, shares, parallel.make_mesh(1, varied.platform), "device", epochs, warmup)
         flops = matmul_flops_per_epoch(varied.layer_sizes, shares["train"].total)
         rows.append({field: value, **change, "seconds_per_epoch": seconds, "gflops": flops / seconds / 1e9})
     return rows
 
 
-def scaling(config: Config, shares: dict, counts: tuple[int, ...], epochs: int) -> list[dict]:
+def scaling(config: Config, shares: dict, counts: tuple[int, ...], epochs: int, warmup: int) -> list[dict]:
     """Seconds per epoch for each pipeline and device count."""
-    return [{"pipeline": pipeline, "devices": n,
-             "seconds_per_epoch": time_epochs(config, shares, parallel.make_mesh(n, config.platform), pipeline, epochs)}
+    return [{"pipeline": pipeline, "devices": n, "seconds_per_epoch": time_epochs(
+                config, shares, parallel.make_mesh(n, config.platform), pipeline, epochs, warmup)}
             for pipeline in PIPELINES for n in counts]
 
 
-def device_scaling(config: Config, shares: dict, counts: tuple[int, ...], epochs: int) -> dict:
+def device_scaling(config: Config, shares: dict, counts: tuple[int, ...], epochs: int, warmup: int) -> dict:
     """Both pipelines on 1..N devices; CPU devices are simulated in a subprocess."""
     if config.platform != "cpu":
         available = len(jax.devices(config.platform))
-        return {"simulated": False, "rows": scaling(config, shares, tuple(n for n in counts if n <= available), epochs)}
+        return {"simulated": False, "rows": scaling(config, shares, tuple(n for n in counts if n <= available), epochs,
+                                                        warmup)}
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={max(counts)}"}
-    job = {"config": config.to_dict(), "counts": list(counts), "epochs": epochs}
+    job = {"config": config.to_dict(), "counts": list(counts), "epochs": epochs, "warmup": warmup}
     proc = subprocess.run([sys.executable, "-m", "mnist_jax.benchmark", json.dumps(job)], env=env,
                           capture_output=True, text=True, check=True)
     return {"simulated": True, "rows": json.loads(proc.stdout.strip().splitlines()[-1]),
@@ -183,14 +184,16 @@ def run_benchmark(settings: BenchSettings = FULL_BENCH, data_dir: str | None = N
         step(f"{device.platform}: batch-size and width sweeps")
         entry["sweeps"] = {
             "batch_size": setting_sweep(config, shares, "batch_size", settings.batch_sizes,
-                                        [{"batch_size": b} for b in settings.batch_sizes], settings.timed_epochs),
+                                        [{"batch_size": b} for b in settings.batch_sizes], settings.timed_epochs,
+                                        settings.warmup),
             "width_scale": setting_sweep(config, shares, "width_scale", settings.width_scales,
                                          [{"layer_sizes": scaled_widths(sizes, x)} for x in settings.width_scales],
-                                         settings.timed_epochs)}
+                                         settings.timed_epochs, settings.warmup)}
         step(f"{device.platform}: {settings.sweep_seeds} seeds vmapped against one by one")
         entry["seed_sweep"] = seed_sweep(config.replace(pipeline="device"), settings.sweep_seeds)
         step(f"{device.platform}: device counts {', '.join(map(str, settings.device_counts))}")
-        entry["device_scaling"] = device_scaling(config, shares, settings.device_counts, settings.timed_epochs)
+        entry["device_scaling"] = device_scaling(config, shares, settings.device_counts, settings.timed_epochs,
+                                                 settings.warmup)
         results["platforms"][device.platform] = entry
     step("references: PyTorch and the seed notebook's autograd code")
     results["references"] = bench_references(*data.load_split("train", data_dir, in_file_order=True),
@@ -204,7 +207,7 @@ def _scaling_worker(job: dict) -> None:
     """Runs in a fresh process that sees the simulated devices; prints the rows as JSON."""
     config = Config.from_dict(job["config"])
     shares = {split: data.load_share(split, config.data_dir) for split in ("train", "test")}
-    print(json.dumps(scaling(config, shares, tuple(job["counts"]), job["epochs"])))
+    print(json.dumps(scaling(config, shares, tuple(job["counts"]), job["epochs"], job["warmup"])))
 
 
 if __name__ == "__main__":

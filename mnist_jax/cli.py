@@ -167,11 +167,12 @@ def _use_compilation_cache(args: argparse.Namespace) -> None:
 
 _BENCH_HELP = {
     "epochs": "epochs per timed training run", "repeats": "timed runs per pipeline",
-    "warmup": "discarded runs per pipeline", "reference_epochs": "epochs of PyTorch and autograd",
+    "warmup": "discarded runs per pipeline, and epochs per sweep value and device count",
+    "reference_epochs": "epochs of PyTorch and autograd",
     "layer_sizes": "the MLP's widths, comma-separated", "batch_sizes": "the batch-size sweep",
     "width_scales": "the hidden-width sweep, times the widths", "device_counts": "device-count scaling",
     "sweep_seeds": "seeds in the vmapped-sweep comparison",
-    "timed_epochs": "timed epochs per sweep value and device count, after one warm-up epoch",
+    "timed_epochs": "timed epochs per sweep value and device count, after the warm-up epochs",
 }
 
 

@@ -254,14 +254,14 @@ class BenchSettings:
 
     epochs: int = 5  # per timed training run
     repeats: int = 3  # timed runs per pipeline
-    warmup: int = 1  # discarded runs per pipeline
+    warmup: int = 1  # discarded runs per pipeline, and epochs per sweep value and device count
     reference_epochs: int = 2
     layer_sizes: tuple[int, ...] = (784, 200, 100, 10)
     batch_sizes: tuple[int, ...] = (64, 128, 256, 512, 1024)
     width_scales: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
     device_counts: tuple[int, ...] = (1, 2, 4, 8)
     sweep_seeds: int = 8
-    timed_epochs: int = 3  # per sweep value and device count, after one warm-up epoch
+    timed_epochs: int = 3  # per sweep value and device count, after the warm-up epochs
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

@@ -93,3 +93,21 @@ def test_the_startup_tables_are_rendered_from_the_committed_results():
     assert render() in (ROOT / "benchmarks" / "README.md").read_text()
     readme = (ROOT / "README.md").read_text()
     assert all(line in readme for line in ratios(saved))
+
+
+# The benchmark: results.json made by `python -m benchmarks.run`, rendered into both READMEs --------
+
+def test_the_benchmark_tables_are_what_the_code_renders_from_the_committed_results():
+    import dataclasses
+
+    from mnist_jax.bench_report import markdown, summary_line
+    from mnist_jax.config import FULL_BENCH
+
+    results = json.loads((ROOT / "benchmarks" / "results" / "results.json").read_text())
+    listed = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(FULL_BENCH).items()}
+    assert results["settings"] == listed and results["config"]["num_epochs"] == FULL_BENCH.epochs
+    assert results["fingerprint"]["versions"]["mnist-jax"] and results["fingerprint"]["git_commit"]
+    rendered = markdown(results)
+    assert (ROOT / "benchmarks" / "results" / "results.md").read_text() == rendered
+    assert rendered in (ROOT / "benchmarks" / "README.md").read_text()
+    assert summary_line(results) in (ROOT / "README.md").read_text()
