@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -88,12 +90,16 @@ def _flag(name: str) -> str:
     return _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per Config field; unset flags keep the preset's value."""
+# Settings a sweep has no use for: it writes no checkpoints and trains on one device's `device` path.
+_NOT_FOR_SWEEPS = ("checkpoint_every", "keep_checkpoints", "pipeline", "devices", "batches_per_chunk")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One flag per Config field but those in `skip`; unset flags keep the preset's value."""
     parser.add_argument("--preset", help=f"base settings: {', '.join(PRESETS)} (default: default)")
     parser.add_argument("--config", metavar="FILE",
                         help="TOML or JSON file of settings (and a preset); flags override it")
-    for f in dataclasses.fields(Config):
+    for f in (f for f in dataclasses.fields(Config) if f.name not in skip):
         kwargs = {"dest": f.name, "default": None,
                   "help": f"{_HELP.get(f.name, f.name.replace('_', ' '))} (default: {f.default})"}
         if isinstance(f.default, bool):
@@ -141,8 +147,8 @@ def _config_from_args(args: argparse.Namespace) -> Config:
     from_file = read_config_file(args.config) if args.config else {}
     base = preset(args.preset or from_file.pop("preset", "default"))
     from_file.pop("preset", None)
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
-                 if getattr(args, f.name) is not None}
+    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(Config)
+                 if getattr(args, f.name, None) is not None}
     return base.replace(**from_file).replace(**overrides)
 
 
@@ -199,13 +205,16 @@ def _add_bench_parsers(commands) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one subcommand per task, every `Config` field a flag where it applies."""
     parser = _Parser(prog="mnist-jax", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mnist-jax {importlib.metadata.version('mnist-jax')}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="train the MLP and print the accuracy table")
     _add_config_flags(train)
     train.add_argument("--out", help="run folder for config, metrics, summary, params and curves")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest checkpoint")
+    train.add_argument("--resume", metavar="DIR",
+                       help="continue the run in DIR from its newest checkpoint; with --epochs N beyond its own, "
+                            "extend it (where no schedule is shaped over its length); other settings must be its own")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--tensorboard", action="store_true",
                        help="also write TensorBoard event files in OUT/tensorboard (tensorboard --logdir OUT)")
@@ -219,13 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
                            help="give up joining the runtime after this long (default: 60)")
 
     sweep = commands.add_parser("sweep", help="train several seeds as one vmapped program; mean, std, 95% CI")
-    _add_config_flags(sweep)
+    _add_config_flags(sweep, skip=_NOT_FOR_SWEEPS)
     sweep.add_argument("--seeds", type=int, default=8, help="number of seeds, from --seed on (default: 8)")
     sweep.add_argument("--grid", nargs="+", action="append", default=[], metavar=("SETTING", "VALUE"),
                        help="sweep every combination: repeat per setting, e.g. --grid lr 0.001 0.01 "
                             "--grid layer_sizes 784,200,100,10 784,400,10 (seeds in every cell); settings "
                             "joined by / vary together: --grid optimizer/lr adam/0.001 sgd/0.1")
     sweep.add_argument("--out", help="folder for sweep.json (grid.json with --grid)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress line")
     sweep.add_argument("--tensorboard", action="store_true",
                        help="also write TensorBoard event files in OUT/tensorboard, one folder per seed (per cell "
                             "and seed in a grid)")
@@ -254,9 +264,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _resume_config(args: argparse.Namespace) -> Config:
+    """The run's own config with the settings given on top (a preset or file: the whole config
+    they make): training refuses any that differ, but for more epochs where it can extend the run."""
+    if args.preset or args.config:
+        return _config_from_args(args)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
+    return RunDir(args.resume).config().replace(**given)
+
+
 def _train(args: argparse.Namespace) -> int:
     if args.resume:
-        config, out = RunDir(args.resume).config(), args.resume
+        config, out = _resume_config(args), args.resume
     else:
         config, out = _config_from_args(args), args.out
     import jax
@@ -276,8 +295,9 @@ def _train(args: argparse.Namespace) -> int:
         print(f"Run saved in {out}")
     if result.status == "interrupted":
         resume = f"; continue with: mnist-jax train --resume {out}" if out else ""
-        print(f"mnist-jax train: interrupted after epoch {result.history[-1].epoch}{resume}", file=sys.stderr)
-        return 130
+        print(f"mnist-jax train: stopped by {result.stopped_by} after epoch {result.history[-1].epoch}{resume}",
+              file=sys.stderr)
+        return 128 + signal.Signals[result.stopped_by].value  # as the shell reports a death by that signal
     if result.status == "diverged":
         print(f"mnist-jax train: {result.divergence['message']}", file=sys.stderr)
         return 3
@@ -295,6 +315,13 @@ def _sweep(args: argparse.Namespace) -> int:
     from mnist_jax.sweep import grid, grid_configs, sweep
 
     _use_compilation_cache(args)
+    shown = not args.quiet and sys.stderr.isatty()
+
+    def progress(epoch: int, num_epochs: int) -> None:
+        if shown:
+            print(f"\r\033[Ktraining: epoch {epoch}/{num_epochs}", end="" if epoch < num_epochs else "\r\033[K",
+                  file=sys.stderr, flush=True)
+
     axes = _grid_axes(args.grid) if args.grid else {}
     cells = grid_configs(config, axes)  # checks every cell; a plain sweep is the one cell `config`
     # The columns every cell has: validation only if each cell holds one out.
@@ -303,11 +330,11 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.grid:
         width = max(len(settings_label(cell)) for cell, _ in cells)
         print(seed_table_header("Cell", width, splits, seconds=True))
-        grid(config, axes, seeds, args.out, tensorboard=args.tensorboard, on_cell=lambda settings, result: print(
-            seed_table_row(settings_label(settings), width, result.statistics()[-1], splits, result.seconds),
-            flush=True))
+        grid(config, axes, seeds, args.out, tensorboard=args.tensorboard, on_epoch=progress,
+             on_cell=lambda settings, result: print(seed_table_row(
+                 settings_label(settings), width, result.statistics()[-1], splits, result.seconds), flush=True))
     else:
-        result = sweep(config, seeds, args.out, tensorboard=args.tensorboard)
+        result = sweep(config, seeds, args.out, tensorboard=args.tensorboard, on_epoch=progress)
         print(seed_table_header("Epoch", 5, splits))
         for row in result.statistics():
             print(seed_table_row(row["epoch"], 5, row, splits))
@@ -331,8 +358,12 @@ def _eval(args: argparse.Namespace) -> int:
 
     _use_compilation_cache(args)
     run = RunDir(args.run_dir)
+    run.config()  # a folder without config.json holds no run
     if args.best and not os.path.exists(os.path.join(args.run_dir, "params-best.npz")):
         raise ConfigError(f"{args.run_dir} has no params-best.npz: only a run with a validation split keeps one")
+    if not os.path.exists(os.path.join(args.run_dir, "params.npz")):
+        raise ConfigError(f"{args.run_dir} has no params.npz: a run writes it when it ends (continue a stopped "
+                          f"one with mnist-jax train --resume {args.run_dir})")
     config, params = run.load(evaluation_steps(run.config()).params_shape, best=args.best)
     if args.data_dir:
         config = config.replace(data_dir=args.data_dir)

@@ -192,6 +192,16 @@ def with_traced(config: Config, values: dict) -> Config:
     return traced
 
 
+def extension_blocker(config: Config) -> str | None:
+    """Why a run of `config` cannot be extended to more epochs, or None: settings that shape
+    themselves over the run's length would have trained its epochs differently."""
+    if config.schedule != "constant":
+        return f"its {config.schedule} learning-rate schedule is shaped over its {config.num_epochs} epochs"
+    if ":" in config.optimizer or config.optimizer.startswith(OBJECT_PREFIX):
+        return "its optimizer comes from a factory or object, which may shape itself over num_epochs"
+    return None
+
+
 def field_type(f: dataclasses.Field) -> type:
     """A setting's value type (for `int | None`, int)."""
     if f.default is not None:

@@ -57,6 +57,7 @@ class Result:
     status: str = "completed"  # or "interrupted", "diverged"
     command: list[str] = field(default_factory=list)
     divergence: dict | None = None  # epoch, first_step, last_step, message
+    stopped_by: str | None = None  # the signal an interrupted run stopped on: "SIGINT" or "SIGTERM"
     best_epoch: int | None = None  # of highest validation accuracy, with a validation split
     best_params: Params | None = None  # the parameters after that epoch
 
@@ -83,6 +84,7 @@ class Result:
             "versions": self.versions,
             "command": self.command,
             **({"divergence": self.divergence} if self.divergence else {}),
+            **({"stopped_by": self.stopped_by} if self.stopped_by else {}),
             **({"best": self._best()} if self.best_epoch is not None else {}),
         }
 

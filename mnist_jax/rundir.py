@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from mnist_jax import checkpoints, lock
-from mnist_jax.config import OBJECT_PREFIX, Config, ConfigError
+from mnist_jax.config import OBJECT_PREFIX, Config, ConfigError, extension_blocker
 from mnist_jax.results import EpochMetrics, Result
 from mnist_jax.storage import write_atomic, write_json
 
@@ -118,15 +118,33 @@ class RunDir:
             os.remove(os.path.join(self.path, name))
         for folder in (checkpoints.FOLDER, TENSORBOARD):
             shutil.rmtree(os.path.join(self.path, folder), ignore_errors=True)
-        objects = [name for name in ("model", "optimizer") if getattr(config, name).startswith(OBJECT_PREFIX)]
-        needs = {"resume_needs_objects": objects} if objects else {}
-        write_json(os.path.join(self.path, "config.json"), config.to_dict() | needs)
+        write_json(os.path.join(self.path, "config.json"), self._config_record(config))
 
     def _check_config(self, config: Config) -> None:
+        """Resuming: `config` must be the run's own, or extend it to more epochs where nothing is
+        shaped over its length (config.json then records the new count)."""
         saved = self.config()
-        if saved != config:
-            changed = [k for k, v in config.to_dict().items() if saved.to_dict()[k] != v]
-            raise ConfigError(f"resuming {self.path} needs its own config; these differ: {', '.join(changed)}")
+        given, own = config.to_dict(), saved.to_dict()
+        changed = [name for name, value in given.items() if own[name] != value]
+        if not changed:
+            return
+        if changed == ["num_epochs"] and config.num_epochs > saved.num_epochs:
+            blocker = extension_blocker(saved)
+            if blocker:
+                raise ConfigError(f"cannot extend {self.path} from {saved.num_epochs} to {config.num_epochs} "
+                                  f"epochs: {blocker}; train a new run instead")
+            write_json(os.path.join(self.path, "config.json"), self._config_record(config))
+            return
+        shorter = " (--epochs can only extend a run)" if config.num_epochs < saved.num_epochs else ""
+        raise ConfigError(f"resuming {self.path} keeps its own settings; these differ from its config.json: "
+                          + ", ".join(f"{name} (the run's {own[name]!r}, given {given[name]!r})" for name in changed)
+                          + shorter)
+
+    @staticmethod
+    def _config_record(config: Config) -> dict:
+        """config.json: the settings, and which Python objects a resume must be given again."""
+        objects = [name for name in ("model", "optimizer") if getattr(config, name).startswith(OBJECT_PREFIX)]
+        return config.to_dict() | ({"resume_needs_objects": objects} if objects else {})
 
     @contextlib.contextmanager
     def _writing(self, what: str) -> Iterator[None]:

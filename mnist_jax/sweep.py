@@ -97,7 +97,8 @@ def program_key(config: Config, model: Model | None = None,
 
 def _train_together(configs: Sequence[Config], seeds: Sequence[int], shares: dict[str, data.Share], mesh,
                     model: Model | None, optimizer: optax.GradientTransformation | None,
-                    events_dir: str | None = None, cells: Sequence[dict] = ({},)) -> list[SweepResult]:
+                    events_dir: str | None = None, cells: Sequence[dict] = ({},),
+                    on_epoch: Callable[[int, int], None] = lambda epoch, num_epochs: None) -> list[SweepResult]:
     """Every (config, seed) pair as one model of a single vmapped program; the configs share one
     `program_key`, their traced settings entering as one value per model. One result per config.
     With `events_dir`, TensorBoard events for each model in `events_dir/<cell settings>/seed-N`."""
@@ -148,6 +149,7 @@ def _train_together(configs: Sequence[Config], seeds: Sequence[int], shares: dic
                     losses = np.asarray(losses)  # waits for the epoch, to time it apart from evaluation
                     epoch_seconds = time.perf_counter() - epoch_start
                 history.append(evaluate(state.params))
+                on_epoch(epoch, base.num_epochs)
                 if events:
                     events.epoch(epoch, by_model(history[-1]), epoch_seconds, 0, losses)
             seconds = time.perf_counter() - start
@@ -162,13 +164,15 @@ def _train_together(configs: Sequence[Config], seeds: Sequence[int], shares: dic
 
 def sweep(config: Config, seeds: Sequence[int], out_dir: str | None = None,
           shares: dict[str, data.Share] | None = None, *, model: Model | None = None,
-          optimizer: optax.GradientTransformation | None = None, tensorboard: bool = False) -> SweepResult:
+          optimizer: optax.GradientTransformation | None = None, tensorboard: bool = False,
+          on_epoch: Callable[[int, int], None] = lambda epoch, num_epochs: None) -> SweepResult:
     """Trains one model per seed (initialization, shuffles and step keys all seeded) on one
     device, as a single vmapped program per epoch; each model matches a separate run with that seed.
 
     Writes `out_dir/sweep.json` if given (and, with `tensorboard`, event files in
     `out_dir/tensorboard/seed-N`). `shares` (from `data.load_shares`) skips reading the data;
-    `model` and `optimizer` objects replace the config's, as in `train`.
+    `model` and `optimizer` objects replace the config's, as in `train`. `on_epoch(epoch, num_epochs)`
+    is called as each epoch ends (for progress).
     """
     config = recorded(config, model, optimizer)
     events_dir = _events_dir(out_dir, tensorboard)
@@ -177,7 +181,7 @@ def sweep(config: Config, seeds: Sequence[int], out_dir: str | None = None,
         mesh = parallel.make_mesh(1, config.platform)
         memory.check_fits(config, mesh, num_models=len(seeds),
                           steps=make_steps(config, model, optimizer, train_size=shares["train"].total))
-        result, = _train_together([config], seeds, shares, mesh, model, optimizer, events_dir)
+        result, = _train_together([config], seeds, shares, mesh, model, optimizer, events_dir, on_epoch=on_epoch)
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         write_json(os.path.join(out_dir, "sweep.json"), {**result.summary(), **_compiled(compilations)})
@@ -224,7 +228,8 @@ def _axes_record(axes: Axes) -> dict[str, list]:
 def grid(config: Config, axes: Axes, seeds: Sequence[int], out_dir: str | None = None,
          on_cell: Callable[[dict, SweepResult], None] = lambda settings, result: None, *,
          model: Model | None = None, optimizer: optax.GradientTransformation | None = None,
-         tensorboard: bool = False) -> list[SweepResult]:
+         tensorboard: bool = False, on_epoch: Callable[[int, int], None] = lambda epoch, num_epochs: None,
+         ) -> list[SweepResult]:
     """A seed sweep in every cell of the grid `axes` (setting name -> values; see `grid_configs`) over `config`.
 
     Every cell is validated before any is trained. Cells that differ only in traced settings
@@ -233,7 +238,8 @@ def grid(config: Config, axes: Axes, seeds: Sequence[int], out_dir: str | None =
     fit in memory at a time); other settings (widths, batch size, the model...) compile once per
     distinct program. Each model still equals its own `train` run. `on_cell` is called in the
     grid's order as cells finish; `out_dir/grid.json` (if given) is rewritten as they do; with
-    `tensorboard`, event files go in `out_dir/tensorboard/<cell settings>/seed-N`.
+    `tensorboard`, event files go in `out_dir/tensorboard/<cell settings>/seed-N`; `on_epoch(epoch,
+    num_epochs)` is called as each epoch of each compiled program ends.
     """
     varied = {name for axis in axes for name in (axis if isinstance(axis, tuple) else (axis,))}
     given = [name for name, obj in (("model", model), ("optimizer", optimizer)) if obj is not None and name in varied]
@@ -258,7 +264,7 @@ def grid(config: Config, axes: Axes, seeds: Sequence[int], out_dir: str | None =
             for part in range(0, len(indices), per_program):
                 chunk = indices[part:part + per_program]
                 trained = _train_together([cells[i][1] for i in chunk], seeds, shares, mesh, model, optimizer,
-                                          events_dir, [cells[i][0] for i in chunk])
+                                          events_dir, [cells[i][0] for i in chunk], on_epoch)
                 results.update(zip(chunk, trained))
                 while reported in results:
                     on_cell(cells[reported][0], results[reported])

@@ -41,25 +41,39 @@ def score(params: Params, config: Config, split: str = "test") -> tuple[float, f
     return float(metrics[f"{split}_accuracy"]), float(metrics[f"{split}_loss"])
 
 
-class _StopOnInterrupt:
-    """Within the block, Ctrl-C (SIGINT) asks the loop to stop at its next boundary."""
+class _StopOnSignal:
+    """Within the block, SIGINT (Ctrl-C) and SIGTERM (a preemption: what SLURM, Kubernetes and
+    preemptible machines send) ask the loop to stop at its next boundary. Across processes the
+    request is shared at every boundary, so all of them stop at the same step."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __enter__(self):
-        self._flag = False
-        self._previous = None
+        self._signum = 0  # the first signal this process received
+        self.agreed: str | None = None  # the signal the run stops on, once a boundary has seen one
+        self._previous = {}
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._on_signal)
+            self._previous = {signum: signal.signal(signum, self._on_signal) for signum in self.SIGNALS}
         return self
 
     def _on_signal(self, signum, frame):
-        self._flag = True
+        self._signum = self._signum or signum
 
     def requested(self) -> bool:
-        return self._flag
+        """Whether a signal asks to stop: in a run of several processes, whether any process has
+        received one, through a collective every process calls at the same boundaries."""
+        if self.agreed is None:
+            received = [self._signum]
+            if jax.process_count() > 1:
+                from jax.experimental import multihost_utils
+
+                received = np.ravel(multihost_utils.process_allgather(np.array([self._signum], np.int32)))
+            self.agreed = next((signal.Signals(int(s)).name for s in received if s), None)
+        return self.agreed is not None
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 def train(config: Config = Config(), out_dir: str | None = None, *, model: Model | None = None,
@@ -145,7 +159,7 @@ def _train(config: Config, steps: Steps, shares: dict[str, data.Share], mesh, ru
             if events:
                 events.epoch(0, [before])
         status, divergence = "completed", None
-        with _StopOnInterrupt() as interrupt:
+        with _StopOnSignal() as interrupt:
             for epoch in range(start_epoch, config.num_epochs + 1):
                 start = time.perf_counter()
                 run = pipeline.train_epoch(state, epoch, functools.partial(reporter.on_batch, epoch),
@@ -161,15 +175,17 @@ def _train(config: Config, steps: Steps, shares: dict[str, data.Share], mesh, ru
                     events.epoch(epoch, [scores or {}], seconds if scores else None, run.first_step, run.losses[None])
                 if scores:
                     record(epoch, scores, seconds)
+                stopping = interrupt.requested()  # once per boundary: a collective across processes
                 if run_dir:
                     run_dir.end_epoch(epoch, (state, best_params) if tracks_best else state, history,
-                                      batches_done=run.batches_done, stopping=interrupt.requested())
-                if interrupt.requested() and epoch < config.num_epochs:
+                                      batches_done=run.batches_done, stopping=stopping)
+                if stopping and epoch < config.num_epochs:
                     status = "interrupted"
                     break
     best = best_epoch(history)
-    result = Result(config, state.params, history, status=status, divergence=divergence, best_epoch=best,
-                    best_params=best_params if best is not None else None, **env, **costs())
+    stopped_by = interrupt.agreed if status == "interrupted" else None
+    result = Result(config, state.params, history, status=status, divergence=divergence, stopped_by=stopped_by,
+                    best_epoch=best, best_params=best_params if best is not None else None, **env, **costs())
     if run_dir:
         run_dir.write_result(result)
     reporter.on_end(result)

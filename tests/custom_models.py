@@ -67,3 +67,22 @@ def not_an_optimizer(config):
 
 
 NOT_CALLABLE = 3
+
+
+NAN_STEP = 15  # the second epoch's fifth step in the fault tests' runs (10 batches an epoch)
+
+
+def adam_nan_at_step(config):
+    """Adam whose update number NAN_STEP is NaN, so the loss turns non-finite at a known step."""
+    inner = optax.adam(config.learning_rate)
+
+    def init(params):
+        return inner.init(params), jnp.zeros((), jnp.int32)
+
+    def update(updates, state, params=None):
+        inner_state, count = state
+        updates, inner_state = inner.update(updates, inner_state, params)
+        count = count + 1
+        return jax.tree.map(lambda u: jnp.where(count == NAN_STEP, jnp.nan, u), updates), (inner_state, count)
+
+    return optax.GradientTransformation(init, update)

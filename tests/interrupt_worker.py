@@ -1,6 +1,7 @@
-"""Trains a small run into OUT with the CLI's own code path and sends itself SIGINT once
-8 batches of epoch INT_EPOCH are done (part-way through the epoch on the stream path, at
-its end on the device path, whose epoch is one call). Further arguments are passed on as flags."""
+"""Trains a small run into OUT with the CLI's own code path and sends itself $STOP_SIGNAL (default
+SIGINT) once 8 batches of epoch INT_EPOCH are done (part-way through the epoch on the stream
+path, at its end on the device path, whose epoch is one call). Further arguments are passed on
+as flags."""
 
 import os
 import signal
@@ -17,7 +18,7 @@ def on_batch(self, epoch, batches_done):
     original(self, epoch, batches_done)
     if epoch == int_epoch and batches_done >= 8 and not getattr(self, "sent", False):
         self.sent = True
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.Signals[os.environ.get("STOP_SIGNAL", "SIGINT")])
 
 
 ConsoleReporter.on_batch = on_batch

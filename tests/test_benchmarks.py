@@ -88,6 +88,8 @@ def as_gpu_machine(results: dict, speedup: float) -> dict:
 def test_compare_gives_each_rows_ratio_to_the_baseline_and_refuses_other_settings(quick_bench, tmp_path):
     out, _ = quick_bench
     here = json.loads((out / "results.json").read_text())
+    here["platforms"] = {"cpu": here["platforms"]["cpu"]}  # as from a CPU-only machine, on any host
+    here["fingerprint"]["accelerators"] = []
     paths = {"cpu": tmp_path / "cpu.json", "gpu": tmp_path / "gpu.json", "other": tmp_path / "other.json"}
     paths["cpu"].write_text(json.dumps(here))
     paths["gpu"].write_text(json.dumps(as_gpu_machine(here, 4.0)))

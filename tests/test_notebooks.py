@@ -10,7 +10,8 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-SEED_TABLE = {0: (9.93, 9.62), 1: (94.01, 93.99), 2: (96.08, 95.63), 3: (97.19, 96.50), 4: (97.82, 96.92)}
+SEED_TABLE = {0: (9.93, 9.62), 1: (94.01, 93.99), 2: (96.08, 95.63), 3: (97.19, 96.50), 4: (97.82, 96.92),
+              5: (98.27, 97.10)}
 
 
 def execute(name: str, monkeypatch, **env) -> nbformat.NotebookNode:
@@ -67,7 +68,8 @@ def test_the_main_notebook_reproduces_the_seed_table(real_data_dir, monkeypatch)
     rows = seed_rows(text)
     assert sorted(rows) == [0, 1, 2, 3, 4, 5]
     for epoch, expected in SEED_TABLE.items():
-        assert rows[epoch] == pytest.approx(expected, abs=0.02 + 1e-9), f"epoch {epoch}"
+        # The printed values are rounded to 2 decimals; the run's own match the table to 0.005.
+        assert rows[epoch] == pytest.approx(expected, abs=0.01 + 1e-9), f"epoch {epoch}"
 
 
 @pytest.mark.slow

@@ -206,7 +206,7 @@ def test_model_and_optimizer_objects_record_and_resume(data_dir, tmp_path, capsy
 
 
 def test_sweeps_and_grids_take_models(data_dir, tmp_path, capsys):
-    assert main(["sweep", "--seeds", "2", "--epochs", "1", *TINY_FLAGS, "--grid", "model", "mlp", CUSTOM,
+    assert main(["sweep", "--seeds", "2", "--epochs", "1", *TINY_FLAGS[:4], "--grid", "model", "mlp", CUSTOM,
                  "--layer-sizes", "784,16,10", "--data-dir", data_dir, "--out", str(tmp_path)]) == 0
     cells = json.loads((tmp_path / "grid.json").read_text())["cells"]
     assert [c["settings"]["model"] for c in cells] == ["mlp", CUSTOM]

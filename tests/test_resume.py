@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from mnist_jax import Config, checkpoints, train
+from mnist_jax.cli import main as cli_main
 from mnist_jax.steps import init_state
 
 MNIST_JAX = [sys.executable, "-m", "mnist_jax.cli"]
@@ -65,20 +66,76 @@ def test_resume_refuses_a_changed_config(data_dir, tmp_path):
 
     config = Config(layer_sizes=(784, 16, 10), batch_size=32, num_epochs=1, eval_batch_size=62, data_dir=data_dir)
     train(config, str(tmp_path))
-    with pytest.raises(ConfigError, match="these differ: batch_size"):
+    with pytest.raises(ConfigError, match=r"these differ from its config.json: batch_size \(the run's 32, given 16\)"):
         train(config.replace(batch_size=16), str(tmp_path), resume=True)
 
 
-@pytest.mark.parametrize("pipeline", ["device", "stream"])
-def test_sigint_stops_saves_and_resumes_exactly(data_dir, tmp_path, pipeline):
+def folder_state(path) -> dict:
+    """Every file under `path`, with its bytes and modification time."""
+    return {str(p.relative_to(path)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(path.rglob("*"))
+            if p.is_file()}
+
+
+SMALL = ["--layer-sizes", "784,16,10", "--batch-size", "32", "--eval-batch-size", "62", "--quiet"]
+
+
+def test_resume_with_more_epochs_extends_the_run_to_what_a_longer_run_gives(data_dir, tmp_path):
+    extended, whole = tmp_path / "extended", tmp_path / "whole"
+    assert cli_main(["train", *SMALL, "--data-dir", data_dir, "--epochs", "2", "--out", str(extended)]) == 0
+    assert cli_main(["train", "--resume", str(extended), "--epochs", "3"]) == 0
+    assert cli_main(["train", *SMALL, "--data-dir", data_dir, "--epochs", "3", "--out", str(whole)]) == 0
+    summary = json.loads((extended / "summary.json").read_text())
+    assert summary["status"] == "completed" and [m["epoch"] for m in summary["history"]] == [0, 1, 2, 3]
+    assert json.loads((extended / "config.json").read_text())["num_epochs"] == 3
+    with np.load(extended / "params.npz") as a, np.load(whole / "params.npz") as b:
+        for name in b.files:
+            np.testing.assert_array_equal(a[name], b[name])
+    assert metrics(extended / "metrics.jsonl") == metrics(whole / "metrics.jsonl")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "4", "--lr", "0.01"], "these differ from its config.json: learning_rate (the run's 0.001, "
+                                        "given 0.01), num_epochs (the run's 2, given 4)"),
+    (["--epochs", "1"], "num_epochs (the run's 2, given 1) (--epochs can only extend a run)"),
+    (["--preset", "fast"], "layer_sizes (the run's [784, 16, 10], given [784, 128, 10])"),
+])
+def test_resume_refuses_other_settings_naming_them_and_touching_nothing(data_dir, tmp_path, capsys, flags, message):
+    run = tmp_path / "run"
+    assert cli_main(["train", *SMALL, "--data-dir", data_dir, "--epochs", "2", "--out", str(run)]) == 0
+    before = folder_state(run)
+    capsys.readouterr()
+    assert cli_main(["train", "--resume", str(run), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert folder_state(run) == before
+
+
+def test_a_run_shaped_over_its_length_is_not_extended(data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli_main(["train", *SMALL, "--data-dir", data_dir, "--epochs", "2", "--schedule", "cosine",
+                     "--out", str(run)]) == 0
+    before = folder_state(run)
+    assert cli_main(["train", "--resume", str(run), "--epochs", "3"]) == 2
+    assert (f"cannot extend {run} from 2 to 3 epochs: its cosine learning-rate schedule is shaped over its 2 epochs"
+            in capsys.readouterr().err)
+    assert folder_state(run) == before
+
+
+@pytest.mark.parametrize("pipeline, stop_signal, status", [("device", "SIGINT", 130), ("stream", "SIGINT", 130),
+                                                            ("device", "SIGTERM", 143), ("stream", "SIGTERM", 143)])
+def test_a_signal_stops_saves_and_resumes_exactly(data_dir, tmp_path, pipeline, stop_signal, status):
+    """SIGINT (Ctrl-C) and SIGTERM (a preemption) alike: stop at the next boundary, checkpoint,
+    release the lock, exit 128 + the signal's number."""
     stopped, whole = str(tmp_path / "stopped"), str(tmp_path / "whole")
     proc = subprocess.run([sys.executable, "-m", "tests.interrupt_worker", data_dir, stopped, "2", pipeline],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 130, proc.stderr[-2000:]
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "STOP_SIGNAL": stop_signal})
+    assert proc.returncode == status, proc.stderr[-2000:]
+    assert f"stopped by {stop_signal} after epoch" in proc.stderr
     assert f"continue with: mnist-jax train --resume {stopped}" in proc.stderr
     with open(os.path.join(stopped, "summary.json")) as f:
         summary = json.load(f)
-    assert summary["status"] == "interrupted"
+    assert summary["status"] == "interrupted" and summary["stopped_by"] == stop_signal
+    assert not os.path.exists(os.path.join(stopped, "run.lock"))
     saved = checkpoints.latest(stopped)
     # stream: stopped after 8 of epoch 2's 10 batches; device: an epoch is one call, so after it
     assert (saved.epoch, saved.batches_done) == ((1, 8) if pipeline == "stream" else (2, 0))

@@ -7,6 +7,7 @@ import pytest
 
 from mnist_jax import Config, ConfigError, accuracy, data, train
 from mnist_jax.cli import main
+from mnist_jax.rundir import RunDir
 from mnist_jax.steps import normalise
 from tests.conftest import NUM_TRAIN
 
@@ -33,7 +34,9 @@ def test_validation_is_held_out_and_scored_apart(data_dir, tmp_path, capsys):
                  "--out", str(tmp_path / "run"), "--pipeline", "stream"]) == 0
     assert "| Validation accuracy |" in capsys.readouterr().out
     line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert 0 <= line["validation_accuracy"] <= 1
+    _, saved = RunDir(str(tmp_path / "run")).load()  # the stream run's own held-out rows, evaluated here
+    assert line["validation_accuracy"] == pytest.approx(
+        float(accuracy(saved, normalise(images, jnp.float32), labels)), abs=1e-6)
 
 
 def test_validation_size_is_checked(data_dir):
