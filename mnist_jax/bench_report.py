@@ -121,6 +121,13 @@ def summary_line(results: dict) -> str:
             + f" (`mnist-jax bench`, {results['fingerprint']['date'][:10]}).")
 
 
+def default_run(results: dict) -> str:
+    """The README's opening figures: what a default run (the `device` path) reached, and in how long."""
+    timing, epochs = results["platforms"]["cpu"]["pipelines"]["device"], results["config"]["num_epochs"]
+    return (f"{epochs} epochs, {100 * timing['final_test_accuracy']['median']:.2f}% test accuracy here, "
+            f"{epochs * median(timing):.1f} s of training on {results['fingerprint']['cpu']['cores']} CPU cores")
+
+
 def write_report(results: dict, out: str) -> None:
     """results.json, results.md, chart.png and sweeps.png in `out`."""
     from mnist_jax.bench_plots import results_charts

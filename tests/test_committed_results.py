@@ -100,7 +100,7 @@ def test_the_startup_tables_are_rendered_from_the_committed_results():
 def test_the_benchmark_tables_are_what_the_code_renders_from_the_committed_results():
     import dataclasses
 
-    from mnist_jax.bench_report import markdown, summary_line
+    from mnist_jax.bench_report import default_run, markdown, summary_line
     from mnist_jax.config import FULL_BENCH
 
     results = json.loads((ROOT / "benchmarks" / "results" / "results.json").read_text())
@@ -110,4 +110,5 @@ def test_the_benchmark_tables_are_what_the_code_renders_from_the_committed_resul
     rendered = markdown(results)
     assert (ROOT / "benchmarks" / "results" / "results.md").read_text() == rendered
     assert rendered in (ROOT / "benchmarks" / "README.md").read_text()
-    assert summary_line(results) in (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert summary_line(results) in readme and f"trains the default model ({default_run(results)})" in readme
