@@ -274,6 +274,8 @@ def _resume_config(args: argparse.Namespace) -> Config:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.resume and (args.out or args.overwrite):
+        raise ConfigError("--resume continues the run in its own folder: --out and --overwrite do not apply")
     if args.resume:
         config, out = _resume_config(args), args.resume
     else:

@@ -98,6 +98,7 @@ def test_resume_with_more_epochs_extends_the_run_to_what_a_longer_run_gives(data
                                         "given 0.01), num_epochs (the run's 2, given 4)"),
     (["--epochs", "1"], "num_epochs (the run's 2, given 1) (--epochs can only extend a run)"),
     (["--preset", "fast"], "layer_sizes (the run's [784, 16, 10], given [784, 128, 10])"),
+    (["--overwrite"], "--resume continues the run in its own folder: --out and --overwrite do not apply"),
 ])
 def test_resume_refuses_other_settings_naming_them_and_touching_nothing(data_dir, tmp_path, capsys, flags, message):
     run = tmp_path / "run"
