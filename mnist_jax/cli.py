@@ -147,9 +147,13 @@ def _config_from_args(args: argparse.Namespace) -> Config:
     from_file = read_config_file(args.config) if args.config else {}
     base = preset(args.preset or from_file.pop("preset", "default"))
     from_file.pop("preset", None)
-    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(Config)
-                 if getattr(args, f.name, None) is not None}
-    return base.replace(**from_file).replace(**overrides)
+    return base.replace(**from_file).replace(**_settings_given(args))
+
+
+def _settings_given(args: argparse.Namespace) -> dict:
+    """The settings given as flags (a subcommand without a setting's flag gives none)."""
+    return {f.name: getattr(args, f.name, None) for f in dataclasses.fields(Config)
+            if getattr(args, f.name, None) is not None}
 
 
 def _add_cache_flags(parser: argparse.ArgumentParser) -> None:
@@ -269,8 +273,7 @@ def _resume_config(args: argparse.Namespace) -> Config:
     they make): training refuses any that differ, but for more epochs where it can extend the run."""
     if args.preset or args.config:
         return _config_from_args(args)
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
-    return RunDir(args.resume).config().replace(**given)
+    return RunDir(args.resume).config().replace(**_settings_given(args))
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -18,30 +18,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnist_jax.config import OBJECT_PREFIX, Config
+from mnist_jax.config import OBJECT_PREFIX, Config, settings_label
 from mnist_jax.optimizers import learning_rate_schedule
-
-# Epoch tags take the epoch as their step (0: before training); step tags the optimizer step, from 1.
-EPOCH_TAGS = ("accuracy/{split}", "loss/{split}", "epoch/seconds")
-STEP_TAGS = ("step/loss", "step/learning_rate")
 
 
 def learning_rates(configs: Sequence[Config], train_size: int) -> list[np.ndarray | None]:
     """Each config's learning rate at every step of its run (None for an optimizer not built by
-    name, whose rate only its factory knows), the schedules evaluated in one compiled program."""
+    name, whose rate only its factory knows), each distinct schedule evaluated once, all in one
+    compiled program."""
+    distinct = list(dict.fromkeys(configs))  # a sweep's seeds share their config
     schedules = [None if ":" in c.optimizer or c.optimizer.startswith(OBJECT_PREFIX)
-                 else learning_rate_schedule(c, train_size) for c in configs]
+                 else learning_rate_schedule(c, train_size) for c in distinct]
     shaped = [s for s in schedules if callable(s)]
-    steps = np.arange(max(c.num_epochs * -(-train_size // c.batch_size) for c in configs))
+    steps = np.arange(max(c.num_epochs * -(-train_size // c.batch_size) for c in distinct))
     curves = iter(np.asarray(jax.jit(lambda t: jnp.stack([s(t) for s in shaped]))(steps)) if shaped else [])
-    return [None if s is None else next(curves) if callable(s) else np.full(len(steps), s, np.float32)
-            for s in schedules]
+    rates = [None if s is None else next(curves) if callable(s) else np.full(len(steps), s, np.float32)
+             for s in schedules]
+    return [rates[distinct.index(c)] for c in configs]
 
 
 def stream_name(settings: dict, seed: int | None = None) -> str:
     """A model's folder: its grid cell's settings (`name=value`, joined by `_`), then `seed-N`."""
-    cell = "_".join(f"{name}={','.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
-                    for name, value in settings.items()).replace("/", "-")
+    cell = settings_label(settings).replace(" ", "_").replace("/", "-")
     return os.path.join(cell, f"seed-{seed}" if seed is not None else "")
 
 
@@ -135,7 +133,8 @@ class TrainingEvents:
     def epoch(self, epoch: int, scores: Sequence[dict[str, float]], seconds: float | None = None,
               first_step: int = 0, losses: np.ndarray | None = None) -> None:
         """Model i's metrics `scores[i]` (`<split>_accuracy`, `<split>_loss`) after `epoch`, the
-        epoch's seconds, and its step losses `losses[i]` from the epoch's step `first_step` (0-based)."""
+        epoch's seconds, and its step losses `losses[i]` from the epoch's step `first_step` (0-based).
+        Epoch tags take the epoch as their step (0: before training); step tags the optimizer step, from 1."""
         first_step += (epoch - 1) * self.steps_per_epoch
         for i, writer in enumerate(self.writers):
             for name, value in scores[i].items():
