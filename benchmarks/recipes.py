@@ -16,6 +16,8 @@ import statistics
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "recipes"
+BENCHMARK = RESULTS.parent / "results.json"  # `python -m benchmarks.run`
+CNN_RUNS = RESULTS.parent / "cnn"  # the cnn preset's runs, `cnn-cosine-N`
 SEEDS = list(range(42, 50))
 PRESETS = ("fast", "strong")
 
@@ -63,13 +65,58 @@ def render(root: Path = RESULTS) -> str:
     return "\n".join(lines) + "\n"
 
 
+def grid_table(name: str, root: Path = RESULTS) -> str:
+    """A committed grid's table as `mnist-jax sweep --grid` printed it (its legend, heading and rows)."""
+    from mnist_jax.config import settings_label
+    from mnist_jax.records import SPLITS
+    from mnist_jax.reporters.console import seed_table_header, seed_table_legend, seed_table_row
+
+    saved = json.loads((root / name / "grid.json").read_text())
+    seeds = saved["seeds"]
+    splits = [s for s in SPLITS if all(f"{s}_accuracy" in cell["statistics"][-1] for cell in saved["cells"])]
+    labels = [settings_label(cell["settings"]) for cell in saved["cells"]]
+    width = max(map(len, labels))
+    rows = [seed_table_row(label, width, cell["statistics"][-1], splits, cell["seconds"])
+            for label, cell in zip(labels, saved["cells"], strict=True)]
+    return "\n".join([seed_table_legend(seeds), seed_table_header("Cell", width, splits, seconds=True), *rows]) + "\n"
+
+
+def headline(root: Path = RESULTS) -> str:
+    """The presets at a glance: each one's test accuracy and seconds per epoch on the committed
+    results' machine (the README's and the docs' opening table)."""
+    from mnist_jax.config import PRESET_HELP, preset
+
+    timing = json.loads((root / "timing.json").read_text())
+    bench = json.loads(BENCHMARK.read_text())["platforms"]["cpu"]["pipelines"]["device float64 (seed preset)"]
+    cnn = [json.loads(path.read_text()) for path in sorted(CNN_RUNS.glob("cnn-cosine-*/summary.json"))]
+    rows = {  # test accuracies (one per seed), seconds per epoch
+        "default": ([r["test_accuracy"] for r in timing["default"]][:1],
+                    [s for r in timing["default"] for s in r["epoch_seconds"]]),
+        "seed": ([bench["final_test_accuracy"]["median"]], [bench["seconds_per_epoch"]["median"]]),
+        "cnn": ([run["final_test_accuracy"] for run in cnn],
+                [m["epoch_seconds"] for run in cnn for m in run["history"][1:]]),
+    }
+    for name in PRESETS:
+        saved = json.loads((root / f"{name}-8-seeds" / "sweep.json").read_text())
+        rows[name] = ([history[-1]["test_accuracy"] for history in saved["per_seed"].values()],
+                      [s for r in timing[name] for s in r["epoch_seconds"]])
+    lines = ["| preset | what it is | epochs | test accuracy (%) | seeds | s per epoch |", "|---|---|--:|--:|--:|--:|"]
+    for name in PRESET_HELP:
+        accuracies, seconds = rows[name]
+        mean = 100 * statistics.mean(accuracies)
+        spread = f" ± {100 * statistics.stdev(accuracies):.2f}" if len(accuracies) > 1 else ""
+        lines.append(f"| `{name}` | {PRESET_HELP[name]} | {preset(name).num_epochs} | {mean:.2f}{spread} | "
+                     f"{len(accuracies)} | {statistics.median(seconds):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--presets", nargs="*", default=list(PRESETS), help="presets to sweep (default: both)")
     parser.add_argument("--repeats", type=int, default=3, help="single runs of each preset to time (default: 3)")
     args = parser.parse_args()
     from mnist_jax.config import preset
-    from mnist_jax.storage import write_json
+    from mnist_jax.runs.storage import write_json
     from mnist_jax.sweep import sweep
 
     for name in args.presets:

@@ -43,12 +43,18 @@ import jax
 from mnist_jax import data
 jax.devices()  # the backend starts apart: the command does that once, whatever reads the data
 start = time.perf_counter()
-data.load_shares(0)
+data.load() if hasattr(data, "load") else data.load_shares(0)  # the code before it had load_shares
 print(time.perf_counter() - start)
 """
-# The modules each command loads (the old code's TensorFlow comes with `training` or `sweep`).
-_IMPORT_PROBES = {"train": "import mnist_jax.cli, mnist_jax.console, mnist_jax.distributed, mnist_jax.training",
-                  "sweep": "import mnist_jax.cli, mnist_jax.console, mnist_jax.sweep"}
+# The modules each command loads, by the names of either layout (the old code's TensorFlow comes
+# with `training` or `sweep`); a name the code does not have is skipped.
+_MODULES = {"train": ["mnist_jax.cli", "mnist_jax.console", "mnist_jax.reporters", "mnist_jax.distributed",
+                      "mnist_jax.runtime.distributed", "mnist_jax.training"],
+            "sweep": ["mnist_jax.cli", "mnist_jax.console", "mnist_jax.reporters", "mnist_jax.sweep"]}
+_IMPORT_PROBES = {command: "import importlib.util\n"
+                           f"for name in {modules!r}:\n"
+                           "    if importlib.util.find_spec(name): importlib.import_module(name)"
+                  for command, modules in _MODULES.items()}
 _TF_PROBE = "import sys, mnist_jax\nfrom mnist_jax import train, Config\nprint('tensorflow' in sys.modules)"
 
 

@@ -11,48 +11,27 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from mnist_jax.config import (
-    ACTIVATIONS,
-    PRESETS,
-    QUICK_BENCH,
-    BenchSettings,
-    Config,
-    ConfigError,
-    field_type,
-    preset,
-    read_config_file,
-)
-from mnist_jax.idx import DataError
-from mnist_jax.lock import RunLockedError
-from mnist_jax.rundir import RunDir, RunExistsError, StorageError
+from mnist_jax.bench.settings import QUICK_BENCH, BenchSettings
+from mnist_jax.config import PRESETS, Config, field_type, preset, read_config_file
+from mnist_jax.errors import ConfigError, InputError, MnistJaxError
+from mnist_jax.runs.rundir import RunDir
 
 # Shorter flag names for the most used settings; the rest are --field-name.
 _FLAG_NAMES = {"num_epochs": "--epochs", "learning_rate": "--lr"}
-_HELP = {
-    "layer_sizes": "comma-separated, from 784 to 10",
-    "sigma": "standard deviation of the initial weights and biases",
-    "activation": "hidden layers' jax.nn function: " + ", ".join(ACTIVATIONS),
-    "model": "mlp, cnn, or package.module:factory returning mnist_jax.Model",
-    "optimizer": "an Optax optimizer by name (adam, adamw, sgd, rmsprop, lion, ...), b1, b2, eps and momentum "
-                 "going where accepted; or package.module:factory returning an optax.GradientTransformation",
-    "momentum": "momentum of optimizers that take one (sgd); unset: the optimizer's default",
-    "loss_reduction": "sum (the seed's objective) or mean over each batch's real rows",
-    "schedule": "learning rate over the run from its peak --lr: constant, cosine, warmup_cosine, linear, onecycle",
-    "warmup_epochs": "the rising part of warmup_cosine and onecycle, in epochs",
-    "weight_decay": "decoupled weight decay (AdamW's rule) for any optimizer; biases spared",
-    "dropout": "dropout rate of the hidden units in training (MLP hidden layers, the CNN's dense layer)",
-    "input_dropout": "dropout rate of the pixels in training",
-    "label_smoothing": "mix the one-hot targets with the uniform distribution",
-    "clip_norm": "clip the gradient's global norm to this",
-    "nesterov": "Nesterov momentum for optimizers that take it (sgd, rmsprop); needs --momentum",
-    "init": "jax: jax.random; numpy: RandomState(seed) in the seed notebook's order",
-    "shuffle": "reshuffle the training set each epoch (off: the raw files' order)",
-    "data_dir": "tfds data folder (default: $TFDS_DATA_DIR, else tfds's default)",
-    "pipeline": "device: data in device memory, an epoch is one compiled scan; stream: tf.data chunks",
-    "batches_per_chunk": "stream pipeline: batches per transfer and per compiled call",
-    "devices": "use the first N devices (default: all); each batch is split across them",
-    "platform": "cpu, gpu or tpu (default: JAX's default backend)",
-}
+
+
+def _help(text: str) -> str:
+    """A help text as argparse takes it (`%` is its format character)."""
+    return text.replace("%", "%%")
+
+
+def _shown(value) -> str:
+    """A default as a flag would be written: lists comma-separated, None as `unset`."""
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,13 +74,14 @@ _NOT_FOR_SWEEPS = ("checkpoint_every", "keep_checkpoints", "pipeline", "devices"
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    """One flag per Config field but those in `skip`; unset flags keep the preset's value."""
+    """One flag per Config field but those in `skip`, its help the field's; unset flags keep the
+    preset's value."""
     parser.add_argument("--preset", help=f"base settings: {', '.join(PRESETS)} (default: default)")
     parser.add_argument("--config", metavar="FILE",
                         help="TOML or JSON file of settings (and a preset); flags override it")
     for f in (f for f in dataclasses.fields(Config) if f.name not in skip):
-        kwargs = {"dest": f.name, "default": None,
-                  "help": f"{_HELP.get(f.name, f.name.replace('_', ' '))} (default: {f.default})"}
+        help = _help(f"{f.metadata['help']} (default: {_shown(f.default)})")
+        kwargs = {"dest": f.name, "default": None, "help": help}
         if isinstance(f.default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
@@ -168,22 +148,11 @@ def _add_cache_flags(parser: argparse.ArgumentParser) -> None:
 
 def _use_compilation_cache(args: argparse.Namespace) -> None:
     """JAX's persistent compilation cache, where the flags or the environment put it."""
-    from mnist_jax.compilation import default_cache_dir, enable_compilation_cache
+    from mnist_jax.runtime.compilation import default_cache_dir, enable_compilation_cache
 
     folder = args.compilation_cache or (None if args.no_compilation_cache else default_cache_dir())
     if folder:
         enable_compilation_cache(folder)
-
-
-_BENCH_HELP = {
-    "epochs": "epochs per timed training run", "repeats": "timed runs per pipeline",
-    "warmup": "discarded runs per pipeline, and epochs per sweep value and device count",
-    "reference_epochs": "epochs of PyTorch and autograd",
-    "layer_sizes": "the MLP's widths, comma-separated", "batch_sizes": "the batch-size sweep",
-    "width_scales": "the hidden-width sweep, times the widths", "device_counts": "device-count scaling",
-    "sweep_seeds": "seeds in the vmapped-sweep comparison",
-    "timed_epochs": "timed epochs per sweep value and device count, after the warm-up epochs",
-}
 
 
 def _add_bench_parsers(commands) -> None:
@@ -194,12 +163,12 @@ def _add_bench_parsers(commands) -> None:
     bench.add_argument("--data-dir", help="tfds data folder (default: $TFDS_DATA_DIR, else tfds's default)")
     for f in dataclasses.fields(BenchSettings):
         kind = {int: int}.get(type(f.default)) or (_int_list if isinstance(f.default[0], int) else _float_list)
-        shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+        quick = _shown(getattr(QUICK_BENCH, f.name))
         bench.add_argument(_flag(f.name), dest=f"bench_{f.name}", type=kind,
-                           help=f"{_BENCH_HELP[f.name]} (default: {shown}; --quick: {getattr(QUICK_BENCH, f.name)})")
+                           help=_help(f"{f.metadata['help']} (default: {_shown(f.default)}; --quick: {quick})"))
     compare = bench.add_subparsers(dest="bench_command", parser_class=_Parser).add_parser(
         "compare", help="one table and one chart of several results.json, each row's time over a baseline's")
-    compare.add_argument("results", nargs="+", metavar="RESULTS_JSON")
+    compare.add_argument("results", nargs="+", metavar="RESULTS_JSON", help="results.json files of `mnist-jax bench`")
     compare.add_argument("--out", default="compare", help="folder for compare.md and compare.png (default: compare)")
     compare.add_argument("--baseline", metavar="RESULTS_JSON", help="the result the ratios are to (default: the first)")
     compare.add_argument("--allow-mismatch", action="store_true",
@@ -226,12 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     multihost = train.add_argument_group(
         "several processes (hosts)", "JAX's distributed runtime; SLURM, Open MPI and Cloud TPU set it up without flags")
     multihost.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
-    multihost.add_argument("--num-processes", type=int)
-    multihost.add_argument("--process-id", type=int)
+    multihost.add_argument("--num-processes", type=int, help="how many processes the run spans")
+    multihost.add_argument("--process-id", type=int, help="this process's rank, from 0")
     multihost.add_argument("--distributed-timeout", type=int, default=60, metavar="SECONDS",
                            help="give up joining the runtime after this long (default: 60)")
 
-    sweep = commands.add_parser("sweep", help="train several seeds as one vmapped program; mean, std, 95% CI")
+    sweep = commands.add_parser("sweep", help=_help("train several seeds as one vmapped program; mean, std, 95% CI"))
     _add_config_flags(sweep, skip=_NOT_FOR_SWEEPS)
     sweep.add_argument("--seeds", type=int, default=8, help="number of seeds, from --seed on (default: 8)")
     sweep.add_argument("--grid", nargs="+", action="append", default=[], metavar=("SETTING", "VALUE"),
@@ -250,8 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="report", help="folder for the report's files (default: report)")
 
     evaluate = commands.add_parser("eval", help="re-score a run's saved parameters")
-    evaluate.add_argument("run_dir")
-    evaluate.add_argument("--split", choices=("test", "train"), default="test")
+    evaluate.add_argument("run_dir", help="a run folder (`mnist-jax train --out`)")
+    evaluate.add_argument("--split", choices=("test", "train"), default="test", help="the split to score")
     evaluate.add_argument("--data-dir", help="tfds data folder (default: the run's)")
     evaluate.add_argument("--best", action="store_true",
                           help="the best epoch's parameters (params-best.npz, kept with a validation split)")
@@ -266,6 +235,38 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--skip-checksums", action="store_true",
                          help="accept files other than the published MNIST ones (formats are still checked)")
     return parser
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return actions[0].choices[name]
+
+
+
+
+def flag_table(command: str) -> str:
+    """A command's flags as a Markdown table (flag, default, meaning), read from the parser, so
+    from `Config`'s field help for the settings: the docs' command-line page shows it.
+    `command` is a subcommand's name, or `bench compare`."""
+    parser = build_parser()
+    for name in command.split():
+        parser = _subparser(parser, name)
+    lines = ["| flag | default | meaning |", "| --- | --- | --- |"]
+    for action in parser._actions:
+        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+            continue
+        names = ", ".join(f"`{flag}`" for flag in action.option_strings) or f"`{action.metavar or action.dest}`"
+        text = (action.help or "").replace("%%", "%")
+        given = text.endswith(")") and " (default: " in text
+        meaning, _, default = text.rpartition(" (default: ") if given else (text, "", "")
+        if default:
+            default = default[:-1]
+        elif isinstance(action, argparse._StoreTrueAction):
+            default = "off"
+        elif action.default not in (None, []):
+            default = _shown(action.default)
+        lines.append(f"| {names} | {default} | {meaning} |")
+    return "\n".join(lines) + "\n"
 
 
 def _resume_config(args: argparse.Namespace) -> Config:
@@ -285,9 +286,8 @@ def _train(args: argparse.Namespace) -> int:
         config, out = _config_from_args(args), args.out
     import jax
 
-    from mnist_jax.console import ConsoleReporter
-    from mnist_jax.distributed import initialize_distributed
-    from mnist_jax.reporter import Reporter
+    from mnist_jax.reporters import ConsoleReporter, Reporter
+    from mnist_jax.runtime.distributed import initialize_distributed
     from mnist_jax.training import train
 
     initialize_distributed(args.coordinator, args.num_processes, args.process_id, args.distributed_timeout)
@@ -315,8 +315,8 @@ def _sweep(args: argparse.Namespace) -> int:
         raise ConfigError(f"seeds must be positive, got {args.seeds}")
     seeds = [config.seed + i for i in range(args.seeds)]
     from mnist_jax.config import settings_label
-    from mnist_jax.console import seed_table_header, seed_table_row
-    from mnist_jax.results import SPLITS
+    from mnist_jax.records import SPLITS
+    from mnist_jax.reporters.console import seed_table_header, seed_table_legend, seed_table_row
     from mnist_jax.sweep import grid, grid_configs, sweep
 
     _use_compilation_cache(args)
@@ -331,7 +331,7 @@ def _sweep(args: argparse.Namespace) -> int:
     cells = grid_configs(config, axes)  # checks every cell; a plain sweep is the one cell `config`
     # The columns every cell has: validation only if each cell holds one out.
     splits = [split for split in SPLITS if split != "validation" or all(c.validation_size for _, c in cells)]
-    print(f"{args.seeds} seeds ({seeds[0]}..{seeds[-1]}); accuracy % as mean +- 95% CI (std)")
+    print(seed_table_legend(seeds))
     if args.grid:
         width = max(len(settings_label(cell)) for cell, _ in cells)
         print(seed_table_header("Cell", width, splits, seconds=True))
@@ -365,9 +365,9 @@ def _eval(args: argparse.Namespace) -> int:
     run = RunDir(args.run_dir)
     run.config()  # a folder without config.json holds no run
     if args.best and not os.path.exists(os.path.join(args.run_dir, "params-best.npz")):
-        raise ConfigError(f"{args.run_dir} has no params-best.npz: only a run with a validation split keeps one")
+        raise InputError(f"{args.run_dir} has no params-best.npz: only a run with a validation split keeps one")
     if not os.path.exists(os.path.join(args.run_dir, "params.npz")):
-        raise ConfigError(f"{args.run_dir} has no params.npz: a run writes it when it ends (continue a stopped "
+        raise InputError(f"{args.run_dir} has no params.npz: a run writes it when it ends (continue a stopped "
                           f"one with mnist-jax train --resume {args.run_dir})")
     config, params = run.load(evaluation_steps(run.config()).params_shape, best=args.best)
     if args.data_dir:
@@ -379,13 +379,13 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     if args.bench_command == "compare":
-        from mnist_jax.bench_compare import compare
+        from mnist_jax.bench.compare import compare
 
         print(compare(args.results, args.out, args.baseline, args.allow_mismatch), end="")
         print(f"Saved compare.md and compare.png in {args.out}")
         return 0
-    from mnist_jax.bench_report import markdown, write_report
-    from mnist_jax.benchmark import run_benchmark
+    from mnist_jax.bench.measure import run_benchmark
+    from mnist_jax.bench.render import markdown, write_report
 
     base = QUICK_BENCH if args.quick else BenchSettings()
     given = {f.name: getattr(args, f"bench_{f.name}") for f in dataclasses.fields(BenchSettings)
@@ -413,10 +413,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"train": _train, "sweep": _sweep, "report": _report, "eval": _eval,
                   "bench": _bench, "prepare": _prepare}[args.command](args)
-    except (ConfigError, RunExistsError, RunLockedError) as e:
+    except MnistJaxError as e:
         print(f"mnist-jax {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except (DataError, StorageError, FileNotFoundError, RuntimeError) as e:
+        return e.exit_status
+    except (FileNotFoundError, RuntimeError) as e:  # not ours, but still one line
         print(f"mnist-jax {args.command}: error: {e}", file=sys.stderr)
         return 1
 

@@ -7,7 +7,9 @@ import dataclasses
 import json
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from mnist_jax.errors import ConfigError
 
 DTYPES = ("float32", "float64")
 PIPELINES = ("device", "stream")
@@ -22,78 +24,71 @@ MNIST_TRAIN_SIZE = 60_000  # tfds's training split; with validation_size, the la
 OBJECT_PREFIX = "object:"  # a model or optimizer given as a Python object, described after the colon
 
 
-class ConfigError(ValueError):
-    """An invalid setting."""
+def setting(default, help: str):
+    """A `Config` field with its help text: the one description of a setting, shown by
+    `mnist-jax train --help`, the docs' flag table and the API reference."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class Config:
-    """A training run's settings.
+    """A training run's settings, the seed notebook's by default.
 
-    `init="numpy"` draws the weights from `numpy.random.RandomState(seed)` in the
-    seed notebook's order; `init="jax"` uses `jax.random`. `shuffle=False` feeds
-    the training examples in the raw files' order, as the notebook did.
-    `pipeline="device"` keeps the data in device memory and runs an epoch as one
-    compiled program; `"stream"` streams tf.data chunks of `batches_per_chunk`
-    batches to the device, each trained on by one compiled call. `devices` limits the
-    device mesh to the first N devices (default: all); every batch is split across it.
-    `platform` picks the kind of device ("cpu", "gpu", "tpu"; default: JAX's default).
-    `validation_size` holds out the last N examples of tfds's training split (in its
-    stored order) as a validation split, evaluated every epoch and reported apart.
-    `model` is `mlp` (the seed's MLP: `layer_sizes`, `sigma`, `activation`, `init`), `cnn`
-    (Flax's MNIST CNN) or an import path `package.module:factory`, `factory(config) -> Model`.
-    `activation` names the MLP's hidden layers' `jax.nn` function. `optimizer` names an Optax
-    optimizer (`optax.<name>(learning_rate, ...)`, given `b1`, `b2`, `eps` and `momentum` where
-    it takes them) or is an import path, `factory(config) -> optax.GradientTransformation`.
-    `loss_reduction` is `sum` (the seed's objective) or `mean` over a batch's real rows.
-    `schedule` shapes the learning rate over the run's steps from its peak `learning_rate`:
-    `constant`, `cosine` (to zero), `warmup_cosine` (linear from zero over `warmup_epochs`, then
-    cosine to zero), `linear` (to zero) or `onecycle` (Optax's cosine one-cycle, rising for
-    `warmup_epochs`). `weight_decay` is decoupled (AdamW's rule, for any optimizer) and spares
-    biases (every parameter of fewer than two dimensions). `dropout` drops the hidden layers'
-    units in training (the MLP's hidden layers, the CNN's dense layer) and `input_dropout` the
-    pixels. `label_smoothing` mixes the one-hot targets with the uniform distribution (the
-    recorded losses stay the plain NLL); `clip_norm` clips the gradient's global norm.
-    `nesterov` asks optimizers that take it (sgd, rmsprop) for Nesterov momentum.
-    A model or optimizer passed to `train` as an object is recorded as `object:<description>`.
-    A run with a folder saves a checkpoint every `checkpoint_every` epochs (and after the
-    last), keeping the newest `keep_checkpoints`.
+    Each field's help (its `metadata["help"]`) says what it does; the command line's flags, the
+    documentation's flag table and the API reference all show that one text.
     """
 
-    layer_sizes: tuple[int, ...] = (784, 200, 100, 10)
-    sigma: float = 0.1
-    activation: str = "tanh"
-    model: str = "mlp"
-    optimizer: str = "adam"
-    learning_rate: float = 0.001
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    momentum: float | None = None
-    loss_reduction: str = "sum"
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    weight_decay: float = 0.0
-    dropout: float = 0.0
-    input_dropout: float = 0.0
-    label_smoothing: float = 0.0
-    clip_norm: float | None = None
-    nesterov: bool = False
-    batch_size: int = 256
-    num_epochs: int = 5
-    seed: int = 42
-    dtype: str = "float32"
-    init: str = "jax"
-    shuffle: bool = True
-    eval_batch_size: int = 10_000
-    pipeline: str = "device"
-    devices: int | None = None
-    platform: str | None = None
-    validation_size: int = 0
-    checkpoint_every: int = 1
-    keep_checkpoints: int = 3
-    batches_per_chunk: int = 16
-    data_dir: str | None = None
+    layer_sizes: tuple[int, ...] = setting((784, 200, 100, 10), "the MLP's layer widths, from 784 to 10")
+    sigma: float = setting(0.1, "standard deviation of the MLP's initial weights and biases")
+    activation: str = setting("tanh", "the MLP's hidden layers' `jax.nn` function: " + ", ".join(ACTIVATIONS))
+    model: str = setting("mlp", "`mlp` (the seed's MLP, shaped by `layer_sizes`, `sigma`, `activation` and "
+                                "`init`), `cnn` (Flax's MNIST CNN) or `package.module:factory`, "
+                                "`factory(config) -> mnist_jax.Model`")
+    optimizer: str = setting("adam", "any Optax optimizer by name, built as `optax.<name>(learning_rate, ...)` "
+                                     "(`adam`, `adamw`, `sgd`, `rmsprop`, `lion`, ...), or `package.module:factory`, "
+                                     "`factory(config) -> optax.GradientTransformation`")
+    learning_rate: float = setting(0.001, "the learning rate (the peak of a schedule)")
+    b1: float = setting(0.9, "Adam's first-moment decay, for optimizers that take `b1`")
+    b2: float = setting(0.999, "Adam's second-moment decay, for optimizers that take `b2`")
+    eps: float = setting(1e-8, "Adam's epsilon, for optimizers that take `eps`")
+    momentum: float | None = setting(None, "momentum, for optimizers that take one (`sgd`, `rmsprop`); unset: "
+                                           "the optimizer's default")
+    loss_reduction: str = setting("sum", "`sum`: the batch's summed negative log-likelihood (the seed's "
+                                         "objective); `mean`: its mean over the batch's real rows")
+    schedule: str = setting("constant", "the learning rate over the run, from its peak: `constant`, `cosine` (to "
+                                        "zero), `warmup_cosine` (linear from zero for `warmup_epochs`, then cosine "
+                                        "to zero), `linear` (to zero) or `onecycle` (Optax's cosine one-cycle, "
+                                        "rising for `warmup_epochs`)")
+    warmup_epochs: float = setting(0.0, "the rising part of `warmup_cosine` and `onecycle`, in epochs "
+                                        "(fractions allowed)")
+    weight_decay: float = setting(0.0, "decoupled weight decay (AdamW's rule) for any optimizer; biases are spared")
+    dropout: float = setting(0.0, "dropout rate of the hidden units in training (the MLP's hidden layers, the "
+                                  "CNN's dense layer)")
+    input_dropout: float = setting(0.0, "dropout rate of the pixels in training")
+    label_smoothing: float = setting(0.0, "mix the one-hot targets with the uniform distribution (the recorded "
+                                          "losses stay the plain NLL)")
+    clip_norm: float | None = setting(None, "clip the gradient's global norm to this")
+    nesterov: bool = setting(False, "Nesterov momentum, for optimizers that take it (`sgd`, `rmsprop`); needs "
+                                    "`momentum`")
+    batch_size: int = setting(256, "training minibatch")
+    num_epochs: int = setting(5, "training epochs")
+    seed: int = setting(42, "initialisation, shuffling and dropout seed")
+    dtype: str = setting("float32", "`float32` or `float64`")
+    init: str = setting("jax", "`jax` (`jax.random`) or `numpy` (`RandomState(seed)` in the seed notebook's order)")
+    shuffle: bool = setting(True, "reshuffle the training set each epoch (off: the raw files' order)")
+    eval_batch_size: int = setting(10_000, "batch of the full-split evaluations")
+    pipeline: str = setting("device", "`device`: each split in device memory, an epoch one compiled `lax.scan`; "
+                                      "`stream`: tf.data chunks streamed to the device")
+    devices: int | None = setting(None, "use the first N devices (unset: all); every batch is split across them")
+    platform: str | None = setting(None, "`cpu`, `gpu` or `tpu` (unset: JAX's default); an absent one is an "
+                                         "error, never a silent fallback")
+    validation_size: int = setting(0, "hold out the last N examples of tfds's training split (in its stored "
+                                      "order) as a validation split, scored every epoch; needs shuffling")
+    checkpoint_every: int = setting(1, "save a checkpoint every N epochs (and after the last)")
+    keep_checkpoints: int = setting(3, "keep the newest K checkpoints")
+    batches_per_chunk: int = setting(16, "`stream` only: batches per transfer and per compiled call")
+    data_dir: str | None = setting(None, "tfds data folder (unset: `$TFDS_DATA_DIR`, else "
+                                         "`~/tensorflow_datasets`)")
 
     def __post_init__(self):
         object.__setattr__(self, "layer_sizes", tuple(int(n) for n in self.layer_sizes))
@@ -241,7 +236,7 @@ PRESETS: dict[str, Config] = {
     # Evaluated 1,000 images at a time: its forward pass computes about 1.3 MB of values per image.
     "cnn": Config(model="cnn", optimizer="sgd", learning_rate=0.1, momentum=0.9, batch_size=128,
                   loss_reduction="mean", num_epochs=10, eval_batch_size=1000, schedule="cosine"),
-    # The least time to 97% test, chosen on the validation split (benchmarks/recipes.sh, README "Recipes").
+    # The least time to 97% test, chosen on the validation split (benchmarks/recipes.sh; docs: Recipes and presets).
     "fast": Config(layer_sizes=(784, 128, 10), activation="relu", learning_rate=0.01, schedule="linear",
                    batch_size=64, num_epochs=2, loss_reduction="mean"),
     # The best MLP without augmentation we could afford to tune, chosen on the validation split (the same).
@@ -251,41 +246,21 @@ PRESETS: dict[str, Config] = {
 }
 
 
+# What each preset is, in a line (the command's help and the docs' table show it).
+PRESET_HELP = {
+    "default": "the seed notebook's MLP and Adam in float32, `jax.random` weights, reshuffled every epoch",
+    "seed": "the seed notebook exactly: float64, `RandomState(42)` weights, the raw files' order",
+    "cnn": "Flax's MNIST CNN and recipe, its learning rate decayed to zero by a cosine",
+    "fast": "the least time to 97% test accuracy: 784-128-10 ReLU, Adam at 0.01 decaying linearly",
+    "strong": "the best MLP without augmentation we tuned: 784-800-800-10 ReLU, dropout, label smoothing",
+}
+
+
 def preset(name: str) -> Config:
     """The named preset's Config."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return PRESETS[name]
-
-
-@dataclass(frozen=True)
-class BenchSettings:
-    """How much `mnist-jax bench` measures: `FULL_BENCH` (minutes) or `QUICK_BENCH` (under a minute on 2 CPU cores)."""
-
-    epochs: int = 5  # per timed training run
-    repeats: int = 3  # timed runs per pipeline
-    warmup: int = 1  # discarded runs per pipeline, and epochs per sweep value and device count
-    reference_epochs: int = 2
-    layer_sizes: tuple[int, ...] = (784, 200, 100, 10)
-    batch_sizes: tuple[int, ...] = (64, 128, 256, 512, 1024)
-    width_scales: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
-    device_counts: tuple[int, ...] = (1, 2, 4, 8)
-    sweep_seeds: int = 8
-    timed_epochs: int = 3  # per sweep value and device count, after the warm-up epochs
-
-    def __post_init__(self):
-        for f in dataclasses.fields(self):
-            values = getattr(self, f.name)
-            for value in values if isinstance(values, tuple) else (values,):
-                if not value > 0 and not (f.name == "warmup" and value == 0):
-                    raise ConfigError(f"bench {f.name} must be positive, got {values}")
-        if not self.layer_sizes or len(self.layer_sizes) < 2:
-            raise ConfigError(f"bench layer_sizes needs an input and an output size, got {self.layer_sizes}")
-
-
-FULL_BENCH = BenchSettings()
-QUICK_BENCH = BenchSettings(epochs=1, repeats=1, warmup=0, reference_epochs=1, batch_sizes=(1024,),
-                            width_scales=(2.0,), device_counts=(2,), sweep_seeds=2, timed_epochs=1)
 
 
 def read_config_file(path: str) -> dict:

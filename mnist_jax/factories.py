@@ -7,7 +7,8 @@ import os
 import sys
 from collections.abc import Callable
 
-from mnist_jax.config import Config, ConfigError
+from mnist_jax.config import Config
+from mnist_jax.errors import ConfigError
 
 
 def call_factory(path: str, config: Config, what: str) -> object:

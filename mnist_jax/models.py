@@ -9,9 +9,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mnist_jax import model as mlp_functions
-from mnist_jax.config import OBJECT_PREFIX, Config, ConfigError, is_on
+from mnist_jax.config import OBJECT_PREFIX, Config, is_on
+from mnist_jax.errors import ConfigError
 from mnist_jax.factories import call_factory
+from mnist_jax.mlp import Params, init_params, logits, numpy_draws
 
 
 class Model(NamedTuple):
@@ -52,12 +53,12 @@ def mlp(config: Config) -> Model:
     """
     dtype = jnp.dtype(config.dtype)
 
-    def init(key: jax.Array) -> mlp_functions.Params:
+    def init(key: jax.Array) -> Params:
         if config.init == "jax":
-            return mlp_functions.init_params(key, config.layer_sizes, config.sigma, dtype=dtype)
+            return init_params(key, config.layer_sizes, config.sigma, dtype=dtype)
         # NumPy draws on the host, so that shapes can still be traced (jax.eval_shape, vmap).
         def draw(seed):
-            draws = mlp_functions.numpy_draws(int(seed), config.layer_sizes, config.sigma)
+            draws = numpy_draws(int(seed), config.layer_sizes, config.sigma)
             return [(W.astype(dtype), b.astype(dtype)) for W, b in draws]
 
         sizes = config.layer_sizes
@@ -65,12 +66,12 @@ def mlp(config: Config) -> Model:
                   for m, n in zip(sizes[:-1], sizes[1:])]
         return jax.pure_callback(draw, shapes, jax.random.key_data(key)[-1], vmap_method="sequential")
 
-    def apply(params: mlp_functions.Params, images: jax.Array, key: jax.Array | None = None) -> jax.Array:
+    def apply(params: Params, images: jax.Array, key: jax.Array | None = None) -> jax.Array:
         def drop(site: int, x: jax.Array) -> jax.Array:
             return dropout(x, config.input_dropout if site == 0 else config.dropout, jax.random.fold_in(key, site))
 
         training = key is not None and (is_on(config.dropout) or is_on(config.input_dropout))
-        return mlp_functions.logits(params, images.reshape(images.shape[0], -1), config.activation,
+        return logits(params, images.reshape(images.shape[0], -1), config.activation,
                                     drop if training else None)
 
     return Model(init, apply)

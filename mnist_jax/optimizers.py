@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mnist_jax.config import MNIST_TRAIN_SIZE, OBJECT_PREFIX, Config, ConfigError, is_on, with_traced
+from mnist_jax.config import MNIST_TRAIN_SIZE, OBJECT_PREFIX, Config, is_on, with_traced
+from mnist_jax.errors import ConfigError
 from mnist_jax.factories import call_factory
 
 

@@ -31,9 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from mnist_jax import data, parallel
+from mnist_jax import data
 from mnist_jax.config import Config
-from mnist_jax.model import Params
+from mnist_jax.mlp import Params
+from mnist_jax.runtime import parallel
 from mnist_jax.steps import Batch, Steps, TrainState, epoch_key
 
 OnBatch = Callable[[int], None]
@@ -46,11 +47,13 @@ def never_stop() -> bool:
 
 
 class EpochRun(NamedTuple):
-    """What one `train_epoch` call did: the new state, the batches done if it stopped part-way
-    (else None), and the training loss of every step it ran, from step `first_step` (0-based)."""
+    """What one `train_epoch` call did: the new state, whether it `completed` the epoch, the
+    epoch's batches done so far, and the training loss of every step it ran, from the epoch's
+    step `first_step` (0-based)."""
 
     state: TrainState
-    batches_done: int | None
+    completed: bool
+    batches_done: int
     losses: np.ndarray
     first_step: int
 
@@ -156,7 +159,7 @@ class StreamPipeline:
 
     def __init__(self, config: Config, steps: Steps, shares: dict[str, data.Share], state: TrainState,
                  mesh: Mesh, start_epoch: int = 1, batches_done: int = 0):
-        from mnist_jax import streams  # TensorFlow, for this path only
+        from mnist_jax.data import streams  # TensorFlow, for this path only
 
         self.config = config
         self.chunk_sharding = parallel.batch_sharding(mesh, axis=1)
@@ -203,14 +206,15 @@ class StreamPipeline:
             batches_done = min(self.chunks_done * self.config.batches_per_chunk, self.steps_per_epoch)
             on_batch(batches_done)
             if should_stop() and self.chunks_done < self.chunks_per_epoch:
-                return EpochRun(state, batches_done, np.concatenate([_on_host(x) for x in losses]), first_step)
+                return EpochRun(state, False, batches_done, np.concatenate([_on_host(x) for x in losses]),
+                                first_step)
         self.next_epoch, self.chunks_done = epoch + 1, 0
         steps = np.concatenate([_on_host(x) for x in losses])[:self.steps_per_epoch - first_step]
-        return EpochRun(state, None, steps, first_step)
+        return EpochRun(state, True, self.steps_per_epoch, steps, first_step)
 
     def evaluate(self, params: Params) -> dict[str, tuple[jax.Array, jax.Array]]:
         """Every split's correct predictions and summed loss: its chunks' totals, added up."""
-        from mnist_jax import streams
+        from mnist_jax.data import streams
 
         totals = {}
         for split, stream in self.eval_streams.items():
@@ -308,7 +312,7 @@ class DevicePipeline:
         state, batch_losses = jax.block_until_ready(
             self.train_program(state, self.splits["train"], np.int32(epoch), self.seed))
         on_batch(batch_losses.shape[0])
-        return EpochRun(state, None, _on_host(batch_losses), 0)
+        return EpochRun(state, True, batch_losses.shape[0], _on_host(batch_losses), 0)
 
     def evaluate(self, params: Params) -> dict[str, tuple[jax.Array, jax.Array]]:
         """Every split's correct predictions and summed loss, in one call."""

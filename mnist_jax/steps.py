@@ -13,9 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mnist_jax.config import OBJECT_PREFIX, Config, ConfigError, is_on
+from mnist_jax.config import OBJECT_PREFIX, Config, is_on
+from mnist_jax.errors import ConfigError
 from mnist_jax.factories import describe, guarded
-from mnist_jax.model import log_softmax, summed_nll
+from mnist_jax.mlp import log_softmax, summed_nll
 from mnist_jax.models import Model, make_model, takes_key
 from mnist_jax.optimizers import make_optimizer
 

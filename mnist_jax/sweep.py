@@ -16,19 +16,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mnist_jax import data, memory, parallel
-from mnist_jax.compilation import Compilations
-from mnist_jax.config import TRACEABLE, Config, ConfigError, is_on, with_traced
-from mnist_jax.environment import environment
-from mnist_jax.model import Params
+from mnist_jax import data
+from mnist_jax.config import TRACEABLE, Config, is_on, with_traced
+from mnist_jax.errors import ConfigError
+from mnist_jax.mlp import Params
 from mnist_jax.models import BUILT_IN, Model
 from mnist_jax.pipelines import compile_timed, epoch_program, evaluation_program, shard_splits
-from mnist_jax.results import SPLITS, metric_names
-from mnist_jax.rundir import TENSORBOARD
+from mnist_jax.records import SPLITS, metric_names
+from mnist_jax.runs.events import TrainingEvents, stream_name
+from mnist_jax.runs.rundir import TENSORBOARD
+from mnist_jax.runs.storage import write_json
+from mnist_jax.runtime import memory, parallel
+from mnist_jax.runtime.compilation import Compilations
+from mnist_jax.runtime.environment import environment
 from mnist_jax.stats import statistics
 from mnist_jax.steps import make_steps, precision, recorded, split_metrics
-from mnist_jax.storage import write_json
-from mnist_jax.tensorboard import TrainingEvents, stream_name
 
 
 @dataclass
@@ -141,7 +143,7 @@ def _train_together(configs: Sequence[Config], seeds: Sequence[int], shares: dic
             start = time.perf_counter()
             history = [evaluate(state.params)]
             if events:
-                events.epoch(0, by_model(history[0]))
+                events.metrics(0, by_model(history[0]))
             for epoch in range(1, base.num_epochs + 1):
                 epoch_start = time.perf_counter()
                 state, losses = epoch_fn(state, splits["train"], np.int32(epoch), seed_array, values)
@@ -151,7 +153,8 @@ def _train_together(configs: Sequence[Config], seeds: Sequence[int], shares: dic
                 history.append(evaluate(state.params))
                 on_epoch(epoch, base.num_epochs)
                 if events:
-                    events.epoch(epoch, by_model(history[-1]), epoch_seconds, 0, losses)
+                    events.steps(epoch, 0, losses)
+                    events.metrics(epoch, by_model(history[-1]), epoch_seconds)
             seconds = time.perf_counter() - start
     histories, env, n = np.stack(history, axis=1), environment(mesh), len(seeds)
     share = 1 / len(configs)  # the cells trained together split the program's time evenly
@@ -170,17 +173,16 @@ def sweep(config: Config, seeds: Sequence[int], out_dir: str | None = None,
     device, as a single vmapped program per epoch; each model matches a separate run with that seed.
 
     Writes `out_dir/sweep.json` if given (and, with `tensorboard`, event files in
-    `out_dir/tensorboard/seed-N`). `shares` (from `data.load_shares`) skips reading the data;
+    `out_dir/tensorboard/seed-N`). `shares` (from `data.load`) skips reading the data;
     `model` and `optimizer` objects replace the config's, as in `train`. `on_epoch(epoch, num_epochs)`
     is called as each epoch ends (for progress).
     """
     config = recorded(config, model, optimizer)
     events_dir = _events_dir(out_dir, tensorboard)
     with Compilations() as compilations:
-        shares = shares or data.load_shares(config.validation_size, config.data_dir)
         mesh = parallel.make_mesh(1, config.platform)
-        memory.check_fits(config, mesh, num_models=len(seeds),
-                          steps=make_steps(config, model, optimizer, train_size=shares["train"].total))
+        memory.check_fits(config, mesh, num_models=len(seeds), steps=make_steps(config, model, optimizer))
+        shares = shares or data.load(config.data_dir, config.validation_size)
         result, = _train_together([config], seeds, shares, mesh, model, optimizer, events_dir, on_epoch=on_epoch)
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
@@ -257,8 +259,8 @@ def grid(config: Config, axes: Axes, seeds: Sequence[int], out_dir: str | None =
     results: dict[int, SweepResult] = {}
     reported = 0  # cells passed to on_cell, in the grid's order
     with Compilations() as compilations:
-        for (_, *data_key), indices in groups.items():
-            shares = data.load_shares(*data_key)
+        for (_, validation_size, data_dir), indices in groups.items():
+            shares = data.load(data_dir, validation_size)
             fit = memory.models_that_fit(cells[indices[0]][1], mesh, steps[indices[0]])
             per_program = len(indices) if fit is None else max(1, min(len(indices), fit // len(seeds)))
             for part in range(0, len(indices), per_program):

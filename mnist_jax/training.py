@@ -9,23 +9,26 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import numpy as np
 import optax
 
-from mnist_jax import checkpoints, data, memory, parallel
-from mnist_jax.compilation import Compilations, enable_compilation_cache
-from mnist_jax.config import Config, ConfigError
-from mnist_jax.environment import environment
-from mnist_jax.model import Params
+from mnist_jax import data
+from mnist_jax.config import Config
+from mnist_jax.errors import ConfigError
+from mnist_jax.mlp import Params
 from mnist_jax.models import Model
 from mnist_jax.pipelines import EpochRun, Pipeline, evaluation_program, make_pipeline, to_device
-from mnist_jax.reporter import Reporter
-from mnist_jax.results import EpochMetrics, Result, best_epoch
-from mnist_jax.rundir import TENSORBOARD, RunDir
+from mnist_jax.records import EpochMetrics, Result, best_epoch
+from mnist_jax.reporters import Reporter, Reporters, TensorBoardReporter
+from mnist_jax.runs import checkpoints
+from mnist_jax.runs.rundir import TENSORBOARD, RunDir
+from mnist_jax.runtime import memory, parallel
+from mnist_jax.runtime.compilation import Compilations, enable_compilation_cache
+from mnist_jax.runtime.environment import environment
 from mnist_jax.steps import Steps, TrainState, evaluation_steps, make_steps, precision, recorded, split_metrics
-from mnist_jax.tensorboard import TrainingEvents
 
 __all__ = ["TrainState", "enable_compilation_cache", "score", "train"]
 
@@ -34,7 +37,7 @@ def score(params: Params, config: Config, split: str = "test") -> tuple[float, f
     """Accuracy and mean loss of `params` over a whole split, on one device."""
     mesh = parallel.make_mesh(1, config.platform)
     with precision(config):
-        share = data.load_share(split, config.data_dir)
+        share = data.load(config.data_dir)[split]
         evaluate = jax.jit(evaluation_program(config, evaluation_steps(config), mesh))
         totals = evaluate(parallel.replicate(params, mesh), {split: to_device(split, share, mesh)})
         metrics = split_metrics(split, *totals[split], share.total)
@@ -94,52 +97,60 @@ def train(config: Config = Config(), out_dir: str | None = None, *, model: Model
     config = recorded(config, model, optimizer)
     with contextlib.ExitStack() as stack:
         compilations = stack.enter_context(Compilations())
-        start = time.perf_counter()
-        shares = data.load_shares(config.validation_size, config.data_dir)
-        data_seconds = time.perf_counter() - start
-        steps = make_steps(config, model, optimizer, train_size=shares["train"].total)
+        # What can be refused is refused before any data is read or anything written.
         mesh = parallel.make_mesh(config.devices, config.platform)
         for batch_size in (config.batch_size, config.eval_batch_size):
             parallel.rows_per_batch(batch_size, mesh)  # fails early if smaller than the device count
-        memory.check_fits(config, mesh, steps=steps)
         if resume and not out_dir:
             raise ConfigError("resuming needs the run folder")
         if tensorboard and not out_dir:
             raise ConfigError("TensorBoard's event files go in the run folder: give it (--out)")
+        if resume and jax.process_index() == 0:
+            RunDir(out_dir).check_resume(config)
+        memory.check_fits(config, mesh, steps=make_steps(config, model, optimizer))  # the model is checked too
+        start = time.perf_counter()
+        shares = data.load(config.data_dir, config.validation_size)
+        data_seconds = time.perf_counter() - start
+        steps = make_steps(config, model, optimizer, train_size=shares["train"].total)
         reporter = reporter or Reporter()
         # In a run of several processes, process 0 alone writes (and locks) the run folder.
         run_dir = None
         if out_dir and jax.process_index() == 0:
             run_dir = stack.enter_context(RunDir.open(out_dir, config, resume=resume, overwrite=overwrite,
                                                       on_warning=reporter.on_warning))
-        events = None
-        if run_dir and tensorboard:
-            events = stack.enter_context(TrainingEvents(os.path.join(out_dir, TENSORBOARD), [""], [config],
-                                                        shares["train"].total))
-        return _train(config, steps, shares, mesh, run_dir, events, out_dir if resume else None, reporter,
+            if tensorboard:
+                events = stack.enter_context(TensorBoardReporter(os.path.join(out_dir, TENSORBOARD),
+                                                                 shares["train"].total))
+                reporter = Reporters([reporter, events])
+        return _train(config, steps, shares, mesh, run_dir, out_dir if resume else None, reporter,
                       lambda: {"compile_seconds": compilations.seconds, "compilations": compilations.programs,
                                "compilations_from_cache": compilations.from_cache, "data_seconds": data_seconds})
 
 
+class Saved(NamedTuple):
+    """What a checkpoint holds beside the history: the training state and, with a validation
+    split, the best epoch's parameters (None without one, so its file holds the state alone)."""
+
+    state: TrainState
+    best_params: Params | None
+
+
 def _train(config: Config, steps: Steps, shares: dict[str, data.Share], mesh, run_dir: RunDir | None,
-           events: TrainingEvents | None, resume_from: str | None, reporter: Reporter,
-           costs: Callable[[], dict]) -> Result:
+           resume_from: str | None, reporter: Reporter, costs: Callable[[], dict]) -> Result:
     with precision(config):
         sizes = {name: share.total for name, share in shares.items()}
-        state = steps.init(config.seed)
-        # With a validation split, checkpoints also keep the best epoch's parameters (on the host).
         tracks_best = "validation" in shares
-        saved_state = (state, state.params) if tracks_best else state
-        saved = checkpoints.latest(resume_from, saved_state, reporter.on_warning) if resume_from else None
-        saved_state = saved.restore(saved_state) if saved else saved_state
-        state, best_params = saved_state if tracks_best else (saved_state, None)
-        state, best_params = parallel.replicate(state, mesh), _host_copy(best_params) if tracks_best else None
-        start_epoch, history = (saved.epoch + 1, list(saved.history)) if saved else (1, [])
-        pipeline = make_pipeline(config, steps, shares, state, mesh, start_epoch, saved.batches_done if saved else 0)
+        initial = steps.init(config.seed)
+        saved_template = Saved(initial, initial.params if tracks_best else None)
+        checkpoint = checkpoints.latest(resume_from, saved_template, reporter.on_warning) if resume_from else None
+        saved = checkpoint.restore(saved_template) if checkpoint else saved_template
+        state, best_params = parallel.replicate(saved.state, mesh), _host_copy(saved.best_params)
+        start_epoch, history = (checkpoint.epoch + 1, list(checkpoint.history)) if checkpoint else (1, [])
+        pipeline = make_pipeline(config, steps, shares, state, mesh, start_epoch,
+                                 checkpoint.batches_done if checkpoint else 0)
         env = environment(mesh)
         reporter.on_start(config, env, steps_per_epoch=-(-sizes["train"] // config.batch_size))
-        for metrics in history:
-            reporter.on_epoch(metrics)
+        reporter.on_history(history)
 
         def record(epoch: int, scores: dict, epoch_seconds: float | None) -> None:
             nonlocal best_params
@@ -151,13 +162,10 @@ def _train(config: Config, steps: Steps, shares: dict[str, data.Share], mesh, ru
             if run_dir:
                 run_dir.write_metrics(history)
 
-        if saved and run_dir:
-            run_dir.restart_from(saved)
-        if not saved:
-            before = _evaluate(pipeline, state.params, sizes)
-            record(0, before, None)
-            if events:
-                events.epoch(0, [before])
+        if checkpoint and run_dir:
+            run_dir.restart_from(checkpoint)
+        if not checkpoint:
+            record(0, _evaluate(pipeline, state.params, sizes), None)
         status, divergence = "completed", None
         with _StopOnSignal() as interrupt:
             for epoch in range(start_epoch, config.num_epochs + 1):
@@ -165,20 +173,19 @@ def _train(config: Config, steps: Steps, shares: dict[str, data.Share], mesh, ru
                 run = pipeline.train_epoch(state, epoch, functools.partial(reporter.on_batch, epoch),
                                            interrupt.requested)
                 state, seconds = run.state, time.perf_counter() - start
-                scores = _evaluate(pipeline, state.params, sizes) if run.batches_done is None else None
+                scores = _evaluate(pipeline, state.params, sizes) if run.completed else None
                 divergence = _divergence(epoch, run, scores, history[-1].epoch,
                                          run_dir.last_saved if run_dir else None)
                 if divergence:
                     status = "diverged"
                     break
-                if events:
-                    events.epoch(epoch, [scores or {}], seconds if scores else None, run.first_step, run.losses[None])
-                if scores:
+                reporter.on_steps(epoch, run.first_step, run.losses)
+                if run.completed:
                     record(epoch, scores, seconds)
                 stopping = interrupt.requested()  # once per boundary: a collective across processes
                 if run_dir:
-                    run_dir.end_epoch(epoch, (state, best_params) if tracks_best else state, history,
-                                      batches_done=run.batches_done, stopping=stopping)
+                    run_dir.end_epoch(epoch, Saved(state, best_params), history,
+                                      batches_done=None if run.completed else run.batches_done, stopping=stopping)
                 if stopping and epoch < config.num_epochs:
                     status = "interrupted"
                     break
@@ -192,7 +199,7 @@ def _train(config: Config, steps: Steps, shares: dict[str, data.Share], mesh, ru
     return result
 
 
-def _host_copy(params: Params) -> Params:
+def _host_copy(params: Params | None) -> Params | None:
     """A host copy of (replicated) parameters, safe from the donation of the device buffers."""
     return jax.tree.map(lambda leaf: np.array(leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf),
                         params)

@@ -1,17 +1,15 @@
-"""Shared fixtures: small synthetic IDX files and their prepared tfds dataset."""
+"""Shared fixtures: small synthetic IDX files, their prepared tfds dataset, and the tiny run's config."""
 
 import os
 import tempfile
 
-import jax
 import numpy as np
 import pytest
 
 from mnist_jax import data
-from mnist_jax.compilation import CACHE_ENV
-from mnist_jax.idx import SPLIT_FILES, write_idx
-
-NUM_TRAIN, NUM_TEST = 300, 100
+from mnist_jax.data.idx import SPLIT_FILES, write_idx
+from mnist_jax.runtime.compilation import CACHE_ENV
+from tests.helpers import NUM_TEST, NUM_TRAIN, tiny
 
 # The command keeps compiled programs in the user's cache folder: the tests' commands share one of
 # their own (set here, so the commands they start in subprocesses inherit it).
@@ -57,24 +55,23 @@ def data_dir(tmp_path_factory, idx_dir):
     return path
 
 
+@pytest.fixture
+def bad_dir(tmp_path, synthetic):
+    """A copy of the synthetic files, uncompressed, for a test to damage."""
+    for split in ("train", "test"):
+        write_split_files(tmp_path, split, *synthetic[split], gz=False)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_config(data_dir):
+    """The tiny run (`helpers.TINY`) on the synthetic data, two epochs; `.replace` what a test varies."""
+    return tiny(data_dir)
+
+
 @pytest.fixture(scope="session")
 def real_data_dir(tmp_path_factory):
     """A tfds folder that `train` prepares from $MNIST_JAX_IDX_DIR on first use."""
     if not os.environ.get(data.IDX_DIR_ENV):
         pytest.skip(f"${data.IDX_DIR_ENV} is not set: no real MNIST files")
     return str(tmp_path_factory.mktemp("tfds-real"))
-
-
-def assert_models_equal_their_runs(result, config, seeds, rtol: float, atol: float) -> None:
-    """Each seed's model of a sweep or grid cell (`result`) against its own `train` run of `config`:
-    parameters to the tolerances, accuracies exactly, losses to 1e-5."""
-    from mnist_jax import train
-
-    for i, seed in enumerate(seeds):
-        alone = train(config.replace(seed=seed))
-        for swept, single in zip(jax.tree.leaves(result.params), jax.tree.leaves(alone.params)):
-            np.testing.assert_allclose(np.asarray(swept)[i], single, rtol=rtol, atol=atol)
-        np.testing.assert_allclose(result.histories[i, :, :2], [(m.train_accuracy, m.test_accuracy)
-                                                                for m in alone.history], atol=1e-12)
-        np.testing.assert_allclose(result.histories[i, :, 2:4], [(m.train_loss, m.test_loss)
-                                                                 for m in alone.history], rtol=1e-5)

@@ -43,6 +43,7 @@ def nesterov(config):
 
 # Wrong in one way each.
 
+
 def raises(config):
     raise RuntimeError("no GPU budget left")
 

@@ -1,11 +1,13 @@
-"""Settings: validation, presets, config files and the flags on top of them."""
+"""Settings: validation of every one, presets, config files and the flags on top of them."""
 
+import dataclasses
 import json
 
+import jax
 import pytest
 
 from mnist_jax import Config, ConfigError
-from mnist_jax.cli import _config_from_args, build_parser
+from mnist_jax.cli import _config_from_args, build_parser, main
 from mnist_jax.config import read_config_file
 
 
@@ -79,3 +81,113 @@ def test_cli_rejects_a_bad_config_file_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "line 1: key 'epochs' is not a setting" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_a_config_file_with_a_bad_recipe_names_the_line(tmp_path):
+    path = tmp_path / "recipe.toml"
+    path.write_text('schedule = "cosine"\ndropout = 1.5\n')
+    with pytest.raises(ConfigError, match=r"recipe.toml: line 2: dropout must lie in \[0, 1\)"):
+        from mnist_jax.config import read_config_file
+        read_config_file(str(path))
+
+
+@pytest.mark.parametrize("setting", [{"optimizer": "nope"}, {"optimizer": "GradientTransformation"},
+                                     {"optimizer": "apply_updates"}, {"activation": "softmax"}])
+def test_unknown_optimizers_and_activations_are_rejected(setting):
+    with pytest.raises(ConfigError, match=list(setting)[0]):
+        Config(**setting)
+
+
+def absent_platform() -> str:
+    """A platform this machine has no devices of (on a host with both, a made-up one)."""
+    for platform in ("gpu", "tpu"):
+        try:
+            jax.devices(platform)
+        except RuntimeError:
+            return platform
+    return "rocm"
+
+ABSENT_PLATFORM = absent_platform()
+
+BAD_FLAGS = {
+    "layer_sizes": (["--layer-sizes", "784,0,10"], "layer sizes must be positive"),
+    "sigma": (["--sigma", "0"], "sigma must be positive"),
+    "activation": (["--activation", "cosh"], "activation must be one of"),
+    "optimizer": (["--optimizer", "adamm"], "optimizer must name an Optax optimizer"),
+    "model": (["--model", "resnet"], "model must be one of mlp, cnn or package.module:factory"),
+    "momentum": (["--momentum", "1.5"], "momentum must lie in [0, 1)"),
+    "loss_reduction": (["--loss-reduction", "max"], "loss_reduction must be one of sum, mean"),
+    "learning_rate": (["--lr", "-1"], "learning_rate must be positive"),
+    "b1": (["--b1", "1"], "b1 and b2 must lie in [0, 1)"),
+    "b2": (["--b2", "-0.5"], "b1 and b2 must lie in [0, 1)"),
+    "eps": (["--eps=-1e-8"], "eps must not be negative"),
+    "batch_size": (["--batch-size", "0"], "batch_size must be positive"),
+    "num_epochs": (["--epochs", "0"], "num_epochs must be positive"),
+    "seed": (["--seed", "-1"], "seed must lie in [0, 2**32)"),
+    "dtype": (["--dtype", "bfloat16"], "dtype must be one of"),
+    "init": (["--init", "torch"], "init must be one of"),
+    "shuffle": (["--no-shuffle", "--validation-size", "10"], "validation_size needs shuffle"),
+    "eval_batch_size": (["--eval-batch-size", "0"], "eval_batch_size must be positive"),
+    "pipeline": (["--pipeline", "fast"], "pipeline must be one of"),
+    "devices": (["--devices", "0"], "devices must be positive"),
+    "platform": (["--platform", ABSENT_PLATFORM], f"no {ABSENT_PLATFORM} devices here"),
+    "validation_size": (["--validation-size", "-5"], "validation_size must not be negative"),
+    "checkpoint_every": (["--checkpoint-every", "0"], "checkpoint_every must be positive"),
+    "keep_checkpoints": (["--keep-checkpoints", "0"], "keep_checkpoints must be positive"),
+    "batches_per_chunk": (["--batches-per-chunk", "0"], "batches_per_chunk must be positive"),
+    "schedule": (["--schedule", "step"], "schedule must be one of constant, cosine"),
+    "warmup_epochs": (["--schedule", "warmup_cosine", "--warmup-epochs", "5"], "warmup_epochs must lie in [0, num_"),
+    "weight_decay": (["--weight-decay", "-0.1"], "weight_decay must not be negative"),
+    "dropout": (["--dropout", "1"], "dropout must lie in [0, 1)"),
+    "input_dropout": (["--input-dropout", "-0.1"], "input_dropout must lie in [0, 1)"),
+    "label_smoothing": (["--label-smoothing", "1.5"], "label_smoothing must lie in [0, 1)"),
+    "clip_norm": (["--clip-norm", "0"], "clip_norm must be positive"),
+    "nesterov": (["--optimizer", "sgd", "--nesterov"], "nesterov needs a momentum"),
+}
+
+
+def test_every_setting_has_a_bad_value_case():
+    # Any data_dir is a valid setting: a folder without the dataset is a data error (status 1).
+    assert set(BAD_FLAGS) | {"data_dir"} == {f.name for f in dataclasses.fields(Config)}
+
+# Beyond one per setting: other ways to get them wrong.
+OTHER_BAD_FLAGS = [
+    (["--layer-sizes", "785,100,10"], "layer_sizes must start at 784 and end at 10"),
+    (["--layer-sizes", "784,100,9"], "layer_sizes must start at 784 and end at 10"),
+    (["--preset", "fastest"], "unknown preset 'fastest'"),
+    (["--dtype", "float16"], "dtype must be one of"),
+    (["--batch-size", "many"], "invalid int value"),
+]
+
+
+@pytest.mark.parametrize("flags, message", [*BAD_FLAGS.values(), *OTHER_BAD_FLAGS],
+                         ids=[*BAD_FLAGS, *(f"other-{i}" for i in range(len(OTHER_BAD_FLAGS)))])
+def test_bad_settings_fail_first_with_one_line_and_status_2(flags, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    try:
+        status = main(["train", *flags, "--out", str(out)])
+    except SystemExit as e:  # argparse's own type errors
+        status = e.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+# One bad value per setting is in test_faults.py; these are the other ways to get a recipe wrong.
+INVALID = {
+    "stray_warmup": (["--warmup-epochs", "1"], "warmup_epochs applies to the warmup_cosine and onecycle"),
+    "onecycle": (["--schedule", "onecycle"], "the onecycle schedule needs warmup_epochs > 0"),
+    "whole_run_warmup": (["--schedule", "onecycle", "--warmup-epochs", "5"], "warmup_epochs must lie in [0, num_"),
+    "grid": (["--grid", "dropout", "0", "1.5"], "dropout must lie in [0, 1)"),
+}
+
+
+@pytest.mark.parametrize("case", INVALID)
+def test_invalid_recipes_are_refused_in_one_line(case, tmp_path, capsys):
+    flags, message = INVALID[case]
+    command = "sweep" if "--grid" in flags else "train"
+    out = tmp_path / "out"
+    assert main([command, *flags, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()

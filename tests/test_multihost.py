@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from benchmarks.multihost import free_port, launch
+from tests.helpers import worker
 
-WORKER = [sys.executable, "-m", "tests.multihost_worker"]
+WORKER = worker("multihost")
 SINGLE_ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
 
 
@@ -41,7 +42,8 @@ def test_two_processes_train_together(data_dir, tmp_path, pipeline, model):
         from mnist_jax import accuracy, data
         from mnist_jax.steps import normalise
 
-        images, labels = data.load_split("test", data_dir)
+        test = data.load(data_dir)["test"]
+        images, labels = test.images, test.labels
         params = [(p0[f"W{i}"], p0[f"b{i}"]) for i in range(2)]
         assert p0["accuracies"][-1, 1] == pytest.approx(
             float(accuracy(params, normalise(images, jnp.float32), labels)), abs=1e-6)
@@ -101,7 +103,7 @@ def test_a_preemption_of_one_process_stops_all_at_the_same_step(data_dir, tmp_pa
     """SIGTERM reaching process 1 alone: both processes stop after the same chunk (else one would
     wait forever in the next all-reduce), exit 143, and process 0's checkpoint resumes to the
     parameters of a run that was never stopped."""
-    preempt = [sys.executable, "-m", "tests.preempt_worker"]
+    preempt = worker("preempt")
     flags = ["--layer-sizes", "784,16,10", "--batch-size", "32", "--epochs", "3", "--eval-batch-size", "62",
              "--batches-per-chunk", "4", "--pipeline", "stream", "--data-dir", data_dir, "--quiet"]
     stopped, whole = tmp_path / "stopped", tmp_path / "whole"

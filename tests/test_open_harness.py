@@ -1,11 +1,10 @@
 """Your own model and optimizer: by import path and as objects, through every part of the harness;
-the CNN against an independent computation; loss reductions; every bad input refused first."""
+every bad input refused first."""
 
 import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -14,59 +13,16 @@ import numpy as np
 import optax
 import pytest
 
-from mnist_jax import Config, Model, data, loss, models, train
+from mnist_jax import Config, Model, data, loss, train
 from mnist_jax.cli import main
 from mnist_jax.pipelines import local_orders
-from mnist_jax.reporter import Reporter
-from mnist_jax.steps import Batch, init_state, make_steps, normalise
+from mnist_jax.reporters import Reporter
+from mnist_jax.steps import init_state, normalise
+from mnist_jax.sweep import sweep
 from tests import custom_models
+from tests.helpers import TINY_FLAGS, params_of, tiny, worker
 
-TINY = dict(batch_size=32, eval_batch_size=62, batches_per_chunk=4)
-TINY_FLAGS = ["--batch-size", "32", "--eval-batch-size", "62", "--batches-per-chunk", "4"]
 CUSTOM = "tests.custom_models:tiny_cnn"
-
-
-def params_of(run_dir):
-    with np.load(os.path.join(run_dir, "params.npz")) as f:
-        return {name: f[name] for name in f.files}
-
-
-# The CNN -----------------------------------------------------------------------------------------
-
-def numpy_cnn(params, images):
-    """Flax's MNIST CNN written out in NumPy: explicit 3x3 windows, pooling by reshaping."""
-    def conv(x, w, b):
-        n, h, wd, _ = x.shape
-        padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        out = np.zeros((n, h, wd, w.shape[-1]))
-        for dy in range(3):
-            for dx in range(3):
-                out += padded[:, dy:dy + h, dx:dx + wd, :] @ w[dy, dx]
-        return out + b
-
-    def pool(x):
-        n, h, wd, c = x.shape
-        return x.reshape(n, h // 2, 2, wd // 2, 2, c).mean(axis=(2, 4))
-
-    p = {k: {kk: np.asarray(vv, np.float64) for kk, vv in v.items()} for k, v in params.items()}
-    x = pool(np.maximum(conv(images, p["conv0"]["w"], p["conv0"]["b"]), 0))
-    x = pool(np.maximum(conv(x, p["conv1"]["w"], p["conv1"]["b"]), 0))
-    x = np.maximum(x.reshape(len(x), -1) @ p["dense0"]["w"] + p["dense0"]["b"], 0)
-    return x @ p["dense1"]["w"] + p["dense1"]["b"]
-
-
-def test_the_cnn_matches_an_independent_numpy_computation():
-    with jax.enable_x64(True):
-        model = models.cnn(Config(model="cnn", dtype="float64"))
-        params = model.init(jax.random.key(3))
-        params = jax.tree.map(lambda a: a + 0.05, params)  # non-zero biases too
-        images = np.random.default_rng(0).random((3, 28, 28, 1))
-        got = np.asarray(model.apply(params, jnp.asarray(images)))
-    assert got.shape == (3, 10)
-    np.testing.assert_allclose(got, numpy_cnn(params, images), rtol=1e-10, atol=1e-12)
-    shapes = {name: {k: v.shape for k, v in layer.items()} for name, layer in params.items()}
-    assert shapes == {"conv0": {"w": (3, 3, 1, 32), "b": (32,)}, "conv1": {"w": (3, 3, 32, 64), "b": (64,)},
-                      "dense0": {"w": (3136, 256), "b": (256,)}, "dense1": {"w": (256, 10), "b": (10,)}}
 
 
 def test_cnn_trains_and_its_parameters_are_saved_by_key_path(data_dir, tmp_path, capsys):
@@ -82,23 +38,6 @@ def test_cnn_trains_and_its_parameters_are_saved_by_key_path(data_dir, tmp_path,
     assert f"test accuracy {100 * summary['final_test_accuracy']:.2f}%" in capsys.readouterr().out
 
 
-# Loss reductions and optimizers -------------------------------------------------------------------
-
-def test_mean_and_sum_gradients_differ_by_the_real_row_count(synthetic):
-    images, labels = synthetic["train"][0][:20, ..., None], synthetic["train"][1][:20].astype(np.int32)
-    batch = Batch(np.pad(images, ((0, 12), (0, 0), (0, 0), (0, 0))), np.pad(labels, (0, 12)), np.arange(32) < 20)
-    with jax.enable_x64(True):
-        config = Config(layer_sizes=(784, 16, 10), dtype="float64")
-        sgd = optax.sgd(1.0)  # the update is minus the gradient
-        start = make_steps(config, optimizer=sgd).init(0)
-        updates = {}
-        for reduction in ("sum", "mean"):
-            new, _ = make_steps(config.replace(loss_reduction=reduction), optimizer=sgd).train_step(start, batch)
-            updates[reduction] = jax.tree.map(lambda a, b: np.asarray(b - a), start.params, new.params)
-    for total, mean in zip(jax.tree.leaves(updates["sum"]), jax.tree.leaves(updates["mean"])):
-        np.testing.assert_allclose(total, 20 * mean, rtol=1e-10, atol=1e-14)
-
-
 def soft_sign_sgd(learning_rate):
     """A hand-made optimizer object: steps of -lr * g / (1 + |g|), smooth in g, so that
     float rounding (a GPU's TF32 matmuls, say) cannot flip a step the way sign(g) could."""
@@ -108,10 +47,10 @@ def soft_sign_sgd(learning_rate):
                                            state))
 
 
-def test_an_optimizer_object_gives_the_hand_written_update(data_dir, tmp_path):
-    config = Config(layer_sizes=(784, 16, 10), num_epochs=2, **TINY, data_dir=data_dir)
+def test_an_optimizer_object_gives_the_hand_written_update(data_dir, tiny_config, tmp_path):
+    config = tiny_config
     result = train(config, str(tmp_path / "run"), optimizer=soft_sign_sgd(0.01))
-    share = data.load_share("train", data_dir)
+    share = data.load(data_dir)["train"]
     params = init_state(config).params
     for order in local_orders(config, share, "train", range(1, 3)):
         for start in range(0, len(order), config.batch_size):
@@ -126,16 +65,14 @@ def test_an_optimizer_object_gives_the_hand_written_update(data_dir, tmp_path):
         "optimizer"]
 
 
-def test_an_optimizer_by_import_path_is_what_it_builds(data_dir):
-    config = Config(layer_sizes=(784, 16, 10), num_epochs=1, learning_rate=0.05, **TINY, data_dir=data_dir)
+def test_an_optimizer_by_import_path_is_what_it_builds(tiny_config):
+    config = tiny_config.replace(num_epochs=1, learning_rate=0.05)
     by_path = train(config.replace(optimizer="tests.custom_models:nesterov"))
     by_object = train(config, optimizer=optax.sgd(0.05, momentum=0.9, nesterov=True))
     for a, b in zip(jax.tree.leaves(by_path.params), jax.tree.leaves(by_object.params)):
         np.testing.assert_array_equal(a, b)
     assert by_path.config.optimizer == "tests.custom_models:nesterov"
 
-
-# A model of one's own ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("pipeline", ["device", "stream"])
 def test_a_model_by_import_path_trains_from_the_cli_on_both_paths(data_dir, tmp_path, pipeline):
@@ -147,8 +84,8 @@ def test_a_model_by_import_path_trains_from_the_cli_on_both_paths(data_dir, tmp_
     assert sorted(params_of(out)) == ["conv/b", "conv/w", "out/b", "out/w"]
 
 
-def test_both_paths_draw_the_same_per_step_keys(data_dir):
-    config = Config(model=CUSTOM, num_epochs=2, learning_rate=0.01, **TINY, data_dir=data_dir)
+def test_both_paths_draw_the_same_per_step_keys(tiny_config):
+    config = tiny_config.replace(model=CUSTOM, learning_rate=0.01)
     device, stream = (train(config.replace(pipeline=p)) for p in ("device", "stream"))
     for a, b in zip(jax.tree.leaves(device.params), jax.tree.leaves(stream.params)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
@@ -156,19 +93,18 @@ def test_both_paths_draw_the_same_per_step_keys(data_dir):
     assert other_seed.history[-1].train_loss != device.history[-1].train_loss
 
 
-def test_a_model_without_a_key_parameter_is_called_without_one(data_dir):
-    result = train(Config(model="tests.custom_models:linear", num_epochs=1, **TINY, data_dir=data_dir))
+def test_a_model_without_a_key_parameter_is_called_without_one(tiny_config):
+    result = train(tiny_config.replace(model="tests.custom_models:linear", num_epochs=1))
     assert result.final_test_accuracy > 0.5
 
 
 def test_a_custom_model_resumes_bit_identically_after_a_kill(data_dir, tmp_path):
     killed, whole = str(tmp_path / "killed"), str(tmp_path / "whole")
-    proc = subprocess.run([sys.executable, "-m", "tests.resume_worker", data_dir, killed, "2", "stream", "5", "3", "0",
+    proc = subprocess.run([*worker("kill"), data_dir, killed, "2", "stream", "5", "3", "0",
                            CUSTOM], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert main(["train", "--resume", killed, "--quiet"]) == 0
-    train(Config(layer_sizes=(784, 16, 10), num_epochs=3, model=CUSTOM, pipeline="stream", **TINY,
-                 data_dir=data_dir), whole)
+    train(tiny(data_dir, num_epochs=3, model=CUSTOM, pipeline="stream"), whole)
     resumed, uninterrupted = params_of(killed), params_of(whole)
     assert resumed.keys() == uninterrupted.keys()
     for name in resumed:
@@ -186,8 +122,8 @@ class InterruptAfter(Reporter):
             os.kill(os.getpid(), signal.SIGINT)
 
 
-def test_model_and_optimizer_objects_record_and_resume(data_dir, tmp_path, capsys):
-    config = Config(num_epochs=3, **TINY, data_dir=data_dir)
+def test_model_and_optimizer_objects_record_and_resume(tiny_config, tmp_path, capsys):
+    config = tiny_config.replace(num_epochs=3)
     model, out = custom_models.tiny_cnn(config), str(tmp_path / "objects")
     stopped = train(config, out, model=model, optimizer=optax.adam(0.01), reporter=InterruptAfter(2))
     assert stopped.status == "interrupted" and stopped.history[-1].epoch == 2
@@ -205,22 +141,17 @@ def test_model_and_optimizer_objects_record_and_resume(data_dir, tmp_path, capsy
         np.testing.assert_array_equal(a, b)
 
 
-def test_sweeps_and_grids_take_models(data_dir, tmp_path, capsys):
-    assert main(["sweep", "--seeds", "2", "--epochs", "1", *TINY_FLAGS[:4], "--grid", "model", "mlp", CUSTOM,
-                 "--layer-sizes", "784,16,10", "--data-dir", data_dir, "--out", str(tmp_path)]) == 0
+def test_sweeps_and_grids_take_models(data_dir, tiny_config, tmp_path):
+    assert main(["sweep", "--seeds", "2", "--epochs", "1", *TINY_FLAGS, "--grid", "model", "mlp", CUSTOM,
+                 "--data-dir", data_dir, "--out", str(tmp_path)]) == 0
     cells = json.loads((tmp_path / "grid.json").read_text())["cells"]
     assert [c["settings"]["model"] for c in cells] == ["mlp", CUSTOM]
-    config = Config(model=CUSTOM, num_epochs=1, **TINY, data_dir=data_dir)
-    from mnist_jax.sweep import sweep
-
+    config = tiny_config.replace(model=CUSTOM, num_epochs=1)
     swept = sweep(config, [3, 4])
     for i, seed in enumerate((3, 4)):
         alone = train(config.replace(seed=seed))
         for a, b in zip(jax.tree.leaves(swept.params), jax.tree.leaves(alone.params)):
             np.testing.assert_allclose(np.asarray(a)[i], b, rtol=1e-5, atol=1e-6)
-
-
-# Bad input ----------------------------------------------------------------------------------------
 
 BAD_MODELS = [
     ("no_such_module.models:net", "cannot import no_such_module.models: ModuleNotFoundError"),
@@ -231,6 +162,7 @@ BAD_MODELS = [
     ("tests.custom_models:wrong_shape", "apply returned (2, 5) for 2 images, not logits of shape (2, 10)"),
     ("tests.custom_models:init_raises", "init raised ValueError: bad width"),
 ]
+
 BAD_OPTIMIZERS = [
     ("tests.custom_models:not_an_optimizer", "the factory returned int, not an optax.GradientTransformation"),
     ("tests.nowhere:adam", "cannot import tests.nowhere"),

@@ -1,27 +1,26 @@
-"""The two data paths: same results, one compilation each, donated buffers, exact padding,
-and the same trajectory on 1 and 4 devices."""
+"""The two data paths: the same parameters as plain Optax, one compilation each, donated buffers,
+exact padding, and the same trajectory on 1 and 4 devices."""
 
+import functools
 import json
 import os
 import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from mnist_jax import Config, data, loss, parallel, train
+from mnist_jax import accuracy, data, loss, train
+from mnist_jax.data import streams
 from mnist_jax.optimizers import make_optimizer
-from mnist_jax.pipelines import PIPELINES, local_orders, make_pipeline
-from mnist_jax.reporter import Reporter
+from mnist_jax.pipelines import PIPELINES, evaluate_over, local_orders, make_pipeline
+from mnist_jax.reporters import Reporter
+from mnist_jax.runtime import parallel
 from mnist_jax.steps import init_state, make_steps, normalise
-from tests.conftest import NUM_TRAIN
-
-# 300 examples in batches of 32: 10 steps, the last of 12 examples; 4 batches per
-# chunk: 3 chunks, the last holding 2 real batches and 2 of padding.
-BASE = dict(layer_sizes=(784, 16, 10), batch_size=32, batches_per_chunk=4, num_epochs=2,
-            eval_batch_size=64)
+from tests.helpers import NUM_TRAIN, worker
 
 
 def reference_params(config, share):
@@ -41,9 +40,9 @@ def reference_params(config, share):
 
 
 @pytest.mark.parametrize("shuffle", [True, False])
-def test_both_pipelines_match_plain_optax_with_a_short_last_batch(data_dir, shuffle):
-    config = Config(**BASE, shuffle=shuffle, data_dir=data_dir)
-    expected = reference_params(config, data.load_share("train", data_dir))
+def test_both_pipelines_match_plain_optax_with_a_short_last_batch(data_dir, tiny_config, shuffle):
+    config = tiny_config.replace(shuffle=shuffle)
+    expected = reference_params(config, data.load(data_dir)["train"])
     results = {p: train(config.replace(pipeline=p)) for p in PIPELINES}
     for result in results.values():
         for got, want in zip(jax.tree.leaves(result.params), jax.tree.leaves(expected)):
@@ -75,16 +74,16 @@ class CompileCounter(Reporter):
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES)
-def test_nothing_is_compiled_after_the_first_epoch(data_dir, pipeline):
+def test_nothing_is_compiled_after_the_first_epoch(tiny_config, pipeline):
     counter = CompileCounter()
-    train(Config(**{**BASE, "num_epochs": 3}, pipeline=pipeline, data_dir=data_dir), reporter=counter)
+    train(tiny_config.replace(num_epochs=3, pipeline=pipeline), reporter=counter)
     assert counter.after_first_epoch == 0
 
 
 @pytest.mark.parametrize("name", PIPELINES)
-def test_donated_state_is_consumed_and_evaluation_still_works(data_dir, name):
-    config = Config(**BASE, pipeline=name, data_dir=data_dir)
-    splits = {s: data.load_share(s, data_dir) for s in ("train", "test")}
+def test_donated_state_is_consumed_and_evaluation_still_works(data_dir, tiny_config, name):
+    config = tiny_config.replace(pipeline=name)
+    splits = data.load(data_dir)
     state, pipeline = build(config, splits)
     first = pipeline.train_epoch(state, 1, lambda done: None).state
     assert all(leaf.is_deleted() for leaf in jax.tree.leaves(state))  # buffers were donated
@@ -94,23 +93,39 @@ def test_donated_state_is_consumed_and_evaluation_still_works(data_dir, name):
     assert 0 <= int(correct_1) <= NUM_TRAIN and int(correct_2) >= int(correct_1)
 
 
-def test_the_stream_refuses_epochs_out_of_order(data_dir):
-    config = Config(**BASE, pipeline="stream", data_dir=data_dir)
-    splits = {s: data.load_share(s, data_dir) for s in ("train", "test")}
+def test_the_stream_refuses_epochs_out_of_order(data_dir, tiny_config):
+    config = tiny_config.replace(pipeline="stream")
+    splits = data.load(data_dir)
     state, pipeline = build(config, splits)
     with pytest.raises(ValueError, match="at epoch 1, not 2"):
         pipeline.train_epoch(state, 2, lambda done: None)
 
 
-def test_progress_counts_batches(data_dir):
+def test_progress_counts_batches(tiny_config):
     seen = []
 
     class Progress(Reporter):
         def on_batch(self, epoch, done):
             seen.append((epoch, done))
 
-    train(Config(**{**BASE, "num_epochs": 1}, pipeline="stream", data_dir=data_dir), reporter=Progress())
+    train(tiny_config.replace(num_epochs=1, pipeline="stream"), reporter=Progress())
     assert seen == [(1, 4), (1, 8), (1, 10)]
+
+
+def test_evaluate_over_padded_batches_counts_every_example_once(tiny_config, data_dir):
+    config = tiny_config
+    state = init_state(config)
+    share = data.load(data_dir)["train"]
+    images, labels = share.images, share.labels
+    stream = streams.batch_chunks(images, labels, np.arange(NUM_TRAIN)[None], 64)
+    evaluate = jax.jit(functools.partial(evaluate_over, make_steps(config).eval_step))
+    correct, total_loss = 0, 0.0
+    for chunk in streams.prefetch_to_device(stream):
+        chunk_correct, chunk_loss = evaluate(state.params, chunk)
+        correct, total_loss = correct + chunk_correct, total_loss + chunk_loss
+    inputs = normalise(images, jnp.float32)
+    assert int(correct) == round(NUM_TRAIN * float(accuracy(state.params, inputs, labels)))
+    assert float(total_loss) == pytest.approx(float(loss(state.params, inputs, labels)), rel=1e-5)
 
 
 @pytest.mark.slow
@@ -120,7 +135,7 @@ def test_progress_counts_batches(data_dir):
 ])
 def test_four_devices_follow_the_one_device_trajectory(data_dir, model, param_tolerance, accuracy_tolerance):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-m", "tests.multidevice_run", data_dir, model], env=env,
+    proc = subprocess.run([*worker("multidevice"), data_dir, model], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])

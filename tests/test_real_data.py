@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mnist_jax import Config, data, loss, models, preset, train
-from mnist_jax.model import init_params
+from mnist_jax.mlp import init_params
 from mnist_jax.steps import normalise
 
 # The seed notebook's printed table (train %, test %) after 0-4 epochs, and epoch 5.
@@ -14,7 +14,7 @@ SEED_TABLE = [(9.93, 9.62), (94.01, 93.99), (96.08, 95.63), (97.19, 96.50), (97.
 
 def test_seed_first_batch_objective(real_data_dir):
     with jax.enable_x64(True):
-        images, labels = data.load_split("train", real_data_dir, in_file_order=True)
+        images, labels = data.load(real_data_dir)["train"].in_file_order("train")
         params = init_params(42, method="numpy", dtype=np.float64)
         value = loss(params, normalise(images[:256], np.float64), labels[:256])
     assert float(value) == pytest.approx(593.5535733141162, rel=1e-12)

@@ -1,4 +1,4 @@
-"""Grids, Optax optimizers and activations by name, and the paper report."""
+"""The paper report (`mnist-jax report`): tables and figures that parse and match the runs they read."""
 
 import csv
 import json
@@ -6,86 +6,20 @@ import re
 import shutil
 import subprocess
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_jax import Config
 from mnist_jax.cli import main
-from mnist_jax.config import ConfigError
-from mnist_jax.model import init_params, predict
-from mnist_jax.plots import FIGURE_DPI, figure_inches
-from mnist_jax.steps import Batch, init_state, make_steps
-from mnist_jax.sweep import sweep
-
-TINY = ["--layer-sizes", "784,16,10", "--batch-size", "32", "--eval-batch-size", "62"]
-
-
-def test_relu_predict_matches_numpy():
-    params = init_params(0, (784, 8, 10))
-    x = np.random.default_rng(0).random((5, 784), np.float32)
-    (W0, b0), (W1, b1) = [tuple(map(np.asarray, layer)) for layer in params]
-    logits = np.maximum(x @ W0 + b0, 0) @ W1 + b1
-    expected = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    np.testing.assert_allclose(predict(params, jnp.asarray(x), "relu"), expected, rtol=1e-5, atol=1e-6)
-
-
-def test_sgd_by_name_takes_a_plain_gradient_step():
-    config = Config(layer_sizes=(784, 8, 10), optimizer="sgd", learning_rate=0.01)
-    state = init_state(config)
-    rng = np.random.default_rng(1)
-    batch = Batch(jnp.asarray(rng.integers(0, 256, (4, 28, 28, 1)), jnp.uint8), jnp.asarray([1, 2, 3, 4]),
-                  jnp.ones(4, bool))
-    new_state, _ = make_steps(config).train_step(state, batch)
-    inputs = batch.images.reshape(4, -1).astype(jnp.float32) / 255
-    grads = jax.grad(lambda p: -jnp.sum(jnp.take_along_axis(predict(p, inputs), batch.labels[:, None], 1)))(
-        state.params)
-    for new, old, grad in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(state.params), jax.tree.leaves(grads)):
-        np.testing.assert_allclose(new, old - 0.01 * grad, rtol=1e-5, atol=1e-7)
-
-
-@pytest.mark.parametrize("setting", [{"optimizer": "nope"}, {"optimizer": "GradientTransformation"},
-                                     {"optimizer": "apply_updates"}, {"activation": "softmax"}])
-def test_unknown_optimizers_and_activations_are_rejected(setting):
-    with pytest.raises(ConfigError, match=list(setting)[0]):
-        Config(**setting)
-
-
-def test_grid_runs_every_cell_with_every_seed(data_dir, tmp_path, capsys):
-    out = tmp_path / "grid"
-    assert main(["sweep", "--seeds", "2", *TINY, "--epochs", "1", "--data-dir", data_dir, "--out", str(out),
-                 "--grid", "lr", "0.01", "0.03", "--grid", "activation", "tanh", "relu"]) == 0
-    printed = capsys.readouterr().out
-    saved = json.loads((out / "grid.json").read_text())
-    assert saved["axes"] == {"learning_rate": [0.01, 0.03], "activation": ["tanh", "relu"]}
-    assert [c["settings"] for c in saved["cells"]] == [
-        {"learning_rate": lr, "activation": a} for lr in (0.01, 0.03) for a in ("tanh", "relu")]
-    for cell in saved["cells"]:
-        settings = cell["settings"]
-        assert f"learning_rate={settings['learning_rate']} activation={settings['activation']}" in printed
-        config = Config.from_dict(cell["config"])
-        assert (config.learning_rate, config.activation) == tuple(cell["settings"].values())
-        alone = sweep(config, [42, 43])  # the cell equals a sweep of its own config
-        np.testing.assert_allclose([cell["per_seed"][s][-1]["test_accuracy"] for s in ("42", "43")],
-                                   alone.histories[:, -1, 1], atol=1e-12)
-
-
-@pytest.mark.parametrize("grid, message", [(["nope", "1"], "'nope' is not a setting"),
-                                           (["batch_size", "32", "x"], "invalid literal"),
-                                           (["activation", "tanh", "cosh"], "activation must be one of")])
-def test_bad_grids_are_refused_before_any_work(data_dir, tmp_path, capsys, grid, message):
-    assert main(["sweep", "--seeds", "2", *TINY, "--data-dir", data_dir, "--out", str(tmp_path), "--grid", *grid]) == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "grid.json").exists()
+from mnist_jax.report.plots import FIGURE_DPI, figure_inches
+from tests.helpers import TINY_FLAGS
 
 
 @pytest.fixture(scope="module")
 def experiments(data_dir, tmp_path_factory):
     """Two single-seed runs of one config, a sweep and a grid."""
     root = tmp_path_factory.mktemp("experiments")
-    common = [*TINY, "--epochs", "2", "--data-dir", data_dir]
+    common = [*TINY_FLAGS, "--epochs", "2", "--data-dir", data_dir]
     for seed in (1, 2):
         assert main(["train", *common, "--seed", str(seed), "--quiet", "--out", str(root / f"runs-{seed}")]) == 0
     assert main(["sweep", "--seeds", "3", *common, "--out", str(root / "sweep")]) == 0

@@ -1,19 +1,17 @@
-"""Start-up: no TensorFlow unless needed, the checked array file, few compilations, the compilation cache."""
+"""Start-up: no TensorFlow unless needed, three compilations, the compilation cache; the start-up
+benchmark's arithmetic."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from mnist_jax import array_cache, data
-from mnist_jax.compilation import CACHE_ENV, default_cache_dir
+from mnist_jax.runtime.compilation import CACHE_ENV, default_cache_dir
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--layer-sizes", "784,16,10", "--batch-size", "32", "--epochs", "2", "--eval-batch-size", "62"]
 
 
@@ -36,77 +34,6 @@ def test_tensorflow_loads_only_for_the_stream_path(data_dir, pipeline, loads_ten
     assert loaded == str(loads_tensorflow) and float(accuracy) > 0.5
 
 
-@pytest.fixture
-def dataset(tmp_path, data_dir) -> tuple[str, str]:
-    """A copy of the prepared synthetic dataset (its data dir and version folder), free to damage."""
-    shutil.copytree(data_dir, tmp_path / "tfds")
-    folder = str(tmp_path / "tfds")
-    return folder, os.path.join(folder, "mnist", data.VERSION)
-
-
-def through_tfds(folder: str) -> dict[str, np.ndarray]:
-    from mnist_jax import tfds_source
-
-    arrays = {}
-    for split in array_cache.SPLITS:
-        images, labels, _ = tfds_source.read(split, folder)
-        arrays |= {f"{split}_images": images, f"{split}_labels": labels.astype(np.int32)}
-    return arrays
-
-
-def assert_same(got: dict, expected: dict) -> None:
-    assert sorted(got) == sorted(expected)
-    for name in expected:
-        np.testing.assert_array_equal(got[name], expected[name])
-
-
-def test_prepare_writes_the_array_file_and_it_holds_what_tfds_reads(dataset):
-    folder, version_dir = dataset
-    expected = through_tfds(folder)
-    stored, state = array_cache.read(version_dir, array_cache.source_digest(version_dir))
-    assert state == "ok"
-    assert_same(stored, expected)
-    assert_same(data.decoded_splits(folder), expected)
-    images, labels = data.load_split("train[10:20]", folder)
-    np.testing.assert_array_equal(labels, expected["train_labels"][10:20])
-    np.testing.assert_array_equal(images, expected["train_images"][10:20])
-
-
-def test_a_valid_array_file_is_what_loading_reads(dataset):
-    folder, version_dir = dataset
-    arrays = through_tfds(folder)
-    arrays["test_labels"] = (arrays["test_labels"] + 1) % 10  # a consistent file with other labels
-    array_cache.write(version_dir, arrays, array_cache.source_digest(version_dir))
-    np.testing.assert_array_equal(data.load_split("test", folder)[1], arrays["test_labels"])
-
-
-@pytest.mark.parametrize("fault", ["stale", "damaged", "truncated"])
-def test_a_stale_or_damaged_array_file_is_rebuilt_from_tfds(dataset, fault):
-    folder, version_dir = dataset
-    path = array_cache.path(version_dir)
-    if fault == "stale":  # the dataset changed since the file was written
-        with open(os.path.join(version_dir, "dataset_info.json"), "a") as f:
-            f.write("\n")
-    elif fault == "damaged":  # a byte of the image data flipped
-        raw = bytearray(Path(path).read_bytes())
-        raw[len(raw) // 2] ^= 0xFF
-        Path(path).write_bytes(bytes(raw))
-    else:
-        Path(path).write_bytes(Path(path).read_bytes()[:1000])
-    source = array_cache.source_digest(version_dir)
-    assert array_cache.read(version_dir, source)[1] == ("stale" if fault == "stale" else "damaged")
-    assert_same(data.decoded_splits(folder), through_tfds(folder))
-    assert array_cache.read(version_dir, source)[1] == "ok"  # rewritten
-
-
-def test_a_damaged_dataset_is_not_served_from_its_array_file(dataset):
-    folder, version_dir = dataset
-    record = next(p for p in Path(version_dir).iterdir() if "train.tfrecord" in p.name)
-    record.write_bytes(record.read_bytes()[:100])
-    with pytest.raises(data.DataError, match="damaged"):
-        data.load_split("train", folder)
-
-
 def test_the_cache_folder_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv(CACHE_ENV, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
@@ -120,7 +47,7 @@ def test_the_cache_folder_follows_the_environment(monkeypatch, tmp_path):
 
 
 def scores(summary: dict) -> list[dict]:
-    """Every epoch's accuracies and losses (not its timings)."""
+    """Every epoch's accuracies and losses in a summary (not its timings)."""
     return [{k: v for k, v in m.items() if k.endswith(("accuracy", "loss"))} for m in summary["history"]]
 
 
@@ -146,3 +73,20 @@ def test_a_run_compiles_three_programs_and_a_second_run_loads_them_from_the_cach
     assert off["compilations_from_cache"] == 0
     moved = train_command(data_dir, tmp_path / "moved", env, "--compilation-cache", str(tmp_path / "moved-cache"))
     assert moved["compilations_from_cache"] == 0 and len(os.listdir(tmp_path / "moved-cache")) >= 3
+
+
+def test_the_startup_split_and_ratios_by_hand():
+    from benchmarks.startup import MODEL_EPOCHS, phases, ratios
+
+    train = {"wall": 10.0, "compile": 1.0, "train": 4.0, "evaluation": 2.0}
+    row = {"import train": 1.5, "import sweep": 1.5, "data": 0.5, "library import": 1.2, "tensorflow loaded": False,
+           "train": train, "grid": {"wall": 40.0, "compile": 2.0, "train and evaluation": 30.0}}
+    assert phases(row, "train") == {"import": 1.5, "data": 0.5, "compile": 1.0, "train": 4.0, "evaluation": 2.0,
+                                    "other": 1.0}
+    assert phases(row, "grid")["other"] == 40.0 - 1.5 - 0.5 - 2.0 - 30.0
+    line, = ratios({"epochs": 5, "after": row})
+    # wall / train = 2.5; one model-epoch (4 + 2) / 5 = 1.2 s; start-up 10 - 6 = 4 s; (40 - 4) / (24 * 1.2)
+    assert MODEL_EPOCHS == 24
+    assert line.startswith("- after: `train` wall 2.50x its training seconds;")
+    assert "1.20 s without TensorFlow" not in line and "1.20 s (without TensorFlow)" in line
+    assert f"the grid {36 / 28.8:.2f}x its 24 model-epochs at one model's 1.20 s" in line

@@ -1,33 +1,20 @@
-"""Seed sweeps: one vmapped program, each model equal to its own run, honest statistics."""
+"""Seed sweeps: one vmapped program, each model equal to its own run, the statistics printed and saved."""
 
 import json
-import math
 
 import numpy as np
 import pytest
 
-from mnist_jax import Config, train
+from mnist_jax import train
 from mnist_jax.cli import main
-from mnist_jax.results import metric_names
-from mnist_jax.stats import statistics
+from mnist_jax.records import metric_names
 from mnist_jax.sweep import sweep
-from tests.conftest import assert_models_equal_their_runs
-
-
-def test_statistics_against_a_hand_computation():
-    got = statistics([0.90, 0.92, 0.94])
-    assert got["mean"] == pytest.approx(0.92)
-    assert got["std"] == pytest.approx(0.02)  # sqrt(((-0.02)**2 + 0 + 0.02**2) / 2)
-    assert got["ci95"] == pytest.approx(4.302652729911275 * 0.02 / math.sqrt(3))  # t(0.975, 2) = 4.3027
-    assert got["n"] == 3
-    single = statistics([0.5])
-    assert single["std"] == 0 and math.isnan(single["ci95"])
+from tests.helpers import assert_models_equal_their_runs, tiny
 
 
 @pytest.mark.parametrize("shuffle", [True, False])
-def test_each_model_of_a_sweep_equals_its_own_run(data_dir, shuffle):
-    config = Config(layer_sizes=(784, 16, 10), batch_size=32, num_epochs=2, eval_batch_size=62, shuffle=shuffle,
-                    data_dir=data_dir)
+def test_each_model_of_a_sweep_equals_its_own_run(tiny_config, shuffle):
+    config = tiny_config.replace(shuffle=shuffle)
     seeds = [3, 4, 5]
     result = sweep(config, seeds)
     assert result.histories.shape == (3, 3, len(metric_names(("train", "test"))))
@@ -48,12 +35,21 @@ def test_sweep_command_prints_the_table_and_writes_json(data_dir, tmp_path, caps
     assert main(["sweep", "--seeds", "0"]) == 2
 
 
-def test_a_sweep_reports_the_validation_split_as_train_does(data_dir):
-    config = Config(layer_sizes=(784, 16, 10), batch_size=32, num_epochs=1, eval_batch_size=62,
-                    validation_size=50, data_dir=data_dir)
+def test_a_sweep_reports_the_validation_split_as_train_does(tiny_config):
+    config = tiny_config.replace(num_epochs=1, validation_size=50)
     result = sweep(config, [7, 8])
     assert result.metrics == metric_names(("train", "validation", "test"))
     column = result.metrics.index("validation_accuracy")
     for i, seed in enumerate((7, 8)):
         alone = train(config.replace(seed=seed)).history
         np.testing.assert_allclose(result.histories[i, :, column], [m.validation_accuracy for m in alone], atol=1e-12)
+
+
+def test_a_sweep_records_each_seeds_best_epoch(data_dir):
+    config = tiny(data_dir, num_epochs=3, validation_size=100, learning_rate=0.01)
+    result = sweep(config, [1, 2, 3])
+    best = result.summary()["best"]
+    validation = result.histories[:, :, result.metrics.index("validation_accuracy")]
+    test = result.histories[:, :, result.metrics.index("test_accuracy")]
+    assert best["epochs"] == [int(np.argmax(row)) for row in validation]
+    assert best["test_accuracy"]["mean"] == pytest.approx(np.mean([t[e] for t, e in zip(test, best["epochs"])]))

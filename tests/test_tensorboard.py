@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mnist_jax.cli import main
-from mnist_jax.tensorboard import crc32c
+from mnist_jax.runs.events import crc32c
 
 
 def read_events(folder: Path) -> dict[str, dict[int, float]]:

@@ -1,6 +1,6 @@
-"""Training on the small synthetic dataset: learning, exact step semantics, run folders."""
+"""`train`: a short run learns and records every epoch, deterministically; its folder; a validation
+split scored apart; the best epoch kept; every preset trains."""
 
-import functools
 import json
 import os
 
@@ -10,12 +10,13 @@ import numpy as np
 import optax
 import pytest
 
-from mnist_jax import Config, accuracy, data, loss, streams, train
-from mnist_jax.optimizers import make_optimizer
-from mnist_jax.pipelines import evaluate_over
-from mnist_jax.rundir import RunDir, RunExistsError
-from mnist_jax.steps import Batch, init_state, make_steps, normalise
-from tests.conftest import NUM_TRAIN
+from mnist_jax import Config, accuracy, data, preset, train
+from mnist_jax.cli import main
+from mnist_jax.config import PRESETS
+from mnist_jax.errors import RunExistsError
+from mnist_jax.runs.rundir import RunDir
+from mnist_jax.steps import normalise
+from tests.helpers import NUM_TRAIN, tiny
 
 
 @pytest.fixture(scope="module")
@@ -49,53 +50,6 @@ def test_same_config_same_result(config, result):
         np.testing.assert_array_equal(a, b)
     strip = lambda h: [(m.train_accuracy, m.test_accuracy, m.train_loss) for m in h]  # noqa: E731
     assert strip(again.history) == strip(result.history)
-
-
-def _batch(images, labels, size):
-    pad = size - len(labels)
-    return Batch(np.pad(images, ((0, pad), (0, 0), (0, 0), (0, 0))),
-                      np.pad(labels, (0, pad)), np.arange(size) < len(labels))
-
-
-def test_padded_step_equals_a_step_on_the_real_rows(config, synthetic):
-    images, labels = synthetic["train"][0][:20, ..., None], synthetic["train"][1][:20].astype(np.int32)
-    state = init_state(config)
-    optimizer = make_optimizer(config)
-    new_state, batch_loss = jax.jit(make_steps(config).train_step)(state, _batch(images, labels, 32))
-    # Independently: Adam on the 20-example batch, no padding.
-    inputs = images.reshape(20, -1).astype(np.float32) / 255
-    grads = jax.grad(loss)(state.params, inputs, labels)
-    updates, _ = optimizer.update(grads, state.opt_state, state.params)
-    expected = optax.apply_updates(state.params, updates)
-    np.testing.assert_allclose(batch_loss, loss(state.params, inputs, labels), rtol=1e-5)
-    for got, want in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(expected)):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
-
-
-def test_first_step_is_adam_as_the_seed_ran_it(config, synthetic):
-    images, labels = synthetic["train"][0][:32, ..., None], synthetic["train"][1][:32].astype(np.int32)
-    state = init_state(config)
-    g = jax.grad(loss)(state.params, normalise(images, jnp.float32), labels)
-    new_state, _ = jax.jit(make_steps(config).train_step)(state, _batch(images, labels, 32))
-    # autograd's adam, first step: m_hat = g, v_hat = g**2.
-    lr, eps = config.learning_rate, config.eps
-    for p, grad, new in zip(jax.tree.leaves(state.params), jax.tree.leaves(g), jax.tree.leaves(new_state.params)):
-        expected = np.asarray(p) - lr * np.asarray(grad) / (np.abs(np.asarray(grad)) + eps)
-        np.testing.assert_allclose(new, expected, rtol=1e-5, atol=1e-7)
-
-
-def test_evaluate_over_padded_batches_counts_every_example_once(config, data_dir):
-    state = init_state(config)
-    images, labels = data.load_split("train", data_dir)
-    stream = streams.batch_chunks(images, labels, np.arange(NUM_TRAIN)[None], 64)
-    evaluate = jax.jit(functools.partial(evaluate_over, make_steps(config).eval_step))
-    correct, total_loss = 0, 0.0
-    for chunk in streams.prefetch_to_device(stream):
-        chunk_correct, chunk_loss = evaluate(state.params, chunk)
-        correct, total_loss = correct + chunk_correct, total_loss + chunk_loss
-    inputs = normalise(images, jnp.float32)
-    assert int(correct) == round(NUM_TRAIN * float(accuracy(state.params, inputs, labels)))
-    assert float(total_loss) == pytest.approx(float(loss(state.params, inputs, labels)), rel=1e-5)
 
 
 def test_float64_runs_in_float64(config):
@@ -137,3 +91,85 @@ def test_a_run_folder_is_not_overwritten_by_default(config, tmp_path):
     assert train(config.replace(num_epochs=1), str(tmp_path), overwrite=True).history[-1].epoch == 1
     with open(tmp_path / "config.json") as f:
         assert json.load(f)["num_epochs"] == 1
+
+
+def test_validation_is_held_out_and_scored_apart(data_dir, tmp_path, capsys):
+    config = tiny(data_dir, validation_size=100)
+    result = train(config)
+    shares, whole = data.load(data_dir, validation_size=100), data.load(data_dir)["train"]
+    assert sorted(shares) == ["test", "train", "validation"]  # the validation rows are the training split's last
+    np.testing.assert_array_equal(shares["validation"].labels, whole.labels[NUM_TRAIN - 100:])
+    images, labels = shares["validation"].images, shares["validation"].labels
+    assert len(labels) == 100
+    expected = float(accuracy(result.params, normalise(images, jnp.float32), labels))
+    assert result.history[-1].validation_accuracy == pytest.approx(expected, abs=1e-6)
+    # training used the other 200: its accuracy is over 200 examples
+    train_images, train_labels = shares["train"].images, shares["train"].labels
+    assert len(train_labels) == NUM_TRAIN - 100
+    assert result.history[-1].train_accuracy == pytest.approx(
+        float(accuracy(result.params, normalise(train_images, jnp.float32), train_labels)), abs=1e-6)
+    assert all(m.validation_loss is not None for m in result.history)
+
+    assert main(["train", "--layer-sizes", "784,16,10", "--batch-size", "32", "--epochs", "1",
+                 "--eval-batch-size", "62", "--validation-size", "100", "--data-dir", data_dir,
+                 "--out", str(tmp_path / "run"), "--pipeline", "stream"]) == 0
+    assert "| Validation accuracy |" in capsys.readouterr().out
+    line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    _, saved = RunDir(str(tmp_path / "run")).load()  # the stream run's own held-out rows, evaluated here
+    assert line["validation_accuracy"] == pytest.approx(
+        float(accuracy(saved, normalise(images, jnp.float32), labels)), abs=1e-6)
+
+
+def ascent_after(steps: int) -> optax.GradientTransformation:
+    """Adam for `steps` steps, then the same steps uphill: validation accuracy peaks, then falls."""
+    adam = optax.adam(0.01)
+
+    def update(grads, state, params=None):
+        count, inner = state
+        updates, inner = adam.update(grads, inner, params)
+        sign = jnp.where(count < steps, 1.0, -20.0)
+        return jax.tree.map(lambda u: sign * u, updates), (count + 1, inner)
+
+    return optax.GradientTransformation(lambda params: (jnp.zeros((), jnp.int32), adam.init(params)), update)
+
+
+def numpy_accuracy(params, images, labels) -> float:
+    x = images.reshape(len(images), -1).astype(np.float64) / 255
+    for W, b in params[:-1]:
+        x = np.tanh(x @ W + b)
+    return float(np.mean(np.argmax(x @ params[-1][0] + params[-1][1], axis=1) == labels))
+
+
+def test_the_best_epoch_is_recorded_and_its_parameters_kept(data_dir, tmp_path, capsys):
+    config = Config(layer_sizes=(784, 16, 10), batch_size=20, eval_batch_size=50, num_epochs=5,
+                    validation_size=100, data_dir=data_dir)
+    result = train(config, str(tmp_path / "run"), optimizer=ascent_after(20))  # 10 steps an epoch
+    validation = [m.validation_accuracy for m in result.history]
+    best = int(np.argmax(validation))
+    assert 1 <= best < 5 and validation[-1] < validation[best]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["best"] == {"epoch": best, "validation_accuracy": validation[best],
+                               "test_accuracy": result.history[best].test_accuracy,
+                               "test_loss": result.history[best].test_loss}
+    with np.load(tmp_path / "run" / "params-best.npz") as f:
+        kept = [(f[f"W{i}"], f[f"b{i}"]) for i in range(2)]
+    share = data.load(data_dir)["train"]
+    images, labels = share.images, share.labels
+    assert numpy_accuracy(kept, images[200:], labels[200:]) == pytest.approx(validation[best], abs=1e-9)
+    test_images, test_labels = data.load(data_dir)["test"].images, data.load(data_dir)["test"].labels
+    assert numpy_accuracy(kept, test_images, test_labels) == pytest.approx(summary["best"]["test_accuracy"])
+    assert main(["eval", str(tmp_path / "run"), "--best"]) == 0
+    assert f"test accuracy {100 * summary['best']['test_accuracy']:.2f}%" in capsys.readouterr().out
+    plain = train(config.replace(validation_size=0, num_epochs=1), str(tmp_path / "plain"))
+    assert plain.best_epoch is None and not (tmp_path / "plain" / "params-best.npz").exists()
+    assert main(["eval", str(tmp_path / "plain"), "--best"]) == 2
+    assert "has no params-best.npz" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_validates_and_trains_one_epoch(name, data_dir):
+    config = preset(name).replace(num_epochs=1, warmup_epochs=min(preset(name).warmup_epochs, 0.5), data_dir=data_dir)
+    result = train(config)
+    assert [m.epoch for m in result.history] == [0, 1]
+    assert all(np.isfinite([m.train_loss, m.test_loss]).all() for m in result.history)
+    assert result.history[1].train_accuracy > result.history[0].train_accuracy

@@ -1,0 +1,113 @@
+"""What many test files share: the tiny run's settings, commands, and comparisons of runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mnist_jax import Config
+from mnist_jax.steps import Batch
+
+NUM_TRAIN, NUM_TEST = 300, 100  # the synthetic data's splits (conftest.py makes them)
+
+# The tests' tiny run: 300 examples in batches of 32 are 10 steps an epoch, the last of 12
+# examples; 4 batches a chunk are 3 chunks, the last holding 2 real batches and 2 of padding;
+# 62 rows an evaluation batch leave a short last one in both splits.
+TINY = dict(layer_sizes=(784, 16, 10), batch_size=32, eval_batch_size=62, batches_per_chunk=4)
+TINY_FLAGS = ["--layer-sizes", "784,16,10", "--batch-size", "32", "--eval-batch-size", "62"]  # any command's
+CHUNK_FLAGS = ["--batches-per-chunk", "4"]  # train's alone (a sweep streams nothing)
+MNIST_JAX = [sys.executable, "-m", "mnist_jax.cli"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny(data_dir: str, **changes) -> Config:
+    """The tiny run on the synthetic data in `data_dir`, two epochs unless `changes` say otherwise."""
+    return Config(**TINY, num_epochs=2, data_dir=data_dir).replace(**changes)
+
+
+def worker(name: str) -> list[str]:
+    """The command that runs `tests/workers/NAME.py` (its callers bound it with a timeout)."""
+    return [sys.executable, "-m", f"tests.workers.{name}"]
+
+
+def params_of(run_dir) -> dict[str, np.ndarray]:
+    """A run folder's params.npz, by name."""
+    with np.load(os.path.join(run_dir, "params.npz")) as f:
+        return {name: f[name] for name in f.files}
+
+
+def assert_same_params(a: dict, b: dict) -> None:
+    """Two params.npz contents, the same names and the same bits."""
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+def metrics_lines(run_dir) -> list[dict]:
+    """A run folder's metrics.jsonl."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def scores(run_dir) -> list[tuple]:
+    """Each epoch's accuracies and losses in metrics.jsonl (timings differ run to run)."""
+    return [(m["epoch"], m["train_accuracy"], m["test_accuracy"], m["train_loss"], m["test_loss"])
+            for m in metrics_lines(run_dir)]
+
+
+def folder_state(path: Path) -> dict:
+    """Every file under `path`, with its bytes and modification time."""
+    return {str(p.relative_to(path)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(path.rglob("*"))
+            if p.is_file()}
+
+
+def damage(path: Path, change) -> None:
+    """Rewrites the file at `path` as `change(its bytes as a bytearray)` returns them."""
+    raw = bytearray(path.read_bytes())
+    path.write_bytes(bytes(change(raw)))
+
+
+def masked_batch(seed: int = 0, rows: int = 12, real: int = 9) -> Batch:
+    """A batch of random images and labels, its last `rows - real` rows padding."""
+    rng = np.random.default_rng(seed)
+    return Batch(jnp.asarray(rng.integers(0, 256, (rows, 28, 28, 1)), jnp.uint8),
+                 jnp.asarray(rng.integers(0, 10, rows), jnp.int32), jnp.arange(rows) < real)
+
+
+def assert_same_updates(got, want, exact: bool) -> None:
+    """Two pytrees of parameters, leaf by leaf: the same bits, or equal to float tolerance."""
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        if exact:
+            np.testing.assert_array_equal(a, b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def png_size(path) -> tuple[int, int]:
+    """A PNG's width and height, read from its header."""
+    with open(path, "rb") as f:
+        header = f.read(24)
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", header[16:24])
+
+
+def assert_models_equal_their_runs(result, config, seeds, rtol: float, atol: float) -> None:
+    """Each seed's model of a sweep or grid cell (`result`) against its own `train` run of `config`:
+    parameters to the tolerances, accuracies exactly, losses to 1e-5."""
+    from mnist_jax import train
+
+    for i, seed in enumerate(seeds):
+        alone = train(config.replace(seed=seed))
+        for swept, single in zip(jax.tree.leaves(result.params), jax.tree.leaves(alone.params)):
+            np.testing.assert_allclose(np.asarray(swept)[i], single, rtol=rtol, atol=atol)
+        np.testing.assert_allclose(result.histories[i, :, :2], [(m.train_accuracy, m.test_accuracy)
+                                                                for m in alone.history], atol=1e-12)
+        np.testing.assert_allclose(result.histories[i, :, 2:4], [(m.train_loss, m.test_loss)
+                                                                 for m in alone.history], rtol=1e-5)

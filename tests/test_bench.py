@@ -1,0 +1,139 @@
+"""The benchmark (`mnist-jax bench`, `bench compare`) on tiny data, and the machine fingerprint."""
+
+import copy
+import datetime
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mnist_jax import Config, ConfigError, train
+from mnist_jax.bench.compare import compare
+from mnist_jax.bench.measure import matmul_flops_per_epoch, scaled_widths
+from mnist_jax.bench.render import markdown
+from mnist_jax.bench.settings import QUICK_BENCH
+from mnist_jax.cli import main
+from tests.helpers import NUM_TRAIN, png_size
+
+
+def test_matmul_flops_of_the_seed_mlp():
+    # 2 * N * (forward + weight gradients + input gradients of layers 2 and 3)
+    assert matmul_flops_per_epoch((784, 200, 100, 10), 60_000) == 2 * 60_000 * (2 * 177_800 + 21_000)
+    assert scaled_widths((784, 200, 100, 10), 0.5) == (784, 100, 50, 10)
+
+QUICK_ARGS = ["--layer-sizes", "784,16,10", "--batch-sizes", "32", "--width-scales", "2", "--repeats", "2"]
+
+
+@pytest.fixture(scope="module")
+def quick_bench(data_dir, tmp_path_factory):
+    """`mnist-jax bench --quick` on the tiny data: its folder and exit status."""
+    out = tmp_path_factory.mktemp("bench")
+    return out, main(["bench", "--quick", "--out", str(out), "--data-dir", data_dir, *QUICK_ARGS])
+
+
+def test_bench_quick_writes_results_with_a_fingerprint_and_the_rendered_table(quick_bench, data_dir):
+    out, status = quick_bench
+    assert status == 0
+    saved = json.loads((out / "results.json").read_text())
+    # The quick settings, with the flags given on top.
+    assert saved["settings"] == {**{k: list(v) if isinstance(v, tuple) else v for k, v in vars(QUICK_BENCH).items()},
+                                 "layer_sizes": [784, 16, 10], "batch_sizes": [32], "width_scales": [2.0],
+                                 "repeats": 2}
+    assert saved["fingerprint"]["cpu"]["cores"] > 0 and saved["fingerprint"]["versions"]["jax"]
+    cpu = saved["platforms"]["cpu"]
+    assert set(cpu["pipelines"]) == {"stream", "device", "device float64 (seed preset)"}
+    for timing in cpu["pipelines"].values():
+        s = timing["seconds_per_epoch"]
+        assert s["n"] == 2 and 0 < s["min"] <= s["median"] <= s["max"]  # 2 runs of 1 epoch
+        assert timing["compile_seconds"]["median"] > 0
+    # The reported accuracy is what the same training run reaches on its own.
+    alone = train(Config(layer_sizes=(784, 16, 10), num_epochs=1, data_dir=data_dir, platform="cpu", devices=1))
+    assert cpu["pipelines"]["device"]["final_test_accuracy"]["median"] == alone.final_test_accuracy
+    assert [row["batch_size"] for row in cpu["sweeps"]["batch_size"]] == [32]
+    assert [row["layer_sizes"] for row in cpu["sweeps"]["width_scale"]] == [[784, 32, 10]]
+    assert cpu["seed_sweep"]["seeds"] == 2 and cpu["seed_sweep"]["sweep_seconds"] > 0
+    scaling = cpu["device_scaling"]
+    assert scaling["simulated"] and sorted((r["pipeline"], r["devices"]) for r in scaling["rows"]) == [
+        ("device", 2), ("stream", 2)]
+    assert cpu["floor_seconds_per_epoch"] == pytest.approx(
+        matmul_flops_per_epoch((784, 16, 10), NUM_TRAIN) / cpu["gemm_gflops"] / 1e9)
+    assert saved["references"]["autograd float64 (seed notebook)"]["seconds_per_epoch"]["median"] > 0
+    table = (out / "results.md").read_text()
+    assert table == markdown(saved)
+    for name in ("mnist_jax stream", "mnist_jax device", "autograd float64", "pytorch-cpu float32"):
+        assert f"| cpu | {name}" in table
+    assert png_size(out / "chart.png")[0] > 500 and png_size(out / "sweeps.png")[0] > 1000
+
+
+def as_gpu_machine(results: dict, speedup: float) -> dict:
+    """The results as if from a machine with a GPU `speedup` times faster than its CPU."""
+    other = copy.deepcopy(results)
+    other["fingerprint"]["accelerators"] = [{"platform": "gpu", "kind": "NVIDIA H200", "memory_bytes": 1 << 37}]
+    gpu = copy.deepcopy(other["platforms"]["cpu"])
+    for timing in gpu["pipelines"].values():
+        seconds = timing["seconds_per_epoch"]
+        timing["seconds_per_epoch"] = {k: v / speedup if k != "n" else v for k, v in seconds.items()}
+    other["platforms"]["gpu"] = gpu
+    return other
+
+
+def test_compare_gives_each_rows_ratio_to_the_baseline_and_refuses_other_settings(quick_bench, tmp_path):
+    out, _ = quick_bench
+    here = json.loads((out / "results.json").read_text())
+    here["platforms"] = {"cpu": here["platforms"]["cpu"]}  # as from a CPU-only machine, on any host
+    here["fingerprint"]["accelerators"] = []
+    paths = {"cpu": tmp_path / "cpu.json", "gpu": tmp_path / "gpu.json", "other": tmp_path / "other.json"}
+    paths["cpu"].write_text(json.dumps(here))
+    paths["gpu"].write_text(json.dumps(as_gpu_machine(here, 4.0)))
+    different = as_gpu_machine(here, 4.0)
+    different["settings"]["epochs"], different["config"]["batch_size"] = 3, 128
+    paths["other"].write_text(json.dumps(different))
+
+    cpu, gpu = str(paths["cpu"]), str(paths["gpu"])
+    assert main(["bench", "compare", cpu, gpu, "--out", str(tmp_path / "cmp")]) == 0
+    text = (tmp_path / "cmp" / "compare.md").read_text()
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith(f"| {gpu} | ")]
+    ratios = {(row[1], row[2]): float(row[-1].rstrip(" |")) for row in rows}
+    # The GPU rows against the baseline's CPU rows (it has no GPU), the CPU rows against its CPU rows.
+    assert ratios[("gpu", "mnist_jax device")] == ratios[("gpu", "mnist_jax stream")] == 0.25
+    assert ratios[("cpu", "mnist_jax device")] == ratios[("cpu", "autograd float64 (seed notebook)")] == 1.0
+    assert len(rows) == 3 + 3 + 1 + ("seconds_per_epoch" in here["references"]["pytorch-cpu float32"])
+    assert "1 x NVIDIA H200" in text and png_size(tmp_path / "cmp" / "compare.png")[0] > 500
+    # Against the GPU machine as the baseline, its CPU rows are the reference for this CPU's.
+    assert "| 4.00 |" in compare([cpu, gpu], str(tmp_path / "cmp2"), baseline=gpu)
+
+    with pytest.raises(ConfigError, match=r"settings\.epochs: 1 against 3"):
+        compare([cpu, str(paths["other"])], str(tmp_path / "refused"))
+    assert not (tmp_path / "refused").exists()
+    assert main(["bench", "compare", cpu, str(paths["other"]), "--out", str(tmp_path / "refused")]) == 2
+    allowed = compare([cpu, str(paths["other"])], str(tmp_path / "allowed"), allow_mismatch=True)
+    assert "- config.batch_size: 256 against 128" in allowed and "- settings.epochs: 1 against 3" in allowed
+
+
+def test_the_machine_fingerprint(monkeypatch):
+    import jax.extend.backend
+
+    from mnist_jax.runtime.environment import fingerprint
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    got = fingerprint()
+    assert got["cpu"]["cores"] == os.cpu_count()
+    if Path("/proc/cpuinfo").exists():
+        models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")]
+        assert got["cpu"]["model"] == models[0]
+    assert [(a["platform"], a["kind"]) for a in got["accelerators"]] == [
+        (d.platform, d.device_kind) for d in jax.devices() if d.platform != "cpu"]
+    # Keyed by JAX's backend names ("cpu", "cuda", ...), each with the version its runtime reports.
+    assert set(got["platform_versions"]) == set(jax.extend.backend.backends())
+    assert all(isinstance(v, str) and v for v in got["platform_versions"].values())
+    assert got["versions"]["jax"] == jax.__version__
+    root = Path(__file__).resolve().parent.parent
+    if (root / ".git").exists():
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+        assert got["git_commit"] == head
+    assert got["xla_flags"] == "--xla_cpu_enable_fast_math=false"
+    age = datetime.datetime.now(datetime.UTC) - datetime.datetime.fromisoformat(got["date"])
+    assert datetime.timedelta(0) <= age < datetime.timedelta(minutes=5)

@@ -1,0 +1,118 @@
+"""The README and the docs pages: every figure rendered by the code from the committed results,
+every flag table from the parser, every page in the site's navigation, and the committed results
+complete and made with today's presets."""
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.recipes import PRESETS as TUNED_PRESETS
+from benchmarks.recipes import grid_table
+from mnist_jax.bench.settings import FULL_BENCH
+from mnist_jax.config import preset
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+spec = importlib.util.spec_from_file_location("render", ROOT / "docs" / "tools" / "render.py")
+render = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(render)
+
+
+@pytest.mark.parametrize("page", render.PAGES, ids=[str(p.relative_to(ROOT)) for p in render.PAGES])
+def test_every_rendered_block_is_what_the_code_renders(page):
+    text = page.read_text()
+    assert all(name in render.BLOCKS for name, _, _ in render.blocks(text))
+    assert render.render_page(text) == text
+
+
+def test_every_renderer_is_on_a_page_and_the_check_can_fail():
+    used = {name for page in render.PAGES for name, _, _ in render.blocks(page.read_text())}
+    assert used == set(render.BLOCKS)
+    stale = "<!-- rendered: presets -->\n| a stale table |\n<!-- end -->\n"
+    assert render.render_page(stale) != stale
+
+
+def test_the_flag_tables_show_every_flag_of_every_command():
+    from mnist_jax.cli import build_parser
+
+    page = (ROOT / "docs" / "command-line.md").read_text()
+    tables = {tuple(args) for name, args, _ in render.blocks(page) if name == "flags"}
+    assert tables == {("train",), ("sweep",), ("eval",), ("report",), ("bench",), ("bench", "compare"),
+                      ("prepare",)}
+    train = next(content for name, args, content in render.blocks(page) if args == ["train"])
+    flags = {flag for action in build_parser()._subparsers._group_actions[0].choices["train"]._actions
+             for flag in action.option_strings if flag not in ("-h", "--help")}
+    assert all(f"`{flag}`" in train for flag in flags)
+    assert "| `--lr` | 0.001 | the learning rate (the peak of a schedule) |" in train
+
+
+def test_every_page_is_in_the_sites_navigation():
+    import yaml
+
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text().replace("!!python", "#"))
+    listed = {page for entry in config["nav"] for page in entry.values()}
+    assert listed == {p.name for p in (ROOT / "docs").glob("*.md")}
+
+
+def test_the_readme_is_a_short_front_door():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 150
+    commands = [line for line in lines if line.startswith(("python3 -m venv", "python -m pytest"))]
+    assert commands == ['python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" && '
+                        "mnist-jax train --out runs/default", "python -m pytest"]
+
+
+# The committed results the pages render ----------------------------------------------------------
+
+def test_the_committed_cnn_runs_are_complete():
+    names = [Path(folder).name for folder in render.cnn_runs()]
+    assert names == ["cnn-cosine-1", "cnn-cosine-2", "cnn-cosine-3", "cnn-run-1", "cnn-run-2", "cnn-run-3",
+                     "mlp-default"]
+    for folder in render.cnn_runs():
+        summary = json.loads((Path(folder) / "summary.json").read_text())
+        assert summary["status"] == "completed"
+        if Path(folder).name.startswith("cnn-cosine"):  # today's preset
+            assert summary["config"] == preset("cnn").replace(seed=summary["config"]["seed"]).to_dict()
+        assert [m["epoch"] for m in summary["history"]] == list(range(summary["config"]["num_epochs"] + 1))
+
+
+def test_the_committed_seed_run_is_the_seed_preset():
+    summary = json.loads((RESULTS / "seed" / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    config = {k: v for k, v in summary["config"].items() if k != "data_dir"}
+    assert config == {k: v for k, v in preset("seed").to_dict().items() if k != "data_dir"}
+
+
+TUNING = ["tuning-fast", "tuning-fast-2", "tuning-fast-3", "tuning-strong", "tuning-strong-2", "tuning-strong-3",
+          "tuning-strong-4", "tuning-cnn", "adam-paper"]
+
+
+@pytest.mark.parametrize("name", TUNING)
+def test_each_printed_grid_table_is_what_the_code_renders_from_its_grid_json(name):
+    printed = (RESULTS / "recipes" / f"{name}.txt").read_text().splitlines()
+    rendered = grid_table(name).splitlines()
+    assert printed[:len(rendered)] == rendered
+    assert len(rendered) == 2 + len(json.loads((RESULTS / "recipes" / name / "grid.json").read_text())["cells"])
+
+
+def test_the_presets_results_are_todays_presets():
+    for name in TUNED_PRESETS:
+        saved = json.loads((RESULTS / "recipes" / f"{name}-8-seeds" / "sweep.json").read_text())
+        assert saved["config"] == preset(name).to_dict() and len(saved["seeds"]) == 8
+    assert (RESULTS / "recipes" / "adam-paper-report" / "curves.png").exists()
+
+
+def test_the_startup_results_have_both_versions():
+    saved = json.loads((RESULTS / "startup" / "results.json").read_text())
+    assert {"train", "sweep", "grid"} <= set(saved["before"]) and "train, first run" in saved["after"]
+
+
+def test_the_committed_benchmark_is_a_full_run():
+    results = json.loads((RESULTS / "results.json").read_text())
+    listed = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(FULL_BENCH).items()}
+    assert results["settings"] == listed and results["config"]["num_epochs"] == FULL_BENCH.epochs
+    assert results["fingerprint"]["versions"]["mnist-jax"] and results["fingerprint"]["git_commit"]
+    assert (RESULTS / "results.md").read_text() == render.bench_markdown(results)
