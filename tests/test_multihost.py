@@ -116,7 +116,7 @@ def test_a_preemption_of_one_process_stops_all_at_the_same_step(data_dir, tmp_pa
     assert [r.returncode for r in results] == [143, 143], results[0].stderr[-3000:] + results[1].stderr[-3000:]
     summary = json.loads((stopped / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["stopped_by"] == "SIGTERM"
-    from mnist_jax import checkpoints
+    from mnist_jax.runs import checkpoints
 
     saved = checkpoints.latest(str(stopped))
     assert (saved.epoch, saved.batches_done) == (1, 8)  # process 1 stopped after epoch 2's second chunk; so did 0
