@@ -4,7 +4,7 @@
 # writes grid.json under benchmarks/results/recipes/.
 set -euo pipefail
 out=benchmarks/results/recipes
-stage=${1:-all}  # all, fast, strong, cnn or paper
+stage=${1:-all}  # all, fast, strong, cnn, speedrun or paper
 
 if [[ $stage == all || $stage == fast ]]; then
   # fast: the cheapest recipe whose 8 seeds all clear 97% on the validation split.
@@ -51,6 +51,18 @@ if [[ $stage == all || $stage == cnn ]]; then
   # The cnn preset's learning rate: Flax's constant 0.1, or decayed to zero by a cosine.
   mnist-jax sweep --seeds 1 --preset cnn --validation-size 10000 --grid schedule constant cosine \
     --out $out/tuning-cnn | tee $out/tuning-cnn.txt
+fi
+
+if [[ $stage == all || $stage == speedrun ]]; then
+  # speedrun: tuomaso/train_mnist_fast's recipe, and narrower first convolutions and a smaller batch, which cost less
+  # on a CPU. Then the learning rate around 0.01 for the cheapest cell that held its validation accuracy.
+  mnist-jax sweep --preset speedrun --seeds 4 --validation-size 10000 \
+    --grid cnn_channels/batch_size 24,32/256 16,32/256 12,32/256 8,32/256 16,32/128 \
+    --out $out/tuning-speedrun | tee $out/tuning-speedrun.txt
+  mnist-jax sweep --preset speedrun --seeds 4 --validation-size 10000 --cnn-channels 16,32 --batch-size 128 \
+    --grid lr 0.005 0.02 --out $out/tuning-speedrun-2 | tee $out/tuning-speedrun-2.txt
+  mnist-jax sweep --preset speedrun --seeds 4 --validation-size 10000 --grid warmup_epochs/b1 0.2/0.7 0.4/0.7 0.3/0.8 \
+    --out $out/tuning-speedrun-3 | tee $out/tuning-speedrun-3.txt
 fi
 
 if [[ $stage == all || $stage == paper ]]; then

@@ -9,7 +9,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mnist_jax.config import OBJECT_PREFIX, Config, is_on
+from mnist_jax import conv
+from mnist_jax.config import OBJECT_PREFIX, Config, cnn_feature_side, is_on
 from mnist_jax.errors import ConfigError
 from mnist_jax.factories import call_factory
 from mnist_jax.mlp import Params, init_params, logits, numpy_draws
@@ -77,44 +78,32 @@ def mlp(config: Config) -> Model:
     return Model(init, apply)
 
 
-def _conv(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
-    """A 'SAME' 3x3 convolution of NHWC images with an HWIO kernel, plus bias.
-
-    Written as the nine shifted images side by side times the kernel: the same sums as
-    `lax.conv_general_dilated`, but XLA's CPU backend runs a convolution inside a loop body (an
-    epoch's scan) more than ten times slower than this matmul (jax-ml/jax#12868).
-    """
-    n, h, wd, _ = x.shape
-    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    shifted = jnp.concatenate([padded[:, dy:dy + h, dx:dx + wd, :] for dy in range(3) for dx in range(3)], axis=-1)
-    return shifted @ w.reshape(-1, w.shape[-1]) + b
-
-
-def _average_pool(x: jax.Array) -> jax.Array:
-    """2x2 average pooling with stride 2 (NHWC)."""
-    n, h, w, c = x.shape
-    return x.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
-
-
 def cnn(config: Config) -> Model:
-    """The CNN of Flax's MNIST example: conv 32 3x3 SAME, relu, 2x2 average pool, conv 64 3x3
-    SAME, relu, 2x2 average pool, dense 256, relu, dense 10. Kernels are LeCun-normal and
-    biases zero, as Flax initializes them. In training, `input_dropout` drops pixels and
-    `dropout` the dense hidden layer's units (dropping conv features helps less)."""
+    """A CNN of `config.cnn_channels` convolutions (`cnn_kernels`, `cnn_padding`), each followed by
+    relu and 2x2 pooling (`cnn_pooling`), then a dense relu layer of `cnn_dense` units and a dense
+    output layer. The defaults are the CNN of Flax's MNIST example: conv 32 3x3 SAME, relu, 2x2
+    average pool, conv 64 3x3 SAME, relu, 2x2 average pool, dense 256, relu, dense 10. Kernels are
+    LeCun-normal and biases zero, as Flax initializes them. In training, `input_dropout` drops
+    pixels and `dropout` the dense hidden layer's units (dropping conv features helps less)."""
     dtype = jnp.dtype(config.dtype)
-    shapes = {"conv0": (3, 3, 1, 32), "conv1": (3, 3, 32, 64), "dense0": (7 * 7 * 64, 256), "dense1": (256, 10)}
+    channels = (1, *config.cnn_channels)
+    side = cnn_feature_side(config)
+    shapes = {f"conv{i}": (k, k, channels[i], channels[i + 1]) for i, k in enumerate(config.cnn_kernels)}
+    shapes |= {"dense0": (side * side * channels[-1], config.cnn_dense), "dense1": (config.cnn_dense, 10)}
 
     def init(key: jax.Array) -> dict:
         keys = jax.random.split(key, len(shapes))
         lecun = jax.nn.initializers.lecun_normal()
         return {name: {"w": lecun(k, shape, dtype), "b": jnp.zeros(shape[-1], dtype)}
-                for k, (name, shape) in zip(keys, shapes.items())}
+                for k, (name, shape) in zip(keys, shapes.items(), strict=True)}
 
     def apply(params: dict, images: jax.Array, key: jax.Array | None = None) -> jax.Array:
         input_key, hidden_key = (None, None) if key is None else (jax.random.fold_in(key, site) for site in (0, 1))
         x = dropout(images, config.input_dropout, input_key)
-        x = _average_pool(jax.nn.relu(_conv(x, params["conv0"]["w"], params["conv0"]["b"])))
-        x = _average_pool(jax.nn.relu(_conv(x, params["conv1"]["w"], params["conv1"]["b"])))
+        for i in range(len(config.cnn_kernels)):
+            layer = params[f"conv{i}"]
+            x = conv.pool2d(jax.nn.relu(conv.conv2d(x, layer["w"], layer["b"], config.cnn_padding)),
+                            config.cnn_pooling)
         x = jax.nn.relu(x.reshape(x.shape[0], -1) @ params["dense0"]["w"] + params["dense0"]["b"])
         return dropout(x, config.dropout, hidden_key) @ params["dense1"]["w"] + params["dense1"]["b"]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mnist_jax import Config, ConfigError, train
+from mnist_jax import Config, ConfigError, preset, train
 from mnist_jax.bench.compare import compare
-from mnist_jax.bench.measure import matmul_flops_per_epoch, scaled_widths
-from mnist_jax.bench.render import markdown
+from mnist_jax.bench.measure import cnn_flops_per_epoch, matmul_flops_per_epoch, scaled_widths
+from mnist_jax.bench.render import CNN_ROW, markdown
 from mnist_jax.bench.settings import QUICK_BENCH
 from mnist_jax.cli import main
 from tests.helpers import NUM_TRAIN, png_size
@@ -22,6 +22,16 @@ def test_matmul_flops_of_the_seed_mlp():
     # 2 * N * (forward + weight gradients + input gradients of layers 2 and 3)
     assert matmul_flops_per_epoch((784, 200, 100, 10), 60_000) == 2 * 60_000 * (2 * 177_800 + 21_000)
     assert scaled_widths((784, 200, 100, 10), 0.5) == (784, 100, 50, 10)
+
+
+def test_the_cnns_flops_by_hand():
+    # Flax's CNN: conv 28x28x32 of 3x3x1, conv 14x14x64 of 3x3x32, dense 3136x256, dense 256x10 multiply-adds.
+    macs = [28 * 28 * 32 * 9, 14 * 14 * 64 * 9 * 32, 3136 * 256, 256 * 10]
+    assert cnn_flops_per_epoch(preset("cnn"), 60_000) == 2 * 60_000 * (2 * sum(macs) + sum(macs[1:]))
+    # The speedrun's valid 5x5 and 3x3 convolutions: 24x24 maps, pooled to 12, then 10x10, pooled to 5.
+    speedrun = preset("speedrun")
+    macs = [24 * 24 * 16 * 25, 10 * 10 * 32 * 9 * 16, 5 * 5 * 32 * 256, 256 * 10]
+    assert cnn_flops_per_epoch(speedrun, 1) == 2 * (2 * sum(macs) + sum(macs[1:]))
 
 QUICK_ARGS = ["--layer-sizes", "784,16,10", "--batch-sizes", "32", "--width-scales", "2", "--repeats", "2"]
 
@@ -43,7 +53,14 @@ def test_bench_quick_writes_results_with_a_fingerprint_and_the_rendered_table(qu
                                  "repeats": 2}
     assert saved["fingerprint"]["cpu"]["cores"] > 0 and saved["fingerprint"]["versions"]["jax"]
     cpu = saved["platforms"]["cpu"]
-    assert set(cpu["pipelines"]) == {"stream", "device", "device float64 (seed preset)"}
+    assert set(cpu["pipelines"]) == {"stream", "device", "device float64 (seed preset)", CNN_ROW}
+    # The CNN's row: the cnn preset for one epoch, its floor from the CNN's FLOPs, PyTorch's CNN beside it.
+    assert saved["cnn_config"] == preset("cnn").replace(num_epochs=1, data_dir=data_dir).to_dict()
+    assert cpu["pipelines"][CNN_ROW]["seconds_per_epoch"]["n"] == 1
+    assert 0 <= cpu["pipelines"][CNN_ROW]["final_test_accuracy"]["median"] <= 1
+    assert cpu["cnn_floor_seconds_per_epoch"] == pytest.approx(
+        cnn_flops_per_epoch(preset("cnn"), NUM_TRAIN) / cpu["gemm_gflops"] / 1e9)
+    assert "pytorch-cpu float32 cnn" in saved["references"]
     for timing in cpu["pipelines"].values():
         s = timing["seconds_per_epoch"]
         assert s["n"] == 2 and 0 < s["min"] <= s["median"] <= s["max"]  # 2 runs of 1 epoch
@@ -62,7 +79,8 @@ def test_bench_quick_writes_results_with_a_fingerprint_and_the_rendered_table(qu
     assert saved["references"]["autograd float64 (seed notebook)"]["seconds_per_epoch"]["median"] > 0
     table = (out / "results.md").read_text()
     assert table == markdown(saved)
-    for name in ("mnist_jax stream", "mnist_jax device", "autograd float64", "pytorch-cpu float32"):
+    for name in ("mnist_jax stream", "mnist_jax device", f"mnist_jax {CNN_ROW}", "autograd float64",
+                 "pytorch-cpu float32"):
         assert f"| cpu | {name}" in table
     assert png_size(out / "chart.png")[0] > 500 and png_size(out / "sweeps.png")[0] > 1000
 
@@ -99,7 +117,9 @@ def test_compare_gives_each_rows_ratio_to_the_baseline_and_refuses_other_setting
     # The GPU rows against the baseline's CPU rows (it has no GPU), the CPU rows against its CPU rows.
     assert ratios[("gpu", "mnist_jax device")] == ratios[("gpu", "mnist_jax stream")] == 0.25
     assert ratios[("cpu", "mnist_jax device")] == ratios[("cpu", "autograd float64 (seed notebook)")] == 1.0
-    assert len(rows) == 3 + 3 + 1 + ("seconds_per_epoch" in here["references"]["pytorch-cpu float32"])
+    timed_references = sum("seconds_per_epoch" in here["references"][name]
+                           for name in ("pytorch-cpu float32", "pytorch-cpu float32 cnn"))
+    assert len(rows) == 4 + 4 + 1 + timed_references  # each platform's 4 rows, autograd, PyTorch's where timed
     assert "1 x NVIDIA H200" in text and png_size(tmp_path / "cmp" / "compare.png")[0] > 500
     # Against the GPU machine as the baseline, its CPU rows are the reference for this CPU's.
     assert "| 4.00 |" in compare([cpu, gpu], str(tmp_path / "cmp2"), baseline=gpu)

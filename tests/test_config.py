@@ -143,6 +143,11 @@ BAD_FLAGS = {
     "label_smoothing": (["--label-smoothing", "1.5"], "label_smoothing must lie in [0, 1)"),
     "clip_norm": (["--clip-norm", "0"], "clip_norm must be positive"),
     "nesterov": (["--optimizer", "sgd", "--nesterov"], "nesterov needs a momentum"),
+    "cnn_channels": (["--cnn-channels", "32"], "cnn_channels and cnn_kernels must name the same convolutions"),
+    "cnn_kernels": (["--cnn-kernels", "4,4"], "cnn_padding same needs odd kernels"),
+    "cnn_padding": (["--cnn-padding", "full"], "cnn_padding must be one of same, valid"),
+    "cnn_pooling": (["--cnn-pooling", "sum"], "cnn_pooling must be one of avg, max"),
+    "cnn_dense": (["--cnn-dense", "0"], "cnn_channels, cnn_kernels and cnn_dense must be positive"),
 }
 
 
@@ -157,6 +162,8 @@ OTHER_BAD_FLAGS = [
     (["--preset", "fastest"], "unknown preset 'fastest'"),
     (["--dtype", "float16"], "dtype must be one of"),
     (["--batch-size", "many"], "invalid int value"),
+    (["--cnn-channels", "4,4,4", "--cnn-kernels", "9,9,9", "--cnn-padding", "valid"],
+     "the cnn's convolutions and pools leave no pixels of 28x28"),
 ]
 
 

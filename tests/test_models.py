@@ -4,47 +4,78 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from mnist_jax import Config, models
+from mnist_jax import Config, conv, models, preset
+from mnist_jax.conv import FORMS
 from mnist_jax.mlp import logits
 from mnist_jax.steps import epoch_key, make_steps
 from tests.helpers import masked_batch
 
 
-def numpy_cnn(params, images):
-    """Flax's MNIST CNN written out in NumPy: explicit 3x3 windows, pooling by reshaping."""
+def numpy_cnn(params, images, padding="same", pooling="avg"):
+    """The configurable CNN written out in NumPy: each convolution as explicit kernel windows,
+    pooling by reshaping (an odd last row and column dropped)."""
     def conv(x, w, b):
-        n, h, wd, _ = x.shape
-        padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        kh, kw = w.shape[:2]
+        if padding == "same":
+            x = np.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+        n, h, wd = x.shape[0], x.shape[1] - kh + 1, x.shape[2] - kw + 1
         out = np.zeros((n, h, wd, w.shape[-1]))
-        for dy in range(3):
-            for dx in range(3):
-                out += padded[:, dy:dy + h, dx:dx + wd, :] @ w[dy, dx]
+        for dy in range(kh):
+            for dx in range(kw):
+                out += x[:, dy:dy + h, dx:dx + wd, :] @ w[dy, dx]
         return out + b
 
     def pool(x):
         n, h, wd, c = x.shape
-        return x.reshape(n, h // 2, 2, wd // 2, 2, c).mean(axis=(2, 4))
+        windows = x[:, :h // 2 * 2, :wd // 2 * 2].reshape(n, h // 2, 2, wd // 2, 2, c)
+        return windows.mean(axis=(2, 4)) if pooling == "avg" else windows.max(axis=(2, 4))
 
     p = {k: {kk: np.asarray(vv, np.float64) for kk, vv in v.items()} for k, v in params.items()}
-    x = pool(np.maximum(conv(images, p["conv0"]["w"], p["conv0"]["b"]), 0))
-    x = pool(np.maximum(conv(x, p["conv1"]["w"], p["conv1"]["b"]), 0))
+    x = images
+    for i in range(len(p) - 2):
+        x = pool(np.maximum(conv(x, p[f"conv{i}"]["w"], p[f"conv{i}"]["b"]), 0))
     x = np.maximum(x.reshape(len(x), -1) @ p["dense0"]["w"] + p["dense0"]["b"], 0)
     return x @ p["dense1"]["w"] + p["dense1"]["b"]
 
 
-def test_the_cnn_matches_an_independent_numpy_computation():
+CNNS = {  # the CNN's options, one change or more at a time, with the parameter shapes each gives
+    "flax": ({}, {"conv0": (3, 3, 1, 32), "conv1": (3, 3, 32, 64), "dense0": (3136, 256), "dense1": (256, 10)}),
+    "speedrun": (dict(cnn_channels=(24, 32), cnn_kernels=(5, 3), cnn_padding="valid", cnn_pooling="max",
+                      cnn_dense=64),
+                 {"conv0": (5, 5, 1, 24), "conv1": (3, 3, 24, 32), "dense0": (800, 64), "dense1": (64, 10)}),
+    "one_conv": (dict(cnn_channels=(8,), cnn_kernels=(5,), cnn_pooling="max", cnn_dense=16),
+                 {"conv0": (5, 5, 1, 8), "dense0": (14 * 14 * 8, 16), "dense1": (16, 10)}),
+    "three_convs_odd_sides": (dict(cnn_channels=(4, 8, 8), cnn_kernels=(3, 3, 3), cnn_padding="valid", cnn_dense=8),
+                              {"conv0": (3, 3, 1, 4), "conv1": (3, 3, 4, 8), "conv2": (3, 3, 8, 8),
+                               "dense0": (8, 8), "dense1": (8, 10)}),
+}
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("case", CNNS)
+def test_the_cnn_matches_an_independent_numpy_computation(case, form, monkeypatch):
+    changes, shapes = CNNS[case]
+    monkeypatch.setattr(conv, "FORM", form)
     with jax.enable_x64(True):
-        model = models.cnn(Config(model="cnn", dtype="float64"))
+        config = Config(model="cnn", dtype="float64", **changes)
+        model = models.cnn(config)
         params = model.init(jax.random.key(3))
         params = jax.tree.map(lambda a: a + 0.05, params)  # non-zero biases too
         images = np.random.default_rng(0).random((3, 28, 28, 1))
         got = np.asarray(model.apply(params, jnp.asarray(images)))
     assert got.shape == (3, 10)
-    np.testing.assert_allclose(got, numpy_cnn(params, images), rtol=1e-10, atol=1e-12)
-    shapes = {name: {k: v.shape for k, v in layer.items()} for name, layer in params.items()}
-    assert shapes == {"conv0": {"w": (3, 3, 1, 32), "b": (32,)}, "conv1": {"w": (3, 3, 32, 64), "b": (64,)},
-                      "dense0": {"w": (3136, 256), "b": (256,)}, "dense1": {"w": (256, 10), "b": (10,)}}
+    np.testing.assert_allclose(got, numpy_cnn(params, images, config.cnn_padding, config.cnn_pooling),
+                               rtol=1e-10, atol=1e-12)
+    assert {name: layer["w"].shape for name, layer in params.items()} == shapes
+    assert all(layer["b"].shape == shapes[name][-1:] for name, layer in params.items())
+
+
+def test_the_cnn_preset_keeps_flaxs_network():
+    cnn = preset("cnn")
+    assert (cnn.cnn_channels, cnn.cnn_kernels, cnn.cnn_padding, cnn.cnn_pooling, cnn.cnn_dense) == (
+        (32, 64), (3, 3), "same", "avg", 256)
 
 
 def test_dropout_scales_the_kept_units_and_is_off_without_a_key():

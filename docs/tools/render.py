@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # the benchmarks' renderers, as `python -m` would find them
 
-from benchmarks import recipes, startup  # noqa: E402
+from benchmarks import conv_forms, recipes, startup  # noqa: E402
 from mnist_jax.bench.render import markdown as bench_markdown  # noqa: E402
 from mnist_jax.bench.render import summary_line  # noqa: E402
 from mnist_jax.cli import flag_table  # noqa: E402
@@ -82,6 +82,7 @@ BLOCKS: dict[str, Callable[..., str]] = {
     "recipe-presets": lambda: recipes.render(),
     "adam-paper": lambda: markdown_table(load_entries([str(RESULTS / "recipes" / "adam-paper")])),
     "startup": lambda: startup.render(),
+    "conv-forms": lambda: conv_forms.render(),
     "bench": lambda: bench_markdown(bench_results()),
     "bench-summary": lambda: summary_line(bench_results()) + "\n",
 }

@@ -17,14 +17,16 @@ def _log_ticks(ax, values: Sequence[float]) -> None:
 
 def epoch_chart(rows: Sequence[tuple[str, str, dict]], platforms: dict, path: str) -> None:
     """A bar per timed implementation, (platform, name, timing): the median with min-max whiskers,
-    and each platform's matmul floor as a dashed line."""
+    and each platform's FLOP floors (the MLP's, the CNN's) as lines."""
     timed = [(f"{platform}: {name}", t["seconds_per_epoch"]) for platform, name, t in rows if "seconds_per_epoch" in t]
     fig = Figure(figsize=(9, 0.5 * len(timed) + 1.5), layout="constrained")
     ax = fig.subplots()
     ax.barh([name for name, _ in timed], [s["median"] for _, s in timed], color="tab:blue",
             xerr=[[s["median"] - s["min"] for _, s in timed], [s["max"] - s["median"] for _, s in timed]])
     for platform, entry in platforms.items():
-        ax.axvline(entry["floor_seconds_per_epoch"], ls="--", color="tab:red", label=f"{platform} matmul floor")
+        ax.axvline(entry["floor_seconds_per_epoch"], ls="--", color="tab:red", label=f"{platform} MLP floor")
+        if "cnn_floor_seconds_per_epoch" in entry:
+            ax.axvline(entry["cnn_floor_seconds_per_epoch"], ls=":", color="tab:purple", label=f"{platform} CNN floor")
     ax.set(xlabel="seconds per epoch (median, min-max bars)", xscale="log", title="Seconds per training epoch")
     ax.invert_yaxis()
     ax.legend()

@@ -1,8 +1,9 @@
 """The benchmark's measurements (`mnist-jax bench`): for every platform JAX sees, both data
-paths and the seed preset trained in full (compile time, seconds per epoch, examples/s, time
-to 97% test accuracy), batch-size and width sweeps, a vmapped seed sweep against the seeds one
-by one, device-count scaling, the large-GEMM rate (the matmul floor), and the references (the
-seed notebook's autograd code, the same MLP in PyTorch) where the `bench` extra is installed.
+paths, the seed preset and the `cnn` preset trained in full (compile time, seconds per epoch,
+examples/s, time to 97% test accuracy), batch-size and width sweeps, a vmapped seed sweep against
+the seeds one by one, device-count scaling, the large-GEMM rate (the MLP's and the CNN's FLOP
+floors), and the references (the seed notebook's autograd code, the same MLP and the same CNN in
+PyTorch) where the `bench` extra is installed.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import jax.numpy as jnp
 
 from mnist_jax import data
 from mnist_jax.bench import references
+from mnist_jax.bench.render import CNN_ROW
 from mnist_jax.bench.settings import FULL_BENCH, BenchSettings
-from mnist_jax.config import Config
+from mnist_jax.config import Config, preset
 from mnist_jax.pipelines import PIPELINES, make_pipeline
 from mnist_jax.records import EpochMetrics
 from mnist_jax.runtime import parallel
@@ -42,6 +44,18 @@ def matmul_flops_per_epoch(sizes, num_examples: int) -> float:
     """Forward and backward matmul FLOPs of one epoch (no input gradient for the first layer)."""
     mn = [m * n for m, n in zip(sizes[:-1], sizes[1:])]
     return 2 * num_examples * (2 * sum(mn) + sum(mn[1:]))
+
+
+def cnn_flops_per_epoch(config: Config, num_examples: int) -> float:
+    """Forward and backward FLOPs of one epoch of the configurable CNN's convolutions and dense
+    layers (no input gradient for the first layer), counted as multiply-adds of each."""
+    side, channels, macs = 28, 1, []
+    for out, kernel in zip(config.cnn_channels, config.cnn_kernels, strict=True):
+        conv_side = side if config.cnn_padding == "same" else side - kernel + 1
+        macs.append(conv_side * conv_side * out * kernel * kernel * channels)
+        side, channels = conv_side // 2, out
+    macs += [side * side * channels * config.cnn_dense, config.cnn_dense * 10]
+    return 2 * num_examples * (2 * sum(macs) + sum(macs[1:]))
 
 
 def scaled_widths(sizes: tuple[int, ...], scale: float) -> tuple[int, ...]:
@@ -142,12 +156,14 @@ def seed_sweep(config: Config, num_seeds: int) -> dict:
             "speedup": sequential / swept.seconds}
 
 
-def bench_references(images, labels, epochs: int) -> dict:
+def bench_references(images, labels, epochs: int, cnn_epochs: int, cnn: Config) -> dict:
     """Seconds per epoch of the references; a row that says why where one is not installed."""
     results = {}
-    for name, time_it, runs, discarded in (("pytorch-cpu float32", references.torch_epoch_seconds, epochs + 1, 1),
-                                           ("autograd float64 (seed notebook)", references.autograd_epoch_seconds,
-                                            epochs, 0)):
+    for name, time_it, runs, discarded in (
+            ("pytorch-cpu float32", references.torch_epoch_seconds, epochs + 1, 1),
+            ("autograd float64 (seed notebook)", references.autograd_epoch_seconds, epochs, 0),
+            ("pytorch-cpu float32 cnn", lambda x, y, n: references.torch_cnn_epoch_seconds(x, y, n, cnn),
+             cnn_epochs + 1, 1)):
         try:
             seconds = time_it(images, labels, runs)
         except ImportError as e:
@@ -169,14 +185,18 @@ def run_benchmark(settings: BenchSettings = FULL_BENCH, data_dir: str | None = N
     config = Config(layer_sizes=sizes, num_epochs=settings.epochs, data_dir=data_dir)
     shares = data.load(data_dir)
     flops = matmul_flops_per_epoch(sizes, shares["train"].total)
+    cnn = preset("cnn").replace(num_epochs=settings.cnn_epochs, data_dir=data_dir)
+    cnn_flops = cnn_flops_per_epoch(cnn, shares["train"].total)
     results = {"config": config.to_dict(), "settings": dataclasses.asdict(settings), "fingerprint": fingerprint(),
-               "matmul_gflop_per_epoch": flops / 1e9, "platforms": {}}
+               "matmul_gflop_per_epoch": flops / 1e9, "cnn_config": cnn.to_dict(),
+               "cnn_gflop_per_epoch": cnn_flops / 1e9, "platforms": {}}
     for device in (jax.devices(p)[0] for p in dict.fromkeys(["cpu", jax.default_backend()])):
         config = config.replace(platform=device.platform, devices=1)
         step(f"{device.platform}: the large-GEMM rate")
         rate = gemm_gflops(device)
         entry = {"device": f"{device.platform}:{device.device_kind}", "gemm_gflops": rate,
-                 "floor_seconds_per_epoch": flops / rate / 1e9, "pipelines": {}}
+                 "floor_seconds_per_epoch": flops / rate / 1e9, "cnn_floor_seconds_per_epoch": cnn_flops / rate / 1e9,
+                 "pipelines": {}}
         epochs = f"{settings.epochs} epoch{'s' if settings.epochs > 1 else ''}"
         runs = f"{settings.warmup} + {settings.repeats} runs of {epochs}"
         for name, varied in [(p, config.replace(pipeline=p)) for p in PIPELINES] + [
@@ -184,6 +204,10 @@ def run_benchmark(settings: BenchSettings = FULL_BENCH, data_dir: str | None = N
             step(f"{device.platform}: {name}, {runs}")
             entry["pipelines"][name] = bench_training(varied, settings.warmup, settings.repeats,
                                                         shares["train"].total)
+        cnn_runs = f"{settings.cnn_repeats} runs of {settings.cnn_epochs} epoch{'s' if settings.cnn_epochs > 1 else ''}"
+        step(f"{device.platform}: {CNN_ROW}, {cnn_runs}")
+        entry["pipelines"][CNN_ROW] = bench_training(cnn.replace(platform=device.platform, devices=1), 0,
+                                                     settings.cnn_repeats, shares["train"].total)
         step(f"{device.platform}: batch-size and width sweeps")
         entry["sweeps"] = {
             "batch_size": setting_sweep(config, shares, "batch_size", settings.batch_sizes,
@@ -198,9 +222,9 @@ def run_benchmark(settings: BenchSettings = FULL_BENCH, data_dir: str | None = N
         entry["device_scaling"] = device_scaling(config, shares, settings.device_counts, settings.timed_epochs,
                                                  settings.warmup)
         results["platforms"][device.platform] = entry
-    step("references: PyTorch and the seed notebook's autograd code")
-    results["references"] = bench_references(*shares["train"].in_file_order("train"),
-                                             settings.reference_epochs)
+    step("references: PyTorch's MLP and CNN, and the seed notebook's autograd code")
+    results["references"] = bench_references(*shares["train"].in_file_order("train"), settings.reference_epochs,
+                                             settings.cnn_epochs, cnn)
     results["seconds"] = time.perf_counter() - start
     step("done")
     return results

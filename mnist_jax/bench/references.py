@@ -1,5 +1,6 @@
 """Reference implementations timed beside mnist_jax: the seed notebook's own autograd code
-(float64) and the same MLP in PyTorch on the CPU (float32). Both need the `bench` extra."""
+(float64), and the same MLP and the same CNN in PyTorch on the CPU (float32). They need the
+`bench` extra."""
 
 from __future__ import annotations
 
@@ -65,5 +66,48 @@ def torch_epoch_seconds(images: np.ndarray, labels: np.ndarray, epochs: int = 3,
             optimizer.zero_grad()
             batch_loss.backward()
             optimizer.step()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def torch_cnn_epoch_seconds(images: np.ndarray, labels: np.ndarray, epochs: int, config) -> list[float]:
+    """Seconds per epoch of an idiomatic PyTorch CPU loop over the configurable CNN of `config` (the
+    `cnn` preset: Flax's network) with its recipe: SGD with `config.momentum` at
+    `config.learning_rate` decayed by a cosine over the epochs, `config.batch_size`, the mean loss,
+    shuffled batches. Tensors are channels-last (NHWC in memory, PyTorch's fast CPU layout), and
+    PyTorch uses as many threads as JAX (every core)."""
+    import os
+
+    import torch
+
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count())
+    pool = torch.nn.AvgPool2d(2) if config.cnn_pooling == "avg" else torch.nn.MaxPool2d(2)
+    layers, channels, side = [], 1, 28
+    for out, kernel in zip(config.cnn_channels, config.cnn_kernels, strict=True):
+        layers += [torch.nn.Conv2d(channels, out, kernel, padding=config.cnn_padding), torch.nn.ReLU(), pool]
+        side = (side if config.cnn_padding == "same" else side - kernel + 1) // 2
+        channels = out
+    model = torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.Linear(side * side * channels, config.cnn_dense),
+                                torch.nn.ReLU(), torch.nn.Linear(config.cnn_dense, 10))
+    model = model.to(memory_format=torch.channels_last)
+    X = torch.from_numpy(images.reshape(len(images), 1, 28, 28).astype(np.float32) / 255)
+    X = X.contiguous(memory_format=torch.channels_last)
+    y = torch.from_numpy(labels.astype(np.int64))
+    steps = epochs * -(-len(y) // config.batch_size)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum or 0)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    seconds = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        order = torch.randperm(len(y))
+        for i in range(0, len(y), config.batch_size):
+            rows = order[i:i + config.batch_size]
+            batch = X[rows].contiguous(memory_format=torch.channels_last)
+            batch_loss = torch.nn.functional.cross_entropy(model(batch), y[rows])
+            optimizer.zero_grad()
+            batch_loss.backward()
+            optimizer.step()
+            schedule.step()
         seconds.append(time.perf_counter() - start)
     return seconds

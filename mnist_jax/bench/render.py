@@ -11,8 +11,9 @@ from mnist_jax.runs.storage import write_json
 
 TIMED_HEADER = ("| platform | implementation | s/epoch median [min, max] | examples/s | compile s | s to 97% test "
                 "| final test % | vs PyTorch | vs floor |")
-TORCH, AUTOGRAD = "pytorch-cpu float32", "autograd float64 (seed notebook)"
+TORCH, AUTOGRAD, TORCH_CNN = "pytorch-cpu float32", "autograd float64 (seed notebook)", "pytorch-cpu float32 cnn"
 SEED_PRESET = "device float64 (seed preset)"
+CNN_ROW = "device cnn (cnn preset)"
 
 
 def timed_rows(results: dict) -> Iterator[tuple[str, str, dict]]:
@@ -31,6 +32,19 @@ def machine(fingerprint: dict) -> str:
     if not kinds:
         return cpu
     return ", ".join(f"{kinds.count(k)} x {k}" for k in dict.fromkeys(kinds)) + f"; {cpu}"
+
+
+def is_cnn(name: str) -> bool:
+    """Whether a timed row trains the CNN (its PyTorch reference and FLOP floor are the CNN's)."""
+    return "cnn" in name
+
+
+def baselines(results: dict, platform: str, name: str) -> tuple[float | None, float]:
+    """A row's PyTorch time and FLOP floor: the CNN's for a CNN row, else the MLP's."""
+    entry = results["platforms"][platform]
+    if is_cnn(name):
+        return median(results["references"].get(TORCH_CNN)), entry["cnn_floor_seconds_per_epoch"]
+    return median(results["references"].get(TORCH)), entry["floor_seconds_per_epoch"]
 
 
 def median(timing: dict | None) -> float | None:
@@ -55,19 +69,20 @@ def _cells(t: dict, torch: float | None, floor: float) -> list[str]:
 def markdown(results: dict) -> str:
     """results.md: the machine, the timed table, each platform's sweeps and scaling, and what they show."""
     fp, config, settings = results["fingerprint"], results["config"], results["settings"]
-    torch = median(results["references"].get(TORCH))
     lines = [f"Machine: {machine(fp)}; jax {fp['versions'].get('jax')}, XLA_FLAGS='{fp['xla_flags']}', "
              f"commit {(fp['git_commit'] or 'none')[:7]}, {fp['date'][:10]}. Model {config['layer_sizes']}, batch "
              f"{config['batch_size']}; {settings['warmup']} warm-up and {settings['repeats']} timed runs of "
              f"{settings['epochs']} epochs per row; {results['matmul_gflop_per_epoch']:.1f} GFLOP of matmuls "
-             f"per epoch; {results['seconds']:.0f} s in all.", "", TIMED_HEADER,
+             f"per epoch. The `cnn` preset: {settings['cnn_repeats']} runs of {settings['cnn_epochs']} epochs, "
+             f"{results['cnn_gflop_per_epoch']:.0f} GFLOP of convolutions and matmuls per epoch; its PyTorch time and "
+             f"floor are the CNN's. {results['seconds']:.0f} s in all.", "", TIMED_HEADER,
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for platform, name, t in timed_rows(results):
-        floor = results["platforms"][platform]["floor_seconds_per_epoch"]
-        lines.append("| " + " | ".join([platform, name, *_cells(t, torch, floor)]) + " |")
+        lines.append("| " + " | ".join([platform, name, *_cells(t, *baselines(results, platform, name))]) + " |")
     for platform, entry in results["platforms"].items():
         lines += ["", f"{entry['device']}: large-GEMM rate {entry['gemm_gflops']:.0f} GFLOP/s, "
-                  f"so the matmul floor is {entry['floor_seconds_per_epoch']:.3f} s per epoch.", "",
+                  f"so the MLP's matmul floor is {entry['floor_seconds_per_epoch']:.3f} s per epoch and the CNN's "
+                  f"{entry['cnn_floor_seconds_per_epoch']:.2f} s.", "",
                   "| sweep | value | s/epoch (device pipeline) | matmul GFLOP/s |", "| --- | --- | --- | --- |"]
         for field, rows in entry["sweeps"].items():
             lines += [f"| {field} | {row[field]} | {row['seconds_per_epoch']:.3f} | {row['gflops']:.0f} |"
@@ -98,6 +113,12 @@ def findings(results: dict, platform: str) -> str:
     text.append(f"One epoch is {results['matmul_gflop_per_epoch']:.1f} GFLOP of matmuls; at the measured "
                 f"{entry['gemm_gflops']:.0f} GFLOP/s that is a floor of {entry['floor_seconds_per_epoch']:.3f} s, "
                 f"and the `device` path runs at {device / entry['floor_seconds_per_epoch']:.2f}x the floor.")
+    cnn, torch_cnn = median(entry["pipelines"].get(CNN_ROW)), median(results["references"].get(TORCH_CNN))
+    if cnn:
+        versus = f"{cnn / torch_cnn:.2f}x PyTorch's {torch_cnn:.2f} s (channels-last) and " if torch_cnn else ""
+        text.append(f"The `cnn` preset took {cnn:.2f} s per epoch: {versus}"
+                    f"{cnn / entry['cnn_floor_seconds_per_epoch']:.2f}x its floor of "
+                    f"{entry['cnn_floor_seconds_per_epoch']:.2f} s.")
     if autograd:
         text.append(f"The float64 seed preset took {seed:.3f} s per epoch, {autograd / seed:.1f}x faster than the "
                     f"notebook's autograd code ({autograd:.3f} s).")

@@ -1,0 +1,101 @@
+"""The convolution's three forms (`mnist_jax.conv.FORMS`) timed where they run: the train step
+(forward pass and both gradients) scanned over batches, as an epoch is, for each CNN preset.
+
+`python -m benchmarks.conv_forms [--batches N] [--repeats R]` compiles one scan of N batches per
+form, times R calls after one discarded, and writes benchmarks/results/conv-forms/results.json:
+each form's median seconds per epoch (scaled to 60,000 examples), its compile seconds, and the
+machine's fingerprint. `render()` is the table on the docs' Performance page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "conv-forms"
+TRAIN_SIZE = 60_000
+
+
+def time_form(config, form: str, batches: int, repeats: int) -> dict:
+    """Seconds per epoch of the train step scanned over `batches` random batches, with `form`."""
+    import jax
+    import numpy as np
+
+    from mnist_jax import conv
+    from mnist_jax.pipelines import train_over
+    from mnist_jax.steps import Batch, make_steps
+
+    previous, conv.FORM = conv.FORM, form
+    try:
+        steps = make_steps(config, train_size=TRAIN_SIZE)
+        rng = np.random.default_rng(0)
+        shape = (batches, config.batch_size)
+        items = Batch(rng.integers(0, 256, (*shape, 28, 28, 1)).astype(np.uint8),
+                      rng.integers(0, 10, shape).astype(np.int32), np.ones(shape, bool))
+
+        def epoch(state, items):
+            return train_over(steps.train_step, state, items, jax.random.key(0))
+
+        start = time.perf_counter()
+        compiled = jax.jit(epoch, donate_argnums=0).lower(steps.init(0), items).compile()
+        compile_seconds = time.perf_counter() - start
+        seconds = []
+        for _ in range(repeats + 1):
+            state = steps.init(0)
+            start = time.perf_counter()
+            jax.block_until_ready(compiled(state, items))
+            seconds.append(time.perf_counter() - start)
+    finally:
+        conv.FORM = previous
+    per_epoch = [s * TRAIN_SIZE / (batches * config.batch_size) for s in seconds[1:]]
+    return {"seconds_per_epoch": statistics.median(per_epoch), "min": min(per_epoch), "max": max(per_epoch),
+            "compile_seconds": compile_seconds}
+
+
+def measure(presets: list[str], batches: int, repeats: int) -> dict:
+    from mnist_jax.config import preset
+    from mnist_jax.conv import FORMS
+    from mnist_jax.runtime.environment import fingerprint
+
+    results = {"batches": batches, "repeats": repeats, "fingerprint": fingerprint(), "presets": {}}
+    for name in presets:
+        # Forms alternate, so that a drift in the machine's speed touches all of them alike.
+        results["presets"][name] = {form: time_form(preset(name), form, batches, repeats) for form in FORMS}
+        print(name, {form: round(t["seconds_per_epoch"], 2) for form, t in results["presets"][name].items()},
+              flush=True)
+    return results
+
+
+def render(path: Path = RESULTS / "results.json") -> str:
+    """The forms side by side, per preset: seconds per epoch and compile seconds, and each form's
+    time over the fastest's."""
+    saved = json.loads(path.read_text())
+    lines = ["| preset | form | s/epoch median [min, max] | compile s | vs fastest |", "|---|---|--:|--:|--:|"]
+    for name, forms in saved["presets"].items():
+        fastest = min(t["seconds_per_epoch"] for t in forms.values())
+        for form, t in forms.items():
+            lines.append(f"| {name} | {form} | {t['seconds_per_epoch']:.2f} [{t['min']:.2f}, {t['max']:.2f}] | "
+                         f"{t['compile_seconds']:.2f} | {t['seconds_per_epoch'] / fastest:.2f} |")
+    cpu = saved["fingerprint"]["cpu"]
+    return "\n".join(lines) + (f"\n\nMeasured on {cpu['model']} ({cpu['cores']} cores), {saved['batches']} batches "
+                               f"a call, median of {saved['repeats']} calls, {saved['fingerprint']['date'][:10]}.\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["cnn"], help="CNN presets to time (default: cnn)")
+    parser.add_argument("--batches", type=int, default=40, help="batches per timed call (default: 40)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per form (default: 3)")
+    args = parser.parse_args()
+    results = measure(args.presets, args.batches, args.repeats)
+    os.makedirs(RESULTS, exist_ok=True)
+    (RESULTS / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(render(), end="")
+
+
+if __name__ == "__main__":
+    main()
