@@ -158,7 +158,8 @@ def _use_compilation_cache(args: argparse.Namespace) -> None:
 def _add_bench_parsers(commands) -> None:
     bench = commands.add_parser("bench", help="time training on every platform JAX sees, against PyTorch and the "
                                               "matmul floor; `bench compare` puts results side by side")
-    bench.add_argument("--quick", action="store_true", help="a small run: under a minute on 2 CPU cores")
+    bench.add_argument("--quick", action="store_true",
+                       help="a small run: one run of one epoch per row, the CNN's included, one value per sweep")
     bench.add_argument("--out", default="bench", help="folder for results.json, results.md and charts (default: bench)")
     bench.add_argument("--data-dir", help="tfds data folder (default: $TFDS_DATA_DIR, else tfds's default)")
     for f in dataclasses.fields(BenchSettings):

@@ -61,7 +61,9 @@ def test_bench_quick_writes_results_with_a_fingerprint_and_the_rendered_table(qu
     assert cpu["cnn_floor_seconds_per_epoch"] == pytest.approx(
         cnn_flops_per_epoch(preset("cnn"), NUM_TRAIN) / cpu["gemm_gflops"] / 1e9)
     assert "pytorch-cpu float32 cnn" in saved["references"]
-    for timing in cpu["pipelines"].values():
+    for name, timing in cpu["pipelines"].items():
+        if name == CNN_ROW:
+            continue  # checked below: its own runs
         s = timing["seconds_per_epoch"]
         assert s["n"] == 2 and 0 < s["min"] <= s["median"] <= s["max"]  # 2 runs of 1 epoch
         assert timing["compile_seconds"]["median"] > 0
