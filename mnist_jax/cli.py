@@ -163,7 +163,8 @@ def _add_bench_parsers(commands) -> None:
     bench.add_argument("--out", default="bench", help="folder for results.json, results.md and charts (default: bench)")
     bench.add_argument("--data-dir", help="tfds data folder (default: $TFDS_DATA_DIR, else tfds's default)")
     for f in dataclasses.fields(BenchSettings):
-        kind = {int: int}.get(type(f.default)) or (_int_list if isinstance(f.default[0], int) else _float_list)
+        kind = {int: int, str: str}.get(type(f.default))
+        kind = kind or (_int_list if isinstance(f.default[0], int) else _float_list)
         quick = _shown(getattr(QUICK_BENCH, f.name))
         bench.add_argument(_flag(f.name), dest=f"bench_{f.name}", type=kind,
                            help=_help(f"{f.metadata['help']} (default: {_shown(f.default)}; --quick: {quick})"))
@@ -288,9 +289,12 @@ def _train(args: argparse.Namespace) -> int:
     import jax
 
     from mnist_jax.reporters import ConsoleReporter, Reporter
+    from mnist_jax.runtime.determinism import make_deterministic
     from mnist_jax.runtime.distributed import initialize_distributed
     from mnist_jax.training import train
 
+    if config.deterministic:
+        make_deterministic()  # before the distributed runtime or anything else starts JAX's backends
     initialize_distributed(args.coordinator, args.num_processes, args.process_id, args.distributed_timeout)
     _use_compilation_cache(args)
     lead = jax.process_index() == 0  # only process 0 prints and writes

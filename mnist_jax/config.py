@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from mnist_jax.errors import ConfigError
 
 DTYPES = ("float32", "float64")
+MATMUL_PRECISIONS = ("highest", "high", "default")
 PIPELINES = ("device", "stream")
 INITS = ("jax", "numpy")
 ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "silu", "elu", "softplus")
@@ -82,6 +83,12 @@ class Config:
     num_epochs: int = setting(5, "training epochs")
     seed: int = setting(42, "initialisation, shuffling and dropout seed")
     dtype: str = setting("float32", "`float32` or `float64`")
+    matmul_precision: str = setting("highest", "precision of every matrix product and convolution: `highest` (true "
+                                               "float32 products, the same meaning on every platform), or the "
+                                               "platform's faster `high` and `default` (TF32 on recent NVIDIA GPUs, "
+                                               "bfloat16 passes on TPUs; on a CPU all three are float32)")
+    deterministic: bool = setting(False, "make the run bit-reproducible where the platform needs a switch for it (a "
+                                         "GPU: XLA's deterministic ops); a CPU's runs are bit-identical anyway")
     init: str = setting("jax", "`jax` (`jax.random`) or `numpy` (`RandomState(seed)` in the seed notebook's order)")
     shuffle: bool = setting(True, "reshuffle the training set each epoch (off: the raw files' order)")
     eval_batch_size: int = setting(10_000, "batch of the full-split evaluations")
@@ -125,6 +132,8 @@ class Config:
             (0 <= self.b1 < 1 and 0 <= self.b2 < 1, f"b1 and b2 must lie in [0, 1), got {self.b1}, {self.b2}"),
             (self.eps >= 0, f"eps must not be negative, got {self.eps}"),
             (self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}"),
+            (self.matmul_precision in MATMUL_PRECISIONS,
+             f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {self.matmul_precision!r}"),
             (self.pipeline in PIPELINES, f"pipeline must be one of {', '.join(PIPELINES)}, got {self.pipeline!r}"),
             (self.activation in ACTIVATIONS,
              f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}"),

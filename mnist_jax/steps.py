@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -101,8 +101,8 @@ def make_steps(config: Config, model: Model | None = None,
     """The model (`config.model`, or the `model` object) and the optimizer (`config.optimizer`, or
     the `optimizer` object; its schedule over epochs of `train_size`) bound into the steps. Checks
     the model first, without allocating anything: `init` must give a pytree of arrays and
-    `apply` logits of shape (N, 10); any fault is a one-line ConfigError naming the model. Jit
-    the steps under `precision(config)`."""
+    `apply` logits of shape (N, 10); any fault is a one-line ConfigError naming the model. The
+    steps carry `config.matmul_precision`; jit them under `precision(config)` (for float64)."""
     name = f"model {describe(model)}" if model is not None else f"model {config.model!r}"
     model = model if model is not None else make_model(config)
     optimizer = optimizer if optimizer is not None else make_optimizer(config, train_size)
@@ -130,10 +130,10 @@ def make_steps(config: Config, model: Model | None = None,
             return init_program(seed if isinstance(seed, jax.Array) else np.uint32(seed))
 
     return Steps(init=init_state,
-                 train_step=functools.partial(train_step, apply=keyed, optimizer=optimizer, dtype=dtype,
-                                              mean=config.loss_reduction == "mean",
-                                              label_smoothing=config.label_smoothing),
-                 eval_step=functools.partial(eval_step, apply=keyed, dtype=dtype),
+                 train_step=_in_precision(config, functools.partial(
+                     train_step, apply=keyed, optimizer=optimizer, dtype=dtype, mean=config.loss_reduction == "mean",
+                     label_smoothing=config.label_smoothing)),
+                 eval_step=_in_precision(config, functools.partial(eval_step, apply=keyed, dtype=dtype)),
                  params_shape=params_shape, activations_per_example=activations)
 
 
@@ -170,6 +170,24 @@ def split_metrics(split: str, correct, total_loss, num_examples: int) -> dict:
             f"{split}_loss": np.asarray(total_loss, np.float64) / num_examples}
 
 
-def precision(config: Config) -> contextlib.AbstractContextManager:
-    """JAX's 64-bit mode for a float64 config, for the duration of a run."""
-    return jax.enable_x64(True) if config.dtype == "float64" else contextlib.nullcontext()
+@contextlib.contextmanager
+def precision(config: Config) -> Iterator[None]:
+    """The config's numerics while tracing and running: JAX's 64-bit mode for a float64 config, and
+    `config.matmul_precision` for every matrix product and convolution traced inside."""
+    with jax.default_matmul_precision(config.matmul_precision):
+        if config.dtype == "float64":
+            with jax.enable_x64(True):
+                yield
+        else:
+            yield
+
+
+def _in_precision(config: Config, function: Callable) -> Callable:
+    """`function`, traced (and called) with `config.matmul_precision`: whoever jits it gets the
+    config's precision in every product, whatever their own default."""
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        with jax.default_matmul_precision(config.matmul_precision):
+            return function(*args, **kwargs)
+
+    return call

@@ -28,6 +28,7 @@ from mnist_jax.runs.rundir import TENSORBOARD
 from mnist_jax.runs.storage import write_json
 from mnist_jax.runtime import memory, parallel
 from mnist_jax.runtime.compilation import Compilations
+from mnist_jax.runtime.determinism import make_deterministic
 from mnist_jax.runtime.environment import environment
 from mnist_jax.stats import statistics
 from mnist_jax.steps import make_steps, precision, recorded, split_metrics
@@ -178,6 +179,8 @@ def sweep(config: Config, seeds: Sequence[int], out_dir: str | None = None,
     is called as each epoch ends (for progress).
     """
     config = recorded(config, model, optimizer)
+    if config.deterministic:
+        make_deterministic()
     events_dir = _events_dir(out_dir, tensorboard)
     with Compilations() as compilations:
         mesh = parallel.make_mesh(1, config.platform)
@@ -248,6 +251,8 @@ def grid(config: Config, axes: Axes, seeds: Sequence[int], out_dir: str | None =
     if given:
         raise ConfigError(f"the grid varies {', '.join(given)}, which is also given as an object")
     cells = grid_configs(recorded(config, model, optimizer), axes)
+    if any(cell.deterministic for _, cell in cells):
+        make_deterministic()
     events_dir = _events_dir(out_dir, tensorboard)
     mesh = parallel.make_mesh(1, config.platform)
     groups: dict[tuple, list[int]] = {}

@@ -27,6 +27,7 @@ from mnist_jax.runs import checkpoints
 from mnist_jax.runs.rundir import TENSORBOARD, RunDir
 from mnist_jax.runtime import memory, parallel
 from mnist_jax.runtime.compilation import Compilations, enable_compilation_cache
+from mnist_jax.runtime.determinism import make_deterministic
 from mnist_jax.runtime.environment import environment
 from mnist_jax.steps import Steps, TrainState, evaluation_steps, make_steps, precision, recorded, split_metrics
 
@@ -97,6 +98,8 @@ def train(config: Config = Config(), out_dir: str | None = None, *, model: Model
     config = recorded(config, model, optimizer)
     with contextlib.ExitStack() as stack:
         compilations = stack.enter_context(Compilations())
+        if config.deterministic:
+            make_deterministic()  # before anything below starts JAX's backends
         # What can be refused is refused before any data is read or anything written.
         mesh = parallel.make_mesh(config.devices, config.platform)
         for batch_size in (config.batch_size, config.eval_batch_size):

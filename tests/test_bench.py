@@ -114,7 +114,10 @@ def test_compare_gives_each_rows_ratio_to_the_baseline_and_refuses_other_setting
     cpu, gpu = str(paths["cpu"]), str(paths["gpu"])
     assert main(["bench", "compare", cpu, gpu, "--out", str(tmp_path / "cmp")]) == 0
     text = (tmp_path / "cmp" / "compare.md").read_text()
-    rows = [line.split(" | ") for line in text.splitlines() if line.startswith(f"| {gpu} | ")]
+    # Each result is named by its machine: the accelerators, else the CPU and its cores.
+    cpu_name = f"{here['fingerprint']['cpu']['model']} ({here['fingerprint']['cpu']['cores']} cores)"
+    assert f"vs {cpu_name} |" in text and f"- **{cpu_name}** (`{cpu}`)" in text
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| 1 x NVIDIA H200 | ")]
     ratios = {(row[1], row[2]): float(row[-1].rstrip(" |")) for row in rows}
     # The GPU rows against the baseline's CPU rows (it has no GPU), the CPU rows against its CPU rows.
     assert ratios[("gpu", "mnist_jax device")] == ratios[("gpu", "mnist_jax stream")] == 0.25
@@ -132,6 +135,9 @@ def test_compare_gives_each_rows_ratio_to_the_baseline_and_refuses_other_setting
     assert main(["bench", "compare", cpu, str(paths["other"]), "--out", str(tmp_path / "refused")]) == 2
     allowed = compare([cpu, str(paths["other"])], str(tmp_path / "allowed"), allow_mismatch=True)
     assert "- config.batch_size: 256 against 128" in allowed and "- settings.epochs: 1 against 3" in allowed
+    # Two results of one machine: each name gains its file.
+    twice = compare([gpu, str(paths["other"])], str(tmp_path / "twice"), allow_mismatch=True)
+    assert f"| 1 x NVIDIA H200 ({gpu}) | gpu |" in twice and f"| 1 x NVIDIA H200 ({paths['other']}) | gpu |" in twice
 
 
 def test_the_machine_fingerprint(monkeypatch):
@@ -159,3 +165,15 @@ def test_the_machine_fingerprint(monkeypatch):
     assert got["xla_flags"] == "--xla_cpu_enable_fast_math=false"
     age = datetime.datetime.now(datetime.UTC) - datetime.datetime.fromisoformat(got["date"])
     assert datetime.timedelta(0) <= age < datetime.timedelta(minutes=5)
+
+
+def test_the_device_check_keeps_to_its_budget_and_records_each_step(tmp_path, idx_dir):
+    from benchmarks import device_check
+
+    out = tmp_path / "check"
+    status = device_check.main(["--idx-dir", idx_dir, "--out", str(out), "--steps", "seed", "cnn", "--budget", "0.5"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert status == 1 and list(summary["steps"]) == ["seed", "cnn"]  # in order, the chosen ones only
+    assert all(step["status"] == "timed out" and step["seconds"] < 30 for step in summary["steps"].values())
+    assert summary["steps"]["cnn"]["command"][-5:] == ["--epochs", "1", "--quiet", "--out", str(out / "cnn")]
+    assert summary["fingerprint"]["cpu"]["cores"] > 0 and (out / "seed.log").exists()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from mnist_jax.bench.render import machine, median, read_results, timed_rows
+from mnist_jax.bench.render import machine, machine_name, median, read_results, timed_rows
 from mnist_jax.errors import ConfigError, InputError
 from mnist_jax.runs.storage import write_atomic
 
@@ -22,6 +22,14 @@ def differences(a: dict, b: dict) -> list[str]:
             if key not in _WHERE and a[part].get(key, "missing") != b[part].get(key, "missing"):
                 found.append(f"{part}.{key}: {a[part].get(key, 'missing')} against {b[part].get(key, 'missing')}")
     return found
+
+
+def result_names(named: dict[str, dict]) -> dict[str, str]:
+    """Each result file's name in the table and the chart: its machine (`machine_name`), with the
+    file beside it only where two results share a machine."""
+    machines = {path: machine_name(results["fingerprint"]) for path, results in named.items()}
+    shared = {name for name in machines.values() if list(machines.values()).count(name) > 1}
+    return {path: f"{name} ({path})" if name in shared else name for path, name in machines.items()}
 
 
 def _baseline_row(baseline: dict, platform: str, implementation: str) -> dict | None:
@@ -54,14 +62,18 @@ def _cell(value, form: str) -> str:
     return "" if value is None else format(value, form)
 
 
-def comparison_markdown(named: dict[str, dict], baseline: str, rows: list[dict], mismatches: dict[str, list]) -> str:
+def comparison_markdown(named: dict[str, dict], baseline: str, rows: list[dict], mismatches: dict[str, list],
+                        files: dict[str, str] | None = None) -> str:
+    """compare.md: each result's machine in full (and its file), then the table of rows."""
+    files = files or {}
     lines = [f"Seconds per epoch (median of each result's timed runs). `vs {baseline}` is each row's time over the "
              "baseline's for the same implementation, on the same platform where the baseline has it, else on "
              "its default platform: below 1 is faster.", ""]
     for label, results in named.items():
         fp = results["fingerprint"]
         versions = ", ".join(f"{name} {version}" for name, version in fp["platform_versions"].items())
-        lines.append(f"- `{label}`: {machine(fp)}; jax {fp['versions'].get('jax')}; {versions}; commit "
+        source = f" (`{files[label]}`)" if label in files else ""
+        lines.append(f"- **{label}**{source}: {machine(fp)}; jax {fp['versions'].get('jax')}; {versions}; commit "
                      f"{(fp['git_commit'] or 'none')[:7]}; {fp['date'][:10]}; XLA_FLAGS='{fp['xla_flags']}'")
     lines += ["", f"| result | platform | implementation | s/epoch | examples/s | compile s | final test % | "
                   f"vs {baseline} |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -91,8 +103,12 @@ def compare(paths: Sequence[str], out: str, baseline: str | None = None, allow_m
         raise ConfigError("results of different settings, " + "; ".join(
             f"{path} against {baseline}: " + ", ".join(found) for path, found in mismatches.items())
             + " (--allow-mismatch compares them anyway)")
-    rows = comparison_rows(named, baseline)
-    text = comparison_markdown(named, baseline, rows, mismatches)
+    names = result_names(named)
+    by_name = {names[path]: results for path, results in named.items()}
+    rows = comparison_rows(by_name, names[baseline])
+    text = comparison_markdown(by_name, names[baseline], rows, {names[p]: found for p, found in mismatches.items()},
+                               {name: path for path, name in names.items()})
+    baseline = names[baseline]
     from mnist_jax.bench.charts import compare_chart
 
     os.makedirs(out, exist_ok=True)

@@ -182,18 +182,22 @@ def run_benchmark(settings: BenchSettings = FULL_BENCH, data_dir: str | None = N
         log(f"[{time.perf_counter() - start:6.1f} s] {what}")
 
     sizes = settings.layer_sizes
-    config = Config(layer_sizes=sizes, num_epochs=settings.epochs, data_dir=data_dir)
+    config = Config(layer_sizes=sizes, num_epochs=settings.epochs, data_dir=data_dir,
+                    matmul_precision=settings.matmul_precision)
     shares = data.load(data_dir)
     flops = matmul_flops_per_epoch(sizes, shares["train"].total)
-    cnn = preset("cnn").replace(num_epochs=settings.cnn_epochs, data_dir=data_dir)
+    cnn = preset("cnn").replace(num_epochs=settings.cnn_epochs, data_dir=data_dir,
+                                matmul_precision=settings.matmul_precision)
     cnn_flops = cnn_flops_per_epoch(cnn, shares["train"].total)
-    results = {"config": config.to_dict(), "settings": dataclasses.asdict(settings), "fingerprint": fingerprint(),
+    results = {"config": config.to_dict(), "settings": dataclasses.asdict(settings),
+               "fingerprint": {**fingerprint(), "matmul_precision": settings.matmul_precision},
                "matmul_gflop_per_epoch": flops / 1e9, "cnn_config": cnn.to_dict(),
                "cnn_gflop_per_epoch": cnn_flops / 1e9, "platforms": {}}
     for device in (jax.devices(p)[0] for p in dict.fromkeys(["cpu", jax.default_backend()])):
         config = config.replace(platform=device.platform, devices=1)
         step(f"{device.platform}: the large-GEMM rate")
-        rate = gemm_gflops(device)
+        with jax.default_matmul_precision(settings.matmul_precision):
+            rate = gemm_gflops(device)
         entry = {"device": f"{device.platform}:{device.device_kind}", "gemm_gflops": rate,
                  "floor_seconds_per_epoch": flops / rate / 1e9, "cnn_floor_seconds_per_epoch": cnn_flops / rate / 1e9,
                  "pipelines": {}}

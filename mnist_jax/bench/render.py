@@ -25,6 +25,14 @@ def timed_rows(results: dict) -> Iterator[tuple[str, str, dict]]:
         yield "cpu", name, timing
 
 
+def machine_name(fingerprint: dict) -> str:
+    """A result's name for people: its accelerators' kind and count, else its CPU's model and cores."""
+    kinds = [a["kind"] for a in fingerprint["accelerators"]]
+    if kinds:
+        return ", ".join(f"{kinds.count(k)} x {k}" for k in dict.fromkeys(kinds))
+    return f"{fingerprint['cpu']['model']} ({fingerprint['cpu']['cores']} cores)"
+
+
 def machine(fingerprint: dict) -> str:
     """The machine in a few words: its accelerators, else its CPU."""
     cpu = f"{fingerprint['cpu']['model']} ({fingerprint['cpu']['cores']} cores)"

@@ -46,7 +46,9 @@ class ConsoleReporter(Reporter):
     def on_start(self, config: Config, environment: dict, steps_per_epoch: int) -> None:
         self.steps_per_epoch = steps_per_epoch
         model = f"{'-'.join(map(str, config.layer_sizes))} MLP" if config.model == "mlp" else config.model
-        self._print(f"Training {model} with {config.optimizer}, {config.dtype}, "
+        deterministic = ", deterministic" if config.deterministic else ""
+        self._print(f"Training {model} with {config.optimizer}, {config.dtype} ({config.matmul_precision} "
+                    f"matmul precision{deterministic}), "
                     f"batch {config.batch_size}, {config.num_epochs} epochs on "
                     f"{environment['num_devices']} x {environment['device']}")
         self._print(_HEADER.replace("| Test", "| Validation accuracy | Test") if config.validation_size else _HEADER)

@@ -1,0 +1,91 @@
+"""Numerics that mean the same on every platform: the requested matmul precision in every program a
+run compiles, recorded and shown; `--deterministic` doing what the platform needs."""
+
+import json
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from mnist_jax import Config, ConfigError, make_steps, train
+from mnist_jax.cli import main
+from mnist_jax.config import MATMUL_PRECISIONS
+from mnist_jax.runtime import determinism
+from mnist_jax.steps import Batch
+from tests.helpers import TINY_FLAGS
+
+
+def precisions(text: str) -> set[str]:
+    """The precisions of every matrix product (and convolution) in a lowered program's StableHLO."""
+    found = re.findall(r"stablehlo\.(?:dot_general|convolution)[^\n]*?precision = \[(\w+), (\w+)\]", text)
+    return {p for pair in found for p in pair}
+
+
+@pytest.mark.parametrize("value", MATMUL_PRECISIONS)
+def test_the_steps_carry_the_requested_precision_whatever_the_callers(value):
+    config = Config(model="cnn", cnn_channels=(4, 8), cnn_dense=16, matmul_precision=value)
+    steps = make_steps(config)
+    state = steps.init(0)
+    batch = Batch(jnp.zeros((4, 28, 28, 1), jnp.uint8), jnp.zeros(4, jnp.int32), jnp.ones(4, bool))
+    other = "default" if value != "default" else "highest"
+    with jax.default_matmul_precision(other):  # the caller's own default does not leak in
+        train_text = jax.jit(steps.train_step).lower(state, batch).as_text()
+        eval_text = jax.jit(steps.eval_step).lower(state.params, batch).as_text()
+    assert precisions(train_text) == precisions(eval_text) == {value.upper()}
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_every_program_a_run_or_sweep_compiles_carries_it(tiny_config, command, monkeypatch):
+    """The programs each path compiles ahead of time, captured as they are lowered: the epoch (a scan
+    of the step), the evaluation of every split, and a sweep's vmapped versions of both."""
+    from mnist_jax import pipelines
+    from mnist_jax import sweep as sweeps
+
+    lowered = []
+
+    def capture(function, *example_args, donate_argnums=()):
+        lowered.append(jax.jit(function, donate_argnums=donate_argnums).lower(*example_args).as_text())
+        return real(function, *example_args, donate_argnums=donate_argnums)
+
+    real = pipelines.compile_timed
+    monkeypatch.setattr(pipelines, "compile_timed", capture)
+    monkeypatch.setattr(sweeps, "compile_timed", capture)
+    config = tiny_config.replace(num_epochs=1, matmul_precision="high")
+    with jax.default_matmul_precision("default"):
+        train(config) if command == "train" else sweeps.sweep(config, [1, 2])
+    assert len(lowered) == 2 and all(precisions(text) == {"HIGH"} for text in lowered)
+
+
+def test_the_precision_is_recorded_and_shown(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY_FLAGS, "--epochs", "1", "--data-dir", data_dir, "--matmul-precision", "high",
+                 "--deterministic", "--out", str(out), "--quiet"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["matmul_precision"] == "high" and saved["deterministic"] is True
+    assert "float32 (high matmul precision, deterministic)" in capsys.readouterr().out
+    assert Config().matmul_precision == "highest"  # true float32 products unless asked otherwise
+
+
+class FakeDevice:
+    def __init__(self, platform):
+        self.platform = platform
+
+
+@pytest.mark.parametrize("started, platforms, outcome", [
+    (False, ["cpu"], "flag added"),  # before the backends start: the flag goes in, for a GPU to read
+    (True, ["cpu"], "nothing"),  # a CPU's runs are bit-identical already
+    (True, ["cpu", "gpu"], "refused"),  # a GPU backend started without it can no longer take it
+])
+def test_deterministic_asks_for_what_the_platform_needs(monkeypatch, started, platforms, outcome):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    monkeypatch.setattr(determinism, "_backends_started", lambda: started)
+    monkeypatch.setattr(jax, "devices", lambda: [FakeDevice(p) for p in platforms])
+    if outcome == "refused":
+        with pytest.raises(ConfigError, match="deterministic needs --xla_gpu_deterministic_ops=true"):
+            determinism.make_deterministic()
+        return
+    determinism.make_deterministic()
+    flags = "--xla_force_host_platform_device_count=2" + (" " + determinism.GPU_FLAG if outcome == "flag added" else "")
+    assert os.environ["XLA_FLAGS"] == flags
