@@ -66,11 +66,6 @@ if [[ $stage == all || $stage == speedrun ]]; then
 fi
 
 if [[ $stage == all || $stage == paper ]]; then
-  # Kingma and Ba (2015), section 6.2, Figure 2: two hidden layers of 1000 ReLU units, batch 128, dropout.
-  mnist-jax sweep --seeds 1 --layer-sizes 784,1000,1000,10 --activation relu --batch-size 128 \
-    --loss-reduction mean --epochs 10 --dropout 0.5 --input-dropout 0.2 \
-    --grid optimizer/lr/momentum/nesterov/eps adam/0.001/none/false/1e-8 adagrad/0.01/none/false/1e-8 \
-      rmsprop/0.001/none/false/1e-8 sgd/0.1/0.9/true/1e-8 adadelta/1.0/none/false/1e-6 \
-    --out $out/adam-paper | tee $out/adam-paper.txt
-  mnist-jax report $out/adam-paper --out $out/adam-paper-report
+  # Kingma and Ba (2015), section 6.2, Figure 2: each optimizer's learning rate by a grid, then 50 epochs.
+  python -m benchmarks.adam_paper
 fi

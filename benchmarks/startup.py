@@ -62,7 +62,7 @@ def run(code_dir: Path, args: list[str], env: dict) -> tuple[float, str]:
     """Wall seconds and stdout of `python args` with the package imported from `code_dir`."""
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, *args], cwd=code_dir, env=env, capture_output=True, text=True,
-                          check=False)
+                          check=False, timeout=900)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} in {code_dir} failed:\n{proc.stderr[-3000:]}")

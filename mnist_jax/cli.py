@@ -119,7 +119,7 @@ def _linked_values(word: str, settings: list[dataclasses.Field]) -> tuple:
     if len(parts) != len(settings):
         raise ValueError(f"{word!r} gives {len(parts)} values for {len(settings)} settings")
     return tuple(None if f.default is None and part.lower() == "none" else _field_type(f)(part)
-                 for f, part in zip(settings, parts))
+                 for f, part in zip(settings, parts, strict=True))
 
 
 def _config_from_args(args: argparse.Namespace) -> Config:

@@ -14,7 +14,7 @@ from mnist_jax.errors import ConfigError
 DTYPES = ("float32", "float64")
 MATMUL_PRECISIONS = ("highest", "high", "default")
 PIPELINES = ("device", "stream")
-INITS = ("jax", "numpy")
+INITS = ("jax", "numpy", "glorot", "he")
 ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "silu", "elu", "softplus")
 MODELS = ("mlp", "cnn")
 CNN_PADDINGS = ("same", "valid")
@@ -71,6 +71,9 @@ class Config:
     warmup_epochs: float = setting(0.0, "the rising part of `warmup_cosine` and `onecycle`, in epochs "
                                         "(fractions allowed)")
     weight_decay: float = setting(0.0, "decoupled weight decay (AdamW's rule) for any optimizer; biases are spared")
+    l2: float = setting(0.0, "a coupled L2 penalty, `l2 / 2` times the weights' squared norm added to the training "
+                             "objective (as reduced, sum or mean), its gradient going through the optimizer; biases "
+                             "are spared; the recorded losses stay the plain NLL")
     dropout: float = setting(0.0, "dropout rate of the hidden units in training (the MLP's hidden layers, the "
                                   "CNN's dense layer)")
     input_dropout: float = setting(0.0, "dropout rate of the pixels in training")
@@ -89,7 +92,10 @@ class Config:
                                                "bfloat16 passes on TPUs; on a CPU all three are float32)")
     deterministic: bool = setting(False, "make the run bit-reproducible where the platform needs a switch for it (a "
                                          "GPU: XLA's deterministic ops); a CPU's runs are bit-identical anyway")
-    init: str = setting("jax", "`jax` (`jax.random`) or `numpy` (`RandomState(seed)` in the seed notebook's order)")
+    init: str = setting("jax", "the MLP's weights: `jax` (`sigma * N(0, 1)` from `jax.random`), `numpy` (the same "
+                               "from `RandomState(seed)`, in the seed notebook's order), or scaled to each layer's "
+                               "fan, biases zero: `glorot` (uniform, Glorot and Bengio 2010) or `he` (normal, He et "
+                               "al. 2015, for ReLU)")
     shuffle: bool = setting(True, "reshuffle the training set each epoch (off: the raw files' order)")
     eval_batch_size: int = setting(10_000, "batch of the full-split evaluations")
     pipeline: str = setting("device", "`device`: each split in device memory, an epoch one compiled `lax.scan`; "
@@ -168,6 +174,7 @@ class Config:
             (self.schedule != "onecycle" or self.warmup_epochs > 0,
              "the onecycle schedule needs warmup_epochs > 0 (its rising part)"),
             (self.weight_decay >= 0, f"weight_decay must not be negative, got {self.weight_decay}"),
+            (self.l2 >= 0, f"l2 must not be negative, got {self.l2}"),
             (0 <= self.dropout < 1, f"dropout must lie in [0, 1), got {self.dropout}"),
             (0 <= self.input_dropout < 1, f"input_dropout must lie in [0, 1), got {self.input_dropout}"),
             (0 <= self.label_smoothing < 1, f"label_smoothing must lie in [0, 1), got {self.label_smoothing}"),
@@ -200,7 +207,7 @@ class Config:
 
 # The numeric settings a grid varies inside one compiled program, as traced values (see `sweep.grid`).
 TRACEABLE = ("learning_rate", "b1", "b2", "eps", "momentum", "weight_decay", "clip_norm", "dropout",
-             "input_dropout", "label_smoothing")
+             "input_dropout", "label_smoothing", "l2")
 
 
 def cnn_feature_side(config: Config) -> int:

@@ -10,6 +10,8 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 Params = list[tuple[jax.Array, jax.Array]]
+# Weight initializers scaled to a layer's fan: Glorot's for the era's tanh and sigmoid nets, He's for ReLU.
+FAN_SCALED = {"glorot": jax.nn.initializers.glorot_uniform, "he": jax.nn.initializers.he_normal}
 
 
 def init_params(
@@ -20,18 +22,25 @@ def init_params(
     method: str = "jax",
     dtype: jnp.dtype = jnp.float32,
 ) -> Params:
-    """Weights and biases drawn as `sigma * N(0, 1)`.
+    """Weights and biases drawn as `sigma * N(0, 1)`, or scaled to each layer's fan.
 
     `method="numpy"` draws from `numpy.random.RandomState(seed)` in the seed
     notebook's order (W then b, layer by layer); `method="jax"` from
-    `jax.random` with `seed` an int or a key.
+    `jax.random` with `seed` an int or a key. `"glorot"` (Glorot and Bengio, 2010: uniform with
+    variance 2 / (fan_in + fan_out)) and `"he"` (He et al., 2015: normal with variance 2 / fan_in,
+    for ReLU layers) draw the weights from `jax.random` and start the biases at zero; `sigma`
+    does not apply to them.
     """
-    shapes = [((m, n), (n,)) for m, n in zip(layer_sizes[:-1], layer_sizes[1:])]
+    shapes = [((m, n), (n,)) for m, n in zip(layer_sizes[:-1], layer_sizes[1:], strict=True)]
     if method == "numpy":
         return [(jnp.asarray(W, dtype), jnp.asarray(b, dtype)) for W, b in numpy_draws(seed, layer_sizes, sigma)]
+    key = jax.random.key(seed) if isinstance(seed, int) else seed
+    if method in FAN_SCALED:
+        draw = FAN_SCALED[method]()
+        return [(draw(k, w, dtype), jnp.zeros(b, dtype)) for k, (w, b) in zip(jax.random.split(key, len(shapes)),
+                                                                           shapes, strict=True)]
     if method != "jax":
         raise ValueError(f"unknown init method {method!r}")
-    key = jax.random.key(seed) if isinstance(seed, int) else seed
     keys = iter(jax.random.split(key, 2 * len(shapes)))
     return [
         (sigma * jax.random.normal(next(keys), w, dtype), sigma * jax.random.normal(next(keys), b, dtype))
@@ -42,7 +51,8 @@ def init_params(
 def numpy_draws(seed: int, layer_sizes: Sequence[int], sigma: float) -> list[tuple[np.ndarray, np.ndarray]]:
     """`sigma * randn` float64 weights and biases from `RandomState(seed)`, in the notebook's order."""
     rng = np.random.RandomState(seed)
-    return [(sigma * rng.randn(m, n), sigma * rng.randn(n)) for m, n in zip(layer_sizes[:-1], layer_sizes[1:])]
+    return [(sigma * rng.randn(m, n), sigma * rng.randn(n))
+            for m, n in zip(layer_sizes[:-1], layer_sizes[1:], strict=True)]
 
 
 def logits(params: Params, inputs: jax.Array, activation: str = "tanh",

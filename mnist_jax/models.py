@@ -55,8 +55,8 @@ def mlp(config: Config) -> Model:
     dtype = jnp.dtype(config.dtype)
 
     def init(key: jax.Array) -> Params:
-        if config.init == "jax":
-            return init_params(key, config.layer_sizes, config.sigma, dtype=dtype)
+        if config.init != "numpy":
+            return init_params(key, config.layer_sizes, config.sigma, method=config.init, dtype=dtype)
         # NumPy draws on the host, so that shapes can still be traced (jax.eval_shape, vmap).
         def draw(seed):
             draws = numpy_draws(int(seed), config.layer_sizes, config.sigma)
@@ -64,7 +64,7 @@ def mlp(config: Config) -> Model:
 
         sizes = config.layer_sizes
         shapes = [(jax.ShapeDtypeStruct((m, n), dtype), jax.ShapeDtypeStruct((n,), dtype))
-                  for m, n in zip(sizes[:-1], sizes[1:])]
+                  for m, n in zip(sizes[:-1], sizes[1:], strict=True)]
         return jax.pure_callback(draw, shapes, jax.random.key_data(key)[-1], vmap_method="sequential")
 
     def apply(params: Params, images: jax.Array, key: jax.Array | None = None) -> jax.Array:

@@ -134,7 +134,7 @@ def local_orders(config: Config, share: data.Share, split: str, epochs: range) -
 def _batches_per_pass(bounds: tuple[int, ...], batch_size: int) -> int:
     """The most batches any process needs for its share, so all run the same number of steps."""
     parts = [parallel.process_part(batch_size, q) for q in range(jax.process_count())]
-    return max(-(-int(n) // part) for n, part in zip(np.diff(bounds), parts))
+    return max(-(-int(n) // part) for n, part in zip(np.diff(bounds), parts, strict=True))
 
 
 def _chunk_spec(batches: int, rows: int, sharding) -> Batch:

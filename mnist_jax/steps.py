@@ -18,7 +18,7 @@ from mnist_jax.errors import ConfigError
 from mnist_jax.factories import describe, guarded
 from mnist_jax.mlp import log_softmax, summed_nll
 from mnist_jax.models import Model, make_model, takes_key
-from mnist_jax.optimizers import make_optimizer
+from mnist_jax.optimizers import decays, make_optimizer
 
 _STEP_KEYS = 0xFFFFFFFF  # folded into the seed's key: the per-step keys' stream, apart from epoch orders
 
@@ -73,16 +73,24 @@ def smoothed_nll(log_probs: jax.Array, labels: jax.Array, mask: jax.Array, smoot
     return -jnp.sum(jnp.where(mask[:, None], targets * log_probs, 0))
 
 
+def l2_penalty(params, l2: float) -> jax.Array:
+    """`l2 / 2` times the squared norm of the weights (every parameter of two dimensions or more)."""
+    return l2 / 2 * sum(jnp.sum(jnp.square(w)) for w, decayed in zip(jax.tree.leaves(params),
+                                                                     jax.tree.leaves(decays(params)), strict=True)
+                        if decayed)
+
+
 def train_step(state: TrainState, batch: Batch, key: jax.Array | None = None, *, apply: Callable,
                optimizer: optax.GradientTransformation, dtype: jnp.dtype,
-               mean: bool = False, label_smoothing: float = 0.0) -> tuple[TrainState, jax.Array]:
+               mean: bool = False, label_smoothing: float = 0.0, l2: float = 0.0) -> tuple[TrainState, jax.Array]:
     """One optimizer step on the batch's loss (summed, or with `mean` averaged over its real rows;
-    against smoothed labels if `label_smoothing`); returns the new state and that loss.
-    `apply(params, images, key)` gives the logits."""
+    against smoothed labels if `label_smoothing`; plus the L2 penalty if `l2`); returns the new
+    state and that objective. `apply(params, images, key)` gives the logits."""
     def objective(params):
         log_probs = log_softmax(apply(params, to_floats(batch.images, dtype), key))
         total = smoothed_nll(log_probs, batch.labels, batch.mask, label_smoothing)
-        return total / jnp.maximum(batch.mask.sum(), 1) if mean else total
+        loss = total / jnp.maximum(batch.mask.sum(), 1) if mean else total
+        return loss + l2_penalty(params, l2) if is_on(l2) else loss
 
     value, grads = jax.value_and_grad(objective)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -132,7 +140,7 @@ def make_steps(config: Config, model: Model | None = None,
     return Steps(init=init_state,
                  train_step=_in_precision(config, functools.partial(
                      train_step, apply=keyed, optimizer=optimizer, dtype=dtype, mean=config.loss_reduction == "mean",
-                     label_smoothing=config.label_smoothing)),
+                     label_smoothing=config.label_smoothing, l2=config.l2)),
                  eval_step=_in_precision(config, functools.partial(eval_step, apply=keyed, dtype=dtype)),
                  params_shape=params_shape, activations_per_example=activations)
 

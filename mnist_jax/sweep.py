@@ -69,9 +69,9 @@ class SweepResult:
         best = self.best()
         return {"config": self.config.to_dict(), "seeds": self.seeds, "statistics": self.statistics(),
                 **({"best": best} if best else {}),
-                "per_seed": {str(seed): [dict(zip(("epoch", *self.metrics), (epoch, *map(float, row))))
+                "per_seed": {str(seed): [dict(zip(("epoch", *self.metrics), (epoch, *map(float, row)), strict=True))
                                          for epoch, row in enumerate(history)]
-                             for seed, history in zip(self.seeds, self.histories)},
+                             for seed, history in zip(self.seeds, self.histories, strict=True)},
                 "seconds": self.seconds, "compile_seconds": self.compile_seconds, "trained_with": self.trained_with,
                 **self.environment}
 
@@ -82,7 +82,7 @@ def traced_settings(config: Config, model: Model | None = None,
     use (`is_on`) among label smoothing, the optimizer's (when built by name: a factory or object
     reads its own) and the dropout rates (of a built-in model). Cells that differ only in these,
     and in seeds, train as one program; any other difference compiles apart."""
-    names = {"label_smoothing"}
+    names = {"label_smoothing", "l2"}
     if optimizer is None and ":" not in config.optimizer:
         names |= {"learning_rate", "b1", "b2", "eps", "momentum", "weight_decay", "clip_norm"}
     if model is None and config.model in BUILT_IN:
@@ -134,7 +134,7 @@ def _train_together(configs: Sequence[Config], seeds: Sequence[int], shares: dic
             return np.stack([scores[metric] for metric in metrics], axis=1)
 
         def by_model(scores: np.ndarray) -> list[dict]:
-            return [dict(zip(metrics, row)) for row in scores]
+            return [dict(zip(metrics, row, strict=True)) for row in scores]
 
         events = None
         if events_dir:
@@ -163,7 +163,7 @@ def _train_together(configs: Sequence[Config], seeds: Sequence[int], shares: dic
     return [SweepResult(config, list(seeds), metrics, histories[rows],
                         jax.tree.map(lambda leaf, rows=rows: leaf[rows], params), seconds * share, env,
                         compile_seconds=(train_seconds + eval_seconds) * share, trained_with=len(configs))
-            for config, rows in zip(configs, (slice(i * n, (i + 1) * n) for i in range(len(configs))))]
+            for config, rows in zip(configs, (slice(i * n, (i + 1) * n) for i in range(len(configs))), strict=True)]
 
 
 def sweep(config: Config, seeds: Sequence[int], out_dir: str | None = None,
@@ -217,7 +217,7 @@ def grid_configs(config: Config, axes: Axes) -> list[tuple[dict, Config]]:
     cells = []
     for values in itertools.product(*axes.values()):
         cell = {}
-        for name, value in zip(axes, values):
+        for name, value in zip(axes, values, strict=True):
             cell.update(zip(name, value, strict=True) if isinstance(name, tuple) else {name: value})
         cells.append(cell)
     return [(cell, config.replace(**cell)) for cell in cells]
@@ -272,7 +272,7 @@ def grid(config: Config, axes: Axes, seeds: Sequence[int], out_dir: str | None =
                 chunk = indices[part:part + per_program]
                 trained = _train_together([cells[i][1] for i in chunk], seeds, shares, mesh, model, optimizer,
                                           events_dir, [cells[i][0] for i in chunk], on_epoch)
-                results.update(zip(chunk, trained))
+                results.update(zip(chunk, trained, strict=True))
                 while reported in results:
                     on_cell(cells[reported][0], results[reported])
                     reported += 1

@@ -9,13 +9,15 @@ import pytest
 
 from mnist_jax import data
 from mnist_jax.data.idx import SPLIT_FILES, write_idx
-from mnist_jax.runtime.compilation import CACHE_ENV
+from mnist_jax.runtime.compilation import CACHE_ENV, enable_compilation_cache
 from mnist_jax.runtime.determinism import make_deterministic
 from tests.helpers import NUM_TEST, NUM_TRAIN, tiny
 
 # The command keeps compiled programs in the user's cache folder: the tests' commands share one of
 # their own (set here, so the commands they start in subprocesses inherit it).
 os.environ.setdefault(CACHE_ENV, tempfile.mkdtemp(prefix="mnist-jax-tests-compilation-"))
+if os.environ.get("MNIST_JAX_TEST_CACHE", "1") == "1":
+    enable_compilation_cache(os.environ[CACHE_ENV])
 # The suite holds on any platform: runs compared bit for bit are bit-reproducible on a GPU too (XLA's
 # deterministic ops, set before JAX starts its backends, and inherited by subprocesses), and the
 # tests' own reference computations take true float32 products, as the runs they check do.

@@ -105,7 +105,7 @@ def assert_models_equal_their_runs(result, config, seeds, rtol: float, atol: flo
 
     for i, seed in enumerate(seeds):
         alone = train(config.replace(seed=seed))
-        for swept, single in zip(jax.tree.leaves(result.params), jax.tree.leaves(alone.params)):
+        for swept, single in zip(jax.tree.leaves(result.params), jax.tree.leaves(alone.params), strict=True):
             np.testing.assert_allclose(np.asarray(swept)[i], single, rtol=rtol, atol=atol)
         np.testing.assert_allclose(result.histories[i, :, :2], [(m.train_accuracy, m.test_accuracy)
                                                                 for m in alone.history], atol=1e-12)

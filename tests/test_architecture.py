@@ -159,3 +159,28 @@ def test_the_data_paths_call_the_steps_they_are_given(data_dir, tiny_config, pip
     assert int(twice[0]) == 2 * int(plain[0])
     np.testing.assert_allclose(float(twice[1]), 2 * float(plain[1]), rtol=1e-6)
     assert jax.tree.structure(state) == jax.tree.structure(steps.init(0))
+
+
+def unbounded_waits(path: Path) -> list[str]:
+    """Calls in a file that start or wait for a subprocess with no timeout: one could hang the suite."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        owner, name = getattr(node.func.value, "id", ""), node.func.attr
+        starts = owner == "subprocess" and name in ("run", "call", "check_call", "check_output")
+        waits = name in ("wait", "communicate") and not node.args and owner != "subprocess"
+        if (starts or waits) and not any(keyword.arg == "timeout" for keyword in node.keywords):
+            found.append(f"{path.name}:{node.lineno}")
+    return found
+
+
+def test_every_subprocess_the_tests_wait_for_has_a_timeout():
+    files = sorted((ROOT / "tests").rglob("*.py"))
+    assert [where for path in files for where in unbounded_waits(path)] == []
+
+
+def test_the_timeout_scan_finds_a_call_without_one(tmp_path):
+    path = tmp_path / "test_sample.py"
+    path.write_text("import subprocess\nsubprocess.run(['true'])\nproc.wait()\nsubprocess.run(['true'], timeout=5)\n")
+    assert unbounded_waits(path) == ["test_sample.py:2", "test_sample.py:3"]

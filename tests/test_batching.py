@@ -69,7 +69,7 @@ def test_pad_to_batches_layout_is_the_same_in_numpy_and_jax():
     batches = host.reshape(2, -1, B + 2)
     assert (batches[:, :, B:] == -1).all()  # widened rows are padding
     assert (batches[:, num_batches:] == -1).all()  # so are whole batches past the pass's end
-    for order, pass_batches in zip(orders, batches):
+    for order, pass_batches in zip(orders, batches, strict=True):
         np.testing.assert_array_equal(pass_batches[pass_batches >= 0], order)
 
 
@@ -84,6 +84,6 @@ def test_prefetch_to_device_keeps_order_and_puts_on_device(split):
     host = [Batch(*c) for c in stream.as_numpy_iterator()]
     device = list(streams.prefetch_to_device(stream, size=2))
     assert len(device) == len(host)
-    for h, d in zip(host, device):
+    for h, d in zip(host, device, strict=True):
         assert isinstance(d.images, jax.Array)
         np.testing.assert_array_equal(d.labels, h.labels)

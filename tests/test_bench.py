@@ -160,7 +160,8 @@ def test_the_machine_fingerprint(monkeypatch):
     assert got["versions"]["jax"] == jax.__version__
     root = Path(__file__).resolve().parent.parent
     if (root / ".git").exists():
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=60).stdout.strip()
         assert got["git_commit"] == head
     assert got["xla_flags"] == "--xla_cpu_enable_fast_math=false"
     age = datetime.datetime.now(datetime.UTC) - datetime.datetime.fromisoformat(got["date"])

@@ -138,6 +138,7 @@ BAD_FLAGS = {
     "schedule": (["--schedule", "step"], "schedule must be one of constant, cosine"),
     "warmup_epochs": (["--schedule", "warmup_cosine", "--warmup-epochs", "5"], "warmup_epochs must lie in [0, num_"),
     "weight_decay": (["--weight-decay", "-0.1"], "weight_decay must not be negative"),
+    "l2": (["--l2", "-0.001"], "l2 must not be negative"),
     "dropout": (["--dropout", "1"], "dropout must lie in [0, 1)"),
     "input_dropout": (["--input-dropout", "-0.1"], "input_dropout must lie in [0, 1)"),
     "label_smoothing": (["--label-smoothing", "1.5"], "label_smoothing must lie in [0, 1)"),

@@ -189,3 +189,20 @@ def test_validation_size_is_checked(data_dir):
         Config(validation_size=10, shuffle=False)
     with pytest.raises(ConfigError, match="leaves no training examples"):
         data.load(data_dir, validation_size=NUM_TRAIN)
+
+
+def test_an_array_file_changed_under_its_old_digest_is_rebuilt(dataset):
+    """A well-formed file (every zip CRC right) whose arrays no longer match the content digest it
+    carries: only the digest comparison can catch it."""
+    folder, version_dir = dataset
+    source = array_file.source_digest(version_dir)
+    arrays, state = array_file.read(version_dir, source)
+    assert state == "ok"
+    stale_digest = array_file.content_digest(arrays)
+    arrays["test_labels"] = (arrays["test_labels"] + 1) % 10
+    np.savez(array_file.path(version_dir), **arrays, source_digest=np.array(source),
+             content_digest=np.array(stale_digest))
+    assert array_file.read(version_dir, source) == (None, "damaged")
+    expected = through_tfds(folder)
+    np.testing.assert_array_equal(data.load(folder)["test"].labels, expected["test_labels"])
+    assert array_file.read(version_dir, source)[1] == "ok"  # rewritten from tfds

@@ -111,3 +111,17 @@ def test_linked_grid_axes_set_their_settings_together(data_dir, tmp_path, capsys
             for c in saved["cells"]] == [("adam", 0.01, None), ("sgd", 0.1, 0.9)]
     with pytest.raises(ConfigError, match="gives 2 values for 3 settings"):
         _grid_axes([["optimizer/lr/momentum", "adam/0.01"]])
+
+
+@pytest.mark.parametrize("base, axes", [
+    (dict(dropout=0.1), {("input_dropout", "b1", "b2", "eps"): [(0.1, 0.8, 0.99, 1e-7), (0.2, 0.85, 0.995, 1e-6)]}),
+    (dict(optimizer="sgd", learning_rate=0.05), {"momentum": [0.5, 0.9]}),
+    (dict(), {"l2": [0.01, 0.3]}),
+], ids=["input_dropout-b1-b2-eps", "momentum", "l2"])
+def test_the_other_traced_settings_vary_per_model_and_each_cell_equals_its_run(tiny_config, base, axes):
+    config = tiny_config.replace(num_epochs=1, **base)
+    cells = grid(config, axes, [3])
+    assert [cell.trained_with for cell in cells] == [2, 2]  # one program for both cells
+    assert cells[0].histories[0, -1, 2] != cells[1].histories[0, -1, 2]  # the values reached the models
+    for cell in cells:
+        assert_cell_equals_its_runs(cell, cell.config, [3])

@@ -27,7 +27,7 @@ def test_a_live_run_holds_its_folder_and_a_dead_one_does_not(data_dir, tmp_path,
         assert os.path.exists(os.path.join(out, "config.json"))  # --overwrite removed nothing
     finally:
         holder.send_signal(signal.SIGKILL)
-        holder.wait()
+        holder.wait(timeout=60)
     assert json.loads(Path(out, "run.lock").read_text())["pid"] == holder.pid  # left behind
     assert main(["train", *TINY_FLAGS, "--epochs", "1", "--data-dir", data_dir, "--out", out, "--overwrite",
                  "--quiet"]) == 0

@@ -44,7 +44,7 @@ def test_numpy_init_follows_the_seed_notebook_order():
 def test_jax_init_is_deterministic_with_the_right_scale():
     a, b = init_params(0, SIZES, 0.5), init_params(0, SIZES, 0.5)
     c = init_params(1, SIZES, 0.5)
-    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
     assert not np.array_equal(a[0][0], c[0][0])
     assert a[0][0].dtype == jnp.float32 and a[0][0].shape == (784, 20)
     assert abs(float(jnp.std(a[0][0])) - 0.5) < 0.02
@@ -107,3 +107,17 @@ def test_relu_predict_matches_numpy():
     logits = np.maximum(x @ W0 + b0, 0) @ W1 + b1
     expected = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     np.testing.assert_allclose(predict(params, jnp.asarray(x), "relu"), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method, std", [("glorot", lambda m, n: np.sqrt(2 / (m + n))),
+                                         ("he", lambda m, n: np.sqrt(2 / m))])
+def test_fan_scaled_inits_have_their_scale_and_zero_biases(method, std):
+    sizes = (784, 1000, 1000, 10)
+    params = init_params(0, sizes, method=method)
+    for (W, b), m, n in zip(params, sizes[:-1], sizes[1:], strict=True):
+        assert abs(float(jnp.std(W)) - std(m, n)) < 0.05 * std(m, n) and float(jnp.abs(b).max()) == 0
+    if method == "glorot":  # uniform within sqrt(6 / (fan_in + fan_out))
+        assert all(float(jnp.abs(W).max()) <= np.sqrt(6 / (m + n)) for (W, _), m, n in
+                   zip(params, sizes[:-1], sizes[1:], strict=True))
+    again = init_params(0, sizes, method=method)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(again), strict=True))

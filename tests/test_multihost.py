@@ -31,6 +31,7 @@ def test_two_processes_train_together(data_dir, tmp_path, pipeline, model):
     assert [r.returncode for r in results] == [0, 0], results[1].stderr[-3000:]
     subprocess.run([*WORKER, data_dir, str(single), pipeline, model], env=SINGLE_ENV, check=True, timeout=300)
     p0, p1, one = load(multi / "params0.npz"), load(multi / "params1.npz"), load(single / "params0.npz")
+    assert p0.keys() == p1.keys() == one.keys()
     for name in one:
         np.testing.assert_array_equal(p0[name], p1[name])  # the processes agree exactly
     if pipeline == "device":  # the same global batches as one process on 4 devices

@@ -82,17 +82,22 @@ def test_the_devices_notebook_runs_the_benchmarks(data_dir, monkeypatch):
     assert images_in(notebook) == 2
 
 
-def test_the_adam_paper_notebook_runs_its_grid_on_small_data(data_dir, tmp_path, monkeypatch):
+def test_the_adam_paper_notebook_runs_the_whole_procedure_on_small_data(data_dir, tmp_path, monkeypatch):
     results = tmp_path / "adam-paper"
     notebook = execute("adam_paper.ipynb", monkeypatch, TFDS_DATA_DIR=data_dir, MNIST_JAX_NOTEBOOK_QUICK="1",
                        MNIST_JAX_ADAM_PAPER_DIR=str(results))
     text = text_of(notebook)
     optimizers = ["adam", "adagrad", "rmsprop", "sgd", "adadelta"]
-    assert all(re.search(rf"^{name} +trained in [\d.]+ s$", text, re.MULTILINE) for name in optimizers), text
-    assert f"5 optimizers, 1 epochs each, from {results}/grid.json" in text
-    order = re.search(r"lowest first: (.*)$", text, re.MULTILINE).group(1)
-    assert sorted(part.split()[0] for part in order.split(", ")) == sorted(optimizers)
+    # Two rates of each optimizer tuned in each panel, then each chosen rate run: 30 trainings.
+    assert sum(bool(re.search(rf"^{name} +[\d.e-]+ +trained in [\d.]+ s$", line)) for line in text.splitlines()
+               for name in optimizers) == 2 * (10 + 5)
+    assert sorted(p.name for p in results.iterdir()) == ["a", "a-tuning", "b", "b-tuning", "training-cost.png"]
+    names = ["Adam", "AdaGrad", "RMSProp", "SGD, Nesterov momentum", "AdaDelta"]
+    for panel in ("a", "b"):
+        order = re.search(rf"panel \({panel}\), lowest final training cost first: (.*)$", text, re.MULTILINE).group(1)
+        assert all(order.count(name) == 1 for name in names) and order.count(", ") == len(names)  # one comma is SGD's
     assert images_in(notebook) == 1
     markdown = "".join(output.get("data", {}).get("text/markdown", "") for cell in notebook.cells
                        if cell.cell_type == "code" for output in cell.outputs)
-    assert all(f"adam-paper: optimizer={name} " in markdown for name in optimizers), markdown
+    assert markdown.count("learning rate: training cost after 1 epochs") == 2
+    assert all(f"| (a) | {name} |" in markdown and f"| (b) | {name} |" in markdown for name in names), markdown

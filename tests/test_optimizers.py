@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from mnist_jax import Config, init_params
+from mnist_jax import Config, init_params, train
 from mnist_jax.optimizers import learning_rate_schedule, make_optimizer
 from tests.helpers import assert_same_updates
 
@@ -95,12 +95,42 @@ def test_each_setting_updates_as_a_hand_built_optax_chain(case):
     changes, build, exact = HAND_BUILT[case]
     got = run_updates(make_optimizer(schedule_config(**changes), TRAIN_SIZE))
     want = run_updates(build())
-    for step, (a, b) in enumerate(zip(got, want)):
+    for step, (a, b) in enumerate(zip(got, want, strict=True)):
         assert_same_updates(a, b, exact), step
 
 
 def test_weight_decay_spares_the_biases():
     plain, decayed = (run_updates(make_optimizer(schedule_config(weight_decay=wd), TRAIN_SIZE))[-1] for wd in (0, 0.1))
-    for (W, b), (W_decayed, b_decayed) in zip(plain, decayed):
+    for (W, b), (W_decayed, b_decayed) in zip(plain, decayed, strict=True):
         np.testing.assert_array_equal(b, b_decayed)
         assert not np.allclose(W, W_decayed)
+
+
+def test_the_learning_rate_a_run_applies_is_its_schedules(data_dir, tiny_config, tmp_path):
+    """What a real run applies, read from its parameters: with SGD, full-batch steps (one an epoch) move
+    the parameters by the rate times the gradient, so each step's rate is -<update, g> / <g, g>,
+    against Optax's linear schedule written out: 0.1, then 0.1 * 2/3, then 0.1 / 3."""
+    from mnist_jax import data
+    from mnist_jax.mlp import loss
+    from mnist_jax.runs import checkpoints
+    from mnist_jax.steps import make_steps, normalise
+
+    config = tiny_config.replace(optimizer="sgd", learning_rate=0.1, schedule="linear", batch_size=300,
+                                 loss_reduction="mean", num_epochs=3, keep_checkpoints=3)
+    train(config, str(tmp_path))
+    template = make_steps(config).init(config.seed)
+    states = [template] + [checkpoints.load(str(tmp_path / "checkpoints" / f"epoch-{e:05d}.npz")).restore(template)
+                           for e in (1, 2, 3)]
+    share = data.load(data_dir)["train"]
+    inputs = normalise(share.images, jnp.float32)
+
+    def mean_loss(params):
+        return loss(params, inputs, share.labels) / len(share.labels)
+
+    applied = []
+    for before, after in zip(states[:-1], states[1:], strict=True):
+        g = jax.tree.leaves(jax.grad(mean_loss)(before.params))
+        update = [a - b for a, b in zip(jax.tree.leaves(after.params), jax.tree.leaves(before.params), strict=True)]
+        applied.append(-sum(float(jnp.vdot(u, d)) for u, d in zip(update, g, strict=True))
+                       / sum(float(jnp.vdot(d, d)) for d in g))
+    assert applied == pytest.approx([0.1, 0.1 * 2 / 3, 0.1 / 3], rel=1e-3)

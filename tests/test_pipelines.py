@@ -45,7 +45,7 @@ def test_both_pipelines_match_plain_optax_with_a_short_last_batch(data_dir, tiny
     expected = reference_params(config, data.load(data_dir)["train"])
     results = {p: train(config.replace(pipeline=p)) for p in PIPELINES}
     for result in results.values():
-        for got, want in zip(jax.tree.leaves(result.params), jax.tree.leaves(expected)):
+        for got, want in zip(jax.tree.leaves(result.params), jax.tree.leaves(expected), strict=True):
             np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-6)
     stream, device = ([(m.train_accuracy, m.test_accuracy) for m in r.history] for r in results.values())
     assert stream == device

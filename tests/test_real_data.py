@@ -28,7 +28,7 @@ def test_seed_preset_reproduces_the_notebook_table(real_data_dir, pipeline, as_o
     result = train(config, model=models.mlp(config) if as_object else None)
     got = [(100 * m.train_accuracy, 100 * m.test_accuracy) for m in result.history]
     assert len(got) == len(SEED_TABLE)  # every row, epochs 0 to 5
-    for epoch, (row, expected) in enumerate(zip(got, SEED_TABLE)):
+    for epoch, (row, expected) in enumerate(zip(got, SEED_TABLE, strict=True)):
         assert row == pytest.approx(expected, abs=0.005 + 1e-9), f"epoch {epoch}"
 
 

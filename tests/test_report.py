@@ -64,10 +64,10 @@ def test_report_writes_tables_and_figures_that_parse(experiments, tmp_path, caps
     if shutil.which("pdflatex"):
         document = "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + latex + "\\end{document}\n"
         (tmp_path / "doc.tex").write_text(document)
-        subprocess.run(["pdflatex", "-interaction=nonstopmode", "doc.tex"], cwd=tmp_path, check=True,
+        subprocess.run(["pdflatex", "-interaction=nonstopmode", "doc.tex"], cwd=tmp_path, check=True, timeout=120,
                        capture_output=True)
 
-    labels = [f"{name} (n={n})" for name, n in zip(names, (2, 3, 2, 2, 2, 2))]
+    labels = [f"{name} (n={n})" for name, n in zip(names, (2, 3, 2, 2, 2, 2), strict=True)]
     width, height = figure_inches(labels)
     assert Image.open(tmp_path / "curves.png").size == (round(width * FIGURE_DPI), round(height * FIGURE_DPI))
     assert (tmp_path / "curves.pdf").read_bytes().startswith(b"%PDF")

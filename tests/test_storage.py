@@ -66,10 +66,10 @@ def small_tmpfs(tmp_path):
     mount_point = tmp_path / "tmpfs"
     mount_point.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount_point)],
-                      capture_output=True).returncode:
+                      capture_output=True, timeout=60).returncode:
         pytest.skip("cannot mount a tmpfs here (not root, or no mount permission)")
     yield mount_point
-    subprocess.run(["umount", str(mount_point)], check=True)
+    subprocess.run(["umount", str(mount_point)], check=True, timeout=60)
 
 
 @pytest.mark.parametrize("fault", ["full", "read-only"])
@@ -80,11 +80,12 @@ def test_a_real_full_or_read_only_filesystem(data_dir, tmp_path, small_tmpfs, fa
     if fault == "read-only":
         assert main(["train", *TINY_FLAGS, "--epochs", "2", "--keep-checkpoints", "1", "--data-dir", data_dir,
                      "--out", out, "--quiet"]) == 0
-        subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
-        proc = subprocess.run([*MNIST_JAX, "train", "--resume", out, "--quiet"], capture_output=True, text=True)
+        subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True, timeout=60)
+        proc = subprocess.run([*MNIST_JAX, "train", "--resume", out, "--quiet"], capture_output=True, text=True,
+                              timeout=300)
         before = params_of(out)
     else:  # three checkpoints of about 150 KiB each do not fit in 400 KiB
-        proc = subprocess.run([*MNIST_JAX, "train", *flags], capture_output=True, text=True)
+        proc = subprocess.run([*MNIST_JAX, "train", *flags], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr[-2000:]
     message = "Read-only file system" if fault == "read-only" else "No space left on device"
     assert "mnist-jax train: error: cannot write " in proc.stderr and message in proc.stderr
@@ -93,7 +94,7 @@ def test_a_real_full_or_read_only_filesystem(data_dir, tmp_path, small_tmpfs, fa
         range(saved.epoch + 1))
     if fault == "read-only":
         assert_same_params(params_of(out), before)
-        subprocess.run(["mount", "-o", "remount,rw", str(small_tmpfs)], check=True)
+        subprocess.run(["mount", "-o", "remount,rw", str(small_tmpfs)], check=True, timeout=60)
     moved = str(tmp_path / "moved")  # to a disk with room, then on
     shutil.copytree(out, moved)
     assert main(["train", "--resume", moved, "--quiet"]) == 0

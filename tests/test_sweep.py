@@ -52,4 +52,5 @@ def test_a_sweep_records_each_seeds_best_epoch(data_dir):
     validation = result.histories[:, :, result.metrics.index("validation_accuracy")]
     test = result.histories[:, :, result.metrics.index("test_accuracy")]
     assert best["epochs"] == [int(np.argmax(row)) for row in validation]
-    assert best["test_accuracy"]["mean"] == pytest.approx(np.mean([t[e] for t, e in zip(test, best["epochs"])]))
+    chosen = [t[e] for t, e in zip(test, best["epochs"], strict=True)]
+    assert best["test_accuracy"]["mean"] == pytest.approx(np.mean(chosen))

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # the benchmarks' renderers, as `python -m` would find them
 
-from benchmarks import conv_forms, recipes, startup  # noqa: E402
+from benchmarks import adam_paper, conv_forms, recipes, startup  # noqa: E402
 from mnist_jax.bench.render import markdown as bench_markdown  # noqa: E402
 from mnist_jax.bench.render import summary_line  # noqa: E402
 from mnist_jax.cli import flag_table  # noqa: E402
@@ -80,7 +80,12 @@ BLOCKS: dict[str, Callable[..., str]] = {
     "cnn-timing": cnn_timing,
     "tuning": lambda name: "```console\n" + recipes.grid_table(name) + "```\n",
     "recipe-presets": lambda: recipes.render(),
-    "adam-paper": lambda: markdown_table(load_entries([str(RESULTS / "recipes" / "adam-paper")])),
+    "adam-tuning": lambda panel: adam_paper.tuning_table(panel),
+    "adam-length": lambda: adam_paper.length(),
+    "adam-results": lambda: adam_paper.results_table(),
+    "adam-agreement": lambda: adam_paper.agreement(),
+    "adam-order": lambda: "".join(f"- Panel ({panel}), lowest final training cost first: {adam_paper.order(panel)}.\n"
+                                  for panel in adam_paper.PANELS),
     "startup": lambda: startup.render(),
     "conv-forms": lambda: conv_forms.render(),
     "bench": lambda: bench_markdown(bench_results()),

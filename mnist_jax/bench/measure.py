@@ -140,7 +140,7 @@ def device_scaling(config: Config, shares: dict, counts: tuple[int, ...], epochs
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={max(counts)}"}
     job = {"config": config.to_dict(), "counts": list(counts), "epochs": epochs, "warmup": warmup}
     proc = subprocess.run([sys.executable, "-m", "mnist_jax.bench.measure", json.dumps(job)], env=env,
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True, timeout=3600)
     return {"simulated": True, "rows": json.loads(proc.stdout.strip().splitlines()[-1]),
             "note": "simulated CPU devices share this machine's cores: this measures overhead, not speedup"}
 

@@ -43,7 +43,7 @@ class _LocalMNIST(MNIST, skip_registration=True):
         ]
 
     def _generate_examples(self, split):
-        for index, (image, label) in enumerate(zip(split.images, split.labels)):
+        for index, (image, label) in enumerate(zip(split.images, split.labels, strict=True)):
             yield index, {"image": image[..., None], "label": int(label)}
 
 
