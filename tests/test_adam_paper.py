@@ -61,11 +61,20 @@ def test_the_order_is_counted_against_the_reproductions_pair_by_pair(tmp_path):
         "- Panel (a): Adam ends first of 5 here, first in the reproduction; 10 of the 10 pairs of optimizers "
         "are in the reproduction's order.",
         "- Panel (b): Adam ends fifth of 5 here, first in the reproduction; 0 of the 10 pairs of optimizers "
-        "are in the reproduction's order."]
+        "are in the reproduction's order.",
+        # The reproduction's order against the paper's groups: Adam first (4 pairs), but AdaGrad and SGD
+        # ahead of RMSProp and AdaDelta (4 pairs the other way).
+        "- Panel (a) against the paper's order (Adam; then RMSProp and AdaDelta; then AdaGrad and SGD, Nesterov "
+        "momentum): 4 of the 8 pairs it orders are in its order."]
     (tmp_path / "b" / "grid.json").unlink()
     (tmp_path / "b").rmdir()
     long_runs(tmp_path, "b", swapped)
     assert "Adam ends second of 5 here, first in the reproduction; 9 of the 10 pairs" in paper.agreement(tmp_path)
+    (tmp_path / "a" / "grid.json").unlink()
+    (tmp_path / "a").rmdir()
+    long_runs(tmp_path, "a", ["adadelta", "adam", "rmsprop", "sgd_nesterov", "adagrad"])  # Adam's first pair lost
+    assert "(Adam; then RMSProp and AdaDelta; then AdaGrad and SGD, Nesterov momentum): 7 of the 8 pairs" in (
+        paper.agreement(tmp_path))
     assert paper.order("b", tmp_path) == ", ".join(paper.NAMES[label] for label in swapped)
 
 
