@@ -1,7 +1,9 @@
 """Shared fixtures: small synthetic IDX files, their prepared tfds dataset, and the tiny run's config."""
 
+import importlib.util
 import os
 import tempfile
+from importlib.metadata import entry_points
 
 import jax
 import numpy as np
@@ -14,8 +16,10 @@ from mnist_jax.runtime.determinism import make_deterministic
 from tests.helpers import NUM_TEST, NUM_TRAIN, tiny
 
 # The command keeps compiled programs in the user's cache folder: the tests' commands share one of
-# their own (set here, so the commands they start in subprocesses inherit it).
-os.environ.setdefault(CACHE_ENV, tempfile.mkdtemp(prefix="mnist-jax-tests-compilation-"))
+# their own (set here, so the commands they start in subprocesses inherit it), one per xdist worker
+# (JAX writes a cache entry in place, so two processes must not share a folder while both compile).
+if "PYTEST_XDIST_WORKER" in os.environ or CACHE_ENV not in os.environ:
+    os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="mnist-jax-tests-compilation-")
 if os.environ.get("MNIST_JAX_TEST_CACHE", "1") == "1":
     enable_compilation_cache(os.environ[CACHE_ENV])
 # The suite holds on any platform: runs compared bit for bit are bit-reproducible on a GPU too (XLA's
@@ -23,6 +27,16 @@ if os.environ.get("MNIST_JAX_TEST_CACHE", "1") == "1":
 # tests' own reference computations take true float32 products, as the runs they check do.
 make_deterministic()
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto` (pyproject's default): two worker processes where JAX can only use the CPU, none (the
+    suite in this one process) where an accelerator plugin is installed, since a TPU belongs to one
+    process and each process would preallocate most of a GPU's memory."""
+    cpu_only = os.environ.get("JAX_PLATFORMS", "").split(",")[0] == "cpu" or not (
+        entry_points(group="jax_plugins") or importlib.util.find_spec("libtpu")
+        or importlib.util.find_spec("jax_plugins"))
+    return min(2, os.cpu_count() or 1) if cpu_only else 0
 
 
 def synthetic_split(num_examples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -184,3 +184,19 @@ def test_the_timeout_scan_finds_a_call_without_one(tmp_path):
     path = tmp_path / "test_sample.py"
     path.write_text("import subprocess\nsubprocess.run(['true'])\nproc.wait()\nsubprocess.run(['true'], timeout=5)\n")
     assert unbounded_waits(path) == ["test_sample.py:2", "test_sample.py:3"]
+
+
+@pytest.mark.parametrize("platforms, plugins, libtpu, workers", [
+    ("", [], None, 2),              # CPU only: two workers
+    ("", ["cuda12"], None, 0),      # a GPU's plugin: one process
+    ("", [], "libtpu", 0),          # a TPU's library: one process
+    ("cpu", ["cuda12"], "libtpu", 2),  # told to use the CPU: two workers whatever is installed
+])
+def test_the_suite_takes_two_workers_only_without_an_accelerator(monkeypatch, platforms, plugins, libtpu, workers):
+    from tests import conftest
+
+    monkeypatch.setenv("JAX_PLATFORMS", platforms)
+    monkeypatch.setattr(conftest, "entry_points", lambda group: plugins if group == "jax_plugins" else [])
+    monkeypatch.setattr(conftest.importlib.util, "find_spec", lambda name: libtpu if name == "libtpu" else None)
+    monkeypatch.setattr(conftest.os, "cpu_count", lambda: 16)
+    assert conftest.pytest_xdist_auto_num_workers(None) == workers
