@@ -200,3 +200,15 @@ def test_the_suite_takes_two_workers_only_without_an_accelerator(monkeypatch, pl
     monkeypatch.setattr(conftest.importlib.util, "find_spec", lambda name: libtpu if name == "libtpu" else None)
     monkeypatch.setattr(conftest.os, "cpu_count", lambda: 16)
     assert conftest.pytest_xdist_auto_num_workers(None) == workers
+
+
+def test_no_file_of_the_package_or_tests_is_ignored_by_git():
+    """A .gitignore pattern meant for the commands' output folders (runs/, bench/, report/) must not
+    hide the subpackages of the same names from a commit."""
+    files = [str(path.relative_to(ROOT)) for folder in ("mnist_jax", "tests", "docs", "benchmarks")
+             for path in (ROOT / folder).rglob("*") if path.is_file() and "__pycache__" not in path.parts]
+    proc = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], input="\n".join(files), cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode == 128:
+        pytest.skip(f"not a git checkout: {proc.stderr.strip()}")
+    assert proc.stdout.split() == []

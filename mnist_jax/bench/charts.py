@@ -37,7 +37,8 @@ def sweep_charts(platforms: dict, path: str) -> None:
     """Seconds per epoch (and GFLOP/s) against batch size and hidden width; then against device count."""
     fig = Figure(figsize=(15, 4), layout="constrained")
     axes = fig.subplots(1, 3)
-    for ax, field, label in zip(axes, ("batch_size", "width_scale"), ("batch size", "hidden width (x default)")):
+    for ax, field, label in zip(axes[:2], ("batch_size", "width_scale"), ("batch size", "hidden width (x default)"),
+                                strict=True):
         for platform, entry in platforms.items():
             rows = entry["sweeps"][field]
             ax.plot([r[field] for r in rows], [r["seconds_per_epoch"] for r in rows], "o-", label=f"{platform} s/epoch")
@@ -79,7 +80,7 @@ def compare_chart(rows: Sequence[dict], baseline: str, path: str) -> None:
     positions = range(len(ordered))
     ax.barh(positions, [row["seconds"] for row in ordered], color=[colours[row["result"]] for row in ordered])
     ax.set_yticks(positions, labels=[f"{row['implementation']} [{row['platform']}]" for row in ordered])
-    for position, row in zip(positions, ordered):
+    for position, row in zip(positions, ordered, strict=True):
         ratio = f" ({row['vs_baseline']:.2f}x)" if row["vs_baseline"] is not None else ""
         ax.annotate(f" {row['seconds']:.3f} s{ratio}", (row["seconds"], position), va="center", fontsize=7)
     ax.set(xlabel=f"seconds per epoch (median); in brackets, the time over {baseline}'s",

@@ -42,7 +42,7 @@ def describe(values: list[float]) -> dict:
 
 def matmul_flops_per_epoch(sizes, num_examples: int) -> float:
     """Forward and backward matmul FLOPs of one epoch (no input gradient for the first layer)."""
-    mn = [m * n for m, n in zip(sizes[:-1], sizes[1:])]
+    mn = [m * n for m, n in zip(sizes[:-1], sizes[1:], strict=True)]
     return 2 * num_examples * (2 * sum(mn) + sum(mn[1:]))
 
 
@@ -116,7 +116,7 @@ def setting_sweep(config: Config, shares: dict, field: str, values: tuple, chang
                   epochs: int, warmup: int) -> list[dict]:
     """Seconds per epoch (and matmul GFLOP/s) of the device pipeline on one device as a setting varies."""
     rows = []
-    for value, change in zip(values, changes):
+    for value, change in zip(values, changes, strict=True):
         varied = config.replace(**change)
         seconds = time_epochs(varied, shares, parallel.make_mesh(1, varied.platform), "device", epochs, warmup)
         flops = matmul_flops_per_epoch(varied.layer_sizes, shares["train"].total)

@@ -30,7 +30,7 @@ def autograd_epoch_seconds(images: np.ndarray, labels: np.ndarray, epochs: int =
         return -anp.sum(y * predict(parameters, X))
 
     prng = np.random.RandomState(42)
-    parameters = [(0.1 * prng.randn(m, n), 0.1 * prng.randn(n)) for m, n in zip(sizes[:-1], sizes[1:])]
+    parameters = [(0.1 * prng.randn(m, n), 0.1 * prng.randn(n)) for m, n in zip(sizes[:-1], sizes[1:], strict=True)]
     n_batches = int(np.ceil(len(X) / batch_size))
 
     def objective(parameters, it):
@@ -53,7 +53,7 @@ def torch_epoch_seconds(images: np.ndarray, labels: np.ndarray, epochs: int = 3,
     torch.manual_seed(0)
     X = torch.from_numpy(images.reshape(len(images), -1).astype(np.float32) / 255)
     y = torch.from_numpy(labels.astype(np.int64))
-    layers = [torch.nn.Linear(m, n) for m, n in zip(sizes[:-1], sizes[1:])]
+    layers = [torch.nn.Linear(m, n) for m, n in zip(sizes[:-1], sizes[1:], strict=True)]
     model = torch.nn.Sequential(*[m for layer in layers[:-1] for m in (layer, torch.nn.Tanh())], layers[-1])
     optimizer = torch.optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999), eps=1e-8)
     seconds = []

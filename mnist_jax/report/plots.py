@@ -37,7 +37,7 @@ def plot_bands(entries: Sequence, path_stem: str) -> None:
         for metric, scale, ax, title in (("test_accuracy", -100, axes[0], "Test error (%)"),
                                          ("train_loss", 1, axes[1], "Training loss (mean NLL)")):
             means = []
-            for entry, label in zip(entries, labels):
+            for entry, label in zip(entries, labels, strict=True):
                 rows = [row for row in entry.statistics if row["epoch"] > 0]
                 epochs = [row["epoch"] for row in rows]
                 offset = 100 if scale < 0 else 0
@@ -46,7 +46,8 @@ def plot_bands(entries: Sequence, path_stem: str) -> None:
                 means += mean
                 if entry.seeds > 1:
                     half = [abs(scale) * row[metric]["ci95"] for row in rows]
-                    ax.fill_between(epochs, [m - h for m, h in zip(mean, half)], [m + h for m, h in zip(mean, half)],
+                    bands = [(m - h, m + h) for m, h in zip(mean, half, strict=True)]
+                    ax.fill_between(epochs, [bottom for bottom, _ in bands], [top for _, top in bands],
                                     color=line.get_color(), alpha=0.2, linewidth=0)
             # The means set the range: a band reaching zero or below would stretch a log axis.
             low, high = min(means) / 1.5, max(means) * 1.5

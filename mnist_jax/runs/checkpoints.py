@@ -45,7 +45,7 @@ class Checkpoint:
         treedef = jax.tree.structure(template)
         if treedef.num_leaves != len(self.leaves):
             raise ValueError(f"checkpoint holds {len(self.leaves)} arrays, the state has {treedef.num_leaves}")
-        for i, (saved, expected) in enumerate(zip(self.leaves, jax.tree.leaves(template))):
+        for i, (saved, expected) in enumerate(zip(self.leaves, jax.tree.leaves(template), strict=True)):
             if saved.shape != np.shape(expected) or saved.dtype != np.asarray(expected).dtype:
                 raise ValueError(f"checkpoint array {i} is {saved.dtype}{list(saved.shape)}, "
                                  f"the state's is {np.asarray(expected).dtype}{list(np.shape(expected))}")
