@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from mnist_jax.errors import ConfigError
 
 DTYPES = ("float32", "float64")
+_INT_TUPLES = ("layer_sizes", "cnn_channels", "cnn_kernels")  # settings held as tuples of ints
 MATMUL_PRECISIONS = ("highest", "high", "default")
 PIPELINES = ("device", "stream")
 INITS = ("jax", "numpy", "glorot", "he")
@@ -112,7 +113,7 @@ class Config:
                                          "`~/tensorflow_datasets`)")
 
     def __post_init__(self):
-        for name in ("layer_sizes", "cnn_channels", "cnn_kernels"):
+        for name in _INT_TUPLES:
             object.__setattr__(self, name, tuple(int(n) for n in getattr(self, name)))
         self.validate()
 
@@ -193,8 +194,7 @@ class Config:
 
     def to_dict(self) -> dict:
         """A JSON-ready dict of every setting."""
-        return {**dataclasses.asdict(self), **{name: list(getattr(self, name))
-                                               for name in ("layer_sizes", "cnn_channels", "cnn_kernels")}}
+        return {**dataclasses.asdict(self), **{name: list(getattr(self, name)) for name in _INT_TUPLES}}
 
     @classmethod
     def from_dict(cls, values: dict) -> Config:
@@ -210,12 +210,20 @@ TRACEABLE = ("learning_rate", "b1", "b2", "eps", "momentum", "weight_decay", "cl
              "input_dropout", "label_smoothing", "l2")
 
 
-def cnn_feature_side(config: Config) -> int:
-    """The side of the cnn's last feature maps: 28 through each convolution (its padding) and 2x2 pool."""
-    side = 28
+def cnn_conv_sides(config: Config) -> list[int]:
+    """The side of each of the cnn's convolutions' output maps: from 28, through its padding, each
+    after the 2x2 pool of the one before."""
+    sides, side = [], 28
     for kernel in config.cnn_kernels:
-        side = (side if config.cnn_padding == "same" else side - kernel + 1) // 2
-    return side
+        sides.append(side if config.cnn_padding == "same" else side - kernel + 1)
+        side = sides[-1] // 2
+    return sides
+
+
+def cnn_feature_side(config: Config) -> int:
+    """The side of the cnn's last feature maps, after the last convolution's pool."""
+    sides = cnn_conv_sides(config)
+    return sides[-1] // 2 if sides else 28
 
 
 def is_on(value) -> bool:

@@ -24,7 +24,7 @@ from mnist_jax import data
 from mnist_jax.bench import references
 from mnist_jax.bench.render import CNN_ROW
 from mnist_jax.bench.settings import FULL_BENCH, BenchSettings
-from mnist_jax.config import Config, preset
+from mnist_jax.config import Config, cnn_conv_sides, cnn_feature_side, preset
 from mnist_jax.pipelines import PIPELINES, make_pipeline
 from mnist_jax.records import EpochMetrics
 from mnist_jax.runtime import parallel
@@ -49,12 +49,10 @@ def matmul_flops_per_epoch(sizes, num_examples: int) -> float:
 def cnn_flops_per_epoch(config: Config, num_examples: int) -> float:
     """Forward and backward FLOPs of one epoch of the configurable CNN's convolutions and dense
     layers (no input gradient for the first layer), counted as multiply-adds of each."""
-    side, channels, macs = 28, 1, []
-    for out, kernel in zip(config.cnn_channels, config.cnn_kernels, strict=True):
-        conv_side = side if config.cnn_padding == "same" else side - kernel + 1
-        macs.append(conv_side * conv_side * out * kernel * kernel * channels)
-        side, channels = conv_side // 2, out
-    macs += [side * side * channels * config.cnn_dense, config.cnn_dense * 10]
+    channels, side = (1, *config.cnn_channels), cnn_feature_side(config)
+    macs = [conv_side * conv_side * kernel * kernel * inputs * out for conv_side, kernel, inputs, out
+            in zip(cnn_conv_sides(config), config.cnn_kernels, channels[:-1], channels[1:], strict=True)]
+    macs += [side * side * channels[-1] * config.cnn_dense, config.cnn_dense * 10]
     return 2 * num_examples * (2 * sum(macs) + sum(macs[1:]))
 
 

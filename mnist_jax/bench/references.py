@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 
+from mnist_jax.config import cnn_feature_side
+
 
 def autograd_epoch_seconds(images: np.ndarray, labels: np.ndarray, epochs: int = 1,
                            batch_size: int = 256, sizes=(784, 200, 100, 10)) -> list[float]:
@@ -83,12 +85,11 @@ def torch_cnn_epoch_seconds(images: np.ndarray, labels: np.ndarray, epochs: int,
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count())
     pool = torch.nn.AvgPool2d(2) if config.cnn_pooling == "avg" else torch.nn.MaxPool2d(2)
-    layers, channels, side = [], 1, 28
-    for out, kernel in zip(config.cnn_channels, config.cnn_kernels, strict=True):
-        layers += [torch.nn.Conv2d(channels, out, kernel, padding=config.cnn_padding), torch.nn.ReLU(), pool]
-        side = (side if config.cnn_padding == "same" else side - kernel + 1) // 2
-        channels = out
-    model = torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.Linear(side * side * channels, config.cnn_dense),
+    channels, side = (1, *config.cnn_channels), cnn_feature_side(config)
+    layers = [layer for kernel, inputs, out in zip(config.cnn_kernels, channels[:-1], channels[1:], strict=True)
+              for layer in (torch.nn.Conv2d(inputs, out, kernel, padding=config.cnn_padding), torch.nn.ReLU(), pool)]
+    model = torch.nn.Sequential(*layers, torch.nn.Flatten(),
+                                torch.nn.Linear(side * side * channels[-1], config.cnn_dense),
                                 torch.nn.ReLU(), torch.nn.Linear(config.cnn_dense, 10))
     model = model.to(memory_format=torch.channels_last)
     X = torch.from_numpy(images.reshape(len(images), 1, 28, 28).astype(np.float32) / 255)

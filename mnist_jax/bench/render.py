@@ -34,12 +34,10 @@ def machine_name(fingerprint: dict) -> str:
 
 
 def machine(fingerprint: dict) -> str:
-    """The machine in a few words: its accelerators, else its CPU."""
+    """The machine in a few words: its accelerators and its CPU, or its CPU alone."""
     cpu = f"{fingerprint['cpu']['model']} ({fingerprint['cpu']['cores']} cores)"
-    kinds = [a["kind"] for a in fingerprint["accelerators"]]
-    if not kinds:
-        return cpu
-    return ", ".join(f"{kinds.count(k)} x {k}" for k in dict.fromkeys(kinds)) + f"; {cpu}"
+    name = machine_name(fingerprint)
+    return name if name == cpu else f"{name}; {cpu}"
 
 
 def is_cnn(name: str) -> bool:
