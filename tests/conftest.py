@@ -22,6 +22,10 @@ if "PYTEST_XDIST_WORKER" in os.environ or CACHE_ENV not in os.environ:
     os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="mnist-jax-tests-compilation-")
 if os.environ.get("MNIST_JAX_TEST_CACHE", "1") == "1":
     enable_compilation_cache(os.environ[CACHE_ENV])
+# The real files' folder as the README sets it may be relative to the repository; the notebooks' kernels
+# and some commands the tests start run elsewhere.
+if os.environ.get(data.IDX_DIR_ENV):
+    os.environ[data.IDX_DIR_ENV] = os.path.abspath(os.environ[data.IDX_DIR_ENV])
 # The suite holds on any platform: runs compared bit for bit are bit-reproducible on a GPU too (XLA's
 # deterministic ops, set before JAX starts its backends, and inherited by subprocesses), and the
 # tests' own reference computations take true float32 products, as the runs they check do.
