@@ -1,7 +1,9 @@
 """Shared fixtures: small synthetic IDX files, their prepared tfds dataset, and the tiny run's config."""
 
+import fcntl
 import importlib.util
 import os
+import shutil
 import tempfile
 from importlib.metadata import entry_points
 
@@ -11,17 +13,16 @@ import pytest
 
 from mnist_jax import data
 from mnist_jax.data.idx import SPLIT_FILES, write_idx
-from mnist_jax.runtime.compilation import CACHE_ENV, enable_compilation_cache
+from mnist_jax.runtime.compilation import CACHE_ENV
 from mnist_jax.runtime.determinism import make_deterministic
-from tests.helpers import NUM_TEST, NUM_TRAIN, tiny
+from tests.helpers import NUM_TEST, NUM_TRAIN, tiny, use_the_tests_compilation_cache
 
 # The command keeps compiled programs in the user's cache folder: the tests' commands share one of
 # their own (set here, so the commands they start in subprocesses inherit it), one per xdist worker
 # (JAX writes a cache entry in place, so two processes must not share a folder while both compile).
 if "PYTEST_XDIST_WORKER" in os.environ or CACHE_ENV not in os.environ:
     os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="mnist-jax-tests-compilation-")
-if os.environ.get("MNIST_JAX_TEST_CACHE", "1") == "1":
-    enable_compilation_cache(os.environ[CACHE_ENV])
+use_the_tests_compilation_cache()
 # The real files' folder as the README sets it may be relative to the repository; the notebooks' kernels
 # and some commands the tests start run elsewhere.
 if os.environ.get(data.IDX_DIR_ENV):
@@ -74,12 +75,26 @@ def idx_dir(tmp_path_factory, synthetic):
     return str(path)
 
 
+def prepared_once(tmp_path_factory, worker_id: str, name: str, idx_dir: str, verify_checksums: bool) -> str:
+    """A tfds folder prepared from `idx_dir` once per test session and shared by its xdist workers
+    (in their common temporary folder; the first to take the lock prepares it). Tests must not
+    change it: those that damage a dataset copy it first."""
+    root = tmp_path_factory.getbasetemp()
+    root = root if worker_id == "master" else root.parent
+    path = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / f"{name}.done").exists():
+            shutil.rmtree(path, ignore_errors=True)  # a worker that failed half-way
+            data.prepare(idx_dir, str(path), verify_checksums=verify_checksums)
+            (root / f"{name}.done").touch()
+    return str(path)
+
+
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory, idx_dir):
+def data_dir(tmp_path_factory, worker_id, idx_dir):
     """A tfds data folder holding `mnist` prepared from the synthetic files."""
-    path = str(tmp_path_factory.mktemp("tfds"))
-    data.prepare(idx_dir, path, verify_checksums=False)
-    return path
+    return prepared_once(tmp_path_factory, worker_id, "tfds-synthetic", idx_dir, verify_checksums=False)
 
 
 @pytest.fixture
@@ -97,8 +112,14 @@ def tiny_config(data_dir):
 
 
 @pytest.fixture(scope="session")
-def real_data_dir(tmp_path_factory):
-    """A tfds folder that `train` prepares from $MNIST_JAX_IDX_DIR on first use."""
+def real_idx_dir():
+    """The real MNIST files' folder, $MNIST_JAX_IDX_DIR."""
     if not os.environ.get(data.IDX_DIR_ENV):
         pytest.skip(f"${data.IDX_DIR_ENV} is not set: no real MNIST files")
-    return str(tmp_path_factory.mktemp("tfds-real"))
+    return os.environ[data.IDX_DIR_ENV]
+
+
+@pytest.fixture(scope="session")
+def real_data_dir(tmp_path_factory, worker_id, real_idx_dir):
+    """A tfds folder prepared from the real files, their published MD5s checked."""
+    return prepared_once(tmp_path_factory, worker_id, "tfds-real", real_idx_dir, verify_checksums=True)

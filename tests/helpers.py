@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnist_jax import Config
+from mnist_jax.runtime.compilation import CACHE_ENV, enable_compilation_cache
 from mnist_jax.steps import Batch
 
 NUM_TRAIN, NUM_TEST = 300, 100  # the synthetic data's splits (conftest.py makes them)
@@ -30,6 +31,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def tiny(data_dir: str, **changes) -> Config:
     """The tiny run on the synthetic data in `data_dir`, two epochs unless `changes` say otherwise."""
     return Config(**TINY, num_epochs=2, data_dir=data_dir).replace(**changes)
+
+
+def use_the_tests_compilation_cache() -> None:
+    """Keeps compiled programs in the tests' cache folder (`$MNIST_JAX_COMPILATION_CACHE`, which
+    conftest.py sets for this worker and the processes it starts), unless MNIST_JAX_TEST_CACHE=0.
+    Only for a process that compiles while the others sharing the folder wait."""
+    if os.environ.get("MNIST_JAX_TEST_CACHE", "1") == "1":
+        enable_compilation_cache(os.environ[CACHE_ENV])
 
 
 def worker(name: str) -> list[str]:

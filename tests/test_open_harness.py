@@ -26,10 +26,11 @@ CUSTOM = "tests.custom_models:tiny_cnn"
 
 
 def test_cnn_trains_and_its_parameters_are_saved_by_key_path(data_dir, tmp_path, capsys):
-    """The full-size CNN for one epoch (its forward pass is checked exactly in test_models.py)."""
+    """The CNN through the command, narrowed (the full-size one trains an epoch in test_training.py,
+    and its forward pass is checked exactly in test_models.py)."""
     out = str(tmp_path / "cnn")
-    assert main(["train", "--preset", "cnn", "--epochs", "1", *TINY_FLAGS, "--data-dir", data_dir, "--out", out,
-                 "--quiet"]) == 0
+    assert main(["train", "--preset", "cnn", "--cnn-channels", "4,8", "--cnn-dense", "16", "--epochs", "1",
+                 *TINY_FLAGS, "--data-dir", data_dir, "--out", out, "--quiet"]) == 0
     summary = json.loads(Path(out, "summary.json").read_text())
     first, last = summary["history"][0], summary["history"][-1]
     assert summary["config"]["model"] == "cnn" and last["train_loss"] < first["train_loss"]

@@ -10,11 +10,13 @@ import sys
 
 from mnist_jax import train
 from mnist_jax.reporters import Reporter
-from tests.helpers import tiny
+from tests.helpers import tiny, use_the_tests_compilation_cache
 
 data_dir, out, kill_epoch, pipeline = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 kill_batch, num_epochs, resume = (int(a) for a in (sys.argv[5:8] + ["1", "4", "0"][len(sys.argv[5:8]):]))
 model = sys.argv[8] if len(sys.argv) > 8 else "mlp"
+
+use_the_tests_compilation_cache()  # the test waits while this process compiles
 
 
 class KillAt(Reporter):
