@@ -11,12 +11,13 @@ joined JAX's distributed runtime may not stop on SIGTERM).
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+
+from mnist_jax.runtime.parallel import simulated_cpu_env
 
 
 def free_port() -> int:
@@ -32,8 +33,7 @@ def launch(train_args: list[str], processes: int, devices_per_process: int, time
            program: list[str] = TRAIN) -> list[subprocess.CompletedProcess]:
     """Runs the processes to completion (or kills them all at `timeout`); returns their results."""
     port = free_port()
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}"}
+    env = simulated_cpu_env(devices_per_process)
     command = [*program, *train_args, "--coordinator", f"localhost:{port}", "--num-processes", str(processes)]
     procs = [subprocess.Popen(command + ["--process-id", str(i)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(processes)]

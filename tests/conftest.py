@@ -17,6 +17,16 @@ from mnist_jax.runtime.compilation import CACHE_ENV
 from mnist_jax.runtime.determinism import make_deterministic
 from tests.helpers import NUM_TEST, NUM_TRAIN, tiny, use_the_tests_compilation_cache
 
+OPT_LEVEL_FLAG = "--xla_backend_optimization_level"
+
+
+def cpu_only() -> bool:
+    """Whether JAX can only use the CPU here: told so, or no accelerator plugin or libtpu installed."""
+    return os.environ.get("JAX_PLATFORMS", "").split(",")[0] == "cpu" or not (
+        entry_points(group="jax_plugins") or importlib.util.find_spec("libtpu")
+        or importlib.util.find_spec("jax_plugins"))
+
+
 # The command keeps compiled programs in the user's cache folder: the tests' commands share one of
 # their own (set here, so the commands they start in subprocesses inherit it), one per xdist worker
 # (JAX writes a cache entry in place, so two processes must not share a folder while both compile).
@@ -32,16 +42,20 @@ if os.environ.get(data.IDX_DIR_ENV):
 # tests' own reference computations take true float32 products, as the runs they check do.
 make_deterministic()
 jax.config.update("jax_default_matmul_precision", "highest")
+# On a CPU most of the suite's time is XLA compiling its many small programs, and most of that is
+# LLVM optimising the generated code: the tests, and the processes they start, compile at XLA's
+# cheapest backend level (0): the same programs, whose results can differ from the default
+# level's in the last bits. A level already in XLA_FLAGS is kept, so
+# `XLA_FLAGS=--xla_backend_optimization_level=2 python -m pytest` tests what users run.
+if cpu_only() and OPT_LEVEL_FLAG not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {OPT_LEVEL_FLAG}=0".strip()
 
 
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto` (pyproject's default): two worker processes where JAX can only use the CPU, none (the
     suite in this one process) where an accelerator plugin is installed, since a TPU belongs to one
     process and each process would preallocate most of a GPU's memory."""
-    cpu_only = os.environ.get("JAX_PLATFORMS", "").split(",")[0] == "cpu" or not (
-        entry_points(group="jax_plugins") or importlib.util.find_spec("libtpu")
-        or importlib.util.find_spec("jax_plugins"))
-    return min(2, os.cpu_count() or 1) if cpu_only else 0
+    return min(2, os.cpu_count() or 1) if cpu_only() else 0
 
 
 def synthetic_split(num_examples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

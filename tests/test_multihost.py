@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from benchmarks.multihost import free_port, launch
+from mnist_jax.runtime.parallel import simulated_cpu_env
 from tests.helpers import worker
 
 WORKER = worker("multihost")
-SINGLE_ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+SINGLE_ENV = simulated_cpu_env(4)
 
 
 def load(path):
@@ -78,7 +79,7 @@ def test_inconsistent_process_flags_are_refused(flags, message):
 @pytest.mark.slow
 def test_sigterm_stops_processes_that_joined_the_runtime(data_dir, tmp_path):
     port = free_port()
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = simulated_cpu_env(1)
     logs = [tmp_path / f"out{i}.txt" for i in range(2)]
     procs = [subprocess.Popen([sys.executable, "-m", "mnist_jax.cli", "train", "--layer-sizes", "784,16,10",
                                "--batch-size", "32", "--epochs", "100000", "--data-dir", data_dir,

@@ -134,7 +134,7 @@ def test_evaluate_over_padded_batches_counts_every_example_once(tiny_config, dat
     ("tests.custom_models:tiny_cnn", 1e-4, 0.011),  # a CNN with dropout: one test example (of 100) at most
 ])
 def test_four_devices_follow_the_one_device_trajectory(data_dir, model, param_tolerance, accuracy_tolerance):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = parallel.simulated_cpu_env(4)
     proc = subprocess.run([*worker("multidevice"), data_dir, model], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -152,7 +152,14 @@ def test_four_devices_follow_the_one_device_trajectory(data_dir, model, param_to
 def test_batch_smaller_than_the_device_count_is_refused(tmp_path):
     code = ("from mnist_jax import Config, train; "
             f"train(Config(batch_size=3, data_dir={str(tmp_path)!r}), {str(tmp_path / 'run')!r})")
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = parallel.simulated_cpu_env(4)
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert "ConfigError: batch size 3 is smaller than the device count 4" in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_simulated_devices_keep_the_callers_xla_flags(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    env = parallel.simulated_cpu_env(4)
+    assert env["XLA_FLAGS"].split() == ["--xla_cpu_enable_fast_math=false", "--xla_force_host_platform_device_count=4"]
+    assert env["JAX_PLATFORMS"] == "cpu" and os.environ["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false"

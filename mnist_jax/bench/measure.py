@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -135,7 +134,7 @@ def device_scaling(config: Config, shares: dict, counts: tuple[int, ...], epochs
         available = len(jax.devices(config.platform))
         return {"simulated": False, "rows": scaling(config, shares, tuple(n for n in counts if n <= available), epochs,
                                                         warmup)}
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={max(counts)}"}
+    env = parallel.simulated_cpu_env(max(counts))
     job = {"config": config.to_dict(), "counts": list(counts), "epochs": epochs, "warmup": warmup}
     proc = subprocess.run([sys.executable, "-m", "mnist_jax.bench.measure", json.dumps(job)], env=env,
                           capture_output=True, text=True, check=True, timeout=3600)

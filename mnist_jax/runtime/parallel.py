@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -9,6 +11,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from mnist_jax.errors import ConfigError, DeviceError
 
 BATCH_AXIS = "batch"
+
+
+def simulated_cpu_env(devices: int) -> dict[str, str]:
+    """The environment for a process whose CPU shows as `devices` devices: this process's, its
+    `XLA_FLAGS` kept and the device count added (JAX reads it as its CPU backend starts)."""
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags}
 
 
 def make_mesh(num_devices: int | None = None, platform: str | None = None) -> Mesh:
