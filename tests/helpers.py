@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnist_jax import Config
-from mnist_jax.runtime.compilation import CACHE_ENV, enable_compilation_cache
+from mnist_jax.runtime.compilation import CACHE_ENV, cache_settings, enable_compilation_cache
 from mnist_jax.steps import Batch
 
 NUM_TRAIN, NUM_TEST = 300, 100  # the synthetic data's splits (conftest.py makes them)
@@ -33,12 +33,23 @@ def tiny(data_dir: str, **changes) -> Config:
     return Config(**TINY, num_epochs=2, data_dir=data_dir).replace(**changes)
 
 
+def tests_cache() -> str | None:
+    """The tests' compilation-cache folder (`$MNIST_JAX_COMPILATION_CACHE`, which conftest.py sets
+    for this worker and the processes it starts), or None with MNIST_JAX_TEST_CACHE=0. Only for a
+    process that compiles while the others sharing the folder wait."""
+    return os.environ[CACHE_ENV] if os.environ.get("MNIST_JAX_TEST_CACHE", "1") == "1" else None
+
+
 def use_the_tests_compilation_cache() -> None:
-    """Keeps compiled programs in the tests' cache folder (`$MNIST_JAX_COMPILATION_CACHE`, which
-    conftest.py sets for this worker and the processes it starts), unless MNIST_JAX_TEST_CACHE=0.
-    Only for a process that compiles while the others sharing the folder wait."""
-    if os.environ.get("MNIST_JAX_TEST_CACHE", "1") == "1":
-        enable_compilation_cache(os.environ[CACHE_ENV])
+    """Keeps this process's compiled programs in the tests' cache folder (`tests_cache`)."""
+    if folder := tests_cache():
+        enable_compilation_cache(folder)
+
+
+def tests_cache_env() -> dict[str, str]:
+    """The same, as environment variables, for a process that starts JAX itself (a notebook's kernel)."""
+    folder = tests_cache()
+    return {name.upper(): str(value) for name, value in cache_settings(folder).items()} if folder else {}
 
 
 def worker(name: str) -> list[str]:

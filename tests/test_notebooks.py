@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from mnist_jax.runtime.compilation import CACHE_ENV
+from tests.helpers import tests_cache_env
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 SEED_TABLE = {0: (9.93, 9.62), 1: (94.01, 93.99), 2: (96.08, 95.63), 3: (97.19, 96.50), 4: (97.82, 96.92),
@@ -19,10 +19,7 @@ SEED_TABLE = {0: (9.93, 9.62), 1: (94.01, 93.99), 2: (96.08, 95.63), 3: (97.19, 
 def execute(name: str, monkeypatch, **env) -> nbformat.NotebookNode:
     """Runs the notebook in a fresh kernel (this interpreter's) with `env` set; errors raise. The kernel
     keeps its compiled programs in this worker's cache (conftest.py), which is idle while it runs."""
-    if os.environ.get("MNIST_JAX_TEST_CACHE", "1") == "1":
-        env = {"JAX_COMPILATION_CACHE_DIR": os.environ[CACHE_ENV], "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-               "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0", **env}
-    for key, value in env.items():
+    for key, value in {**tests_cache_env(), **env}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)

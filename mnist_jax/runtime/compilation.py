@@ -56,9 +56,16 @@ def default_cache_dir() -> str | None:
     return os.path.join(base, "mnist_jax", "jax-compilation")
 
 
+def cache_settings(path: str) -> dict[str, object]:
+    """JAX's settings that keep every compiled program in `path`, however short its compile or small
+    its executable. A process that starts JAX later can take them as environment variables: each
+    name in upper case."""
+    return {"jax_compilation_cache_dir": path, "jax_persistent_cache_min_compile_time_secs": 0,
+            "jax_persistent_cache_min_entry_size_bytes": 0}
+
+
 def enable_compilation_cache(path: str) -> None:
     """Keeps every compiled program in `path` (JAX's persistent compilation cache), so that later
     runs of the same programs load them instead of compiling."""
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    for name, value in cache_settings(path).items():
+        jax.config.update(name, value)
