@@ -33,7 +33,7 @@ def tiny(data_dir: str, **changes) -> Config:
     return Config(**TINY, num_epochs=2, data_dir=data_dir).replace(**changes)
 
 
-def tests_cache() -> str | None:
+def suite_cache() -> str | None:
     """The tests' compilation-cache folder (`$MNIST_JAX_COMPILATION_CACHE`, which conftest.py sets
     for this worker and the processes it starts), or None with MNIST_JAX_TEST_CACHE=0. Only for a
     process that compiles while the others sharing the folder wait."""
@@ -41,14 +41,14 @@ def tests_cache() -> str | None:
 
 
 def use_the_tests_compilation_cache() -> None:
-    """Keeps this process's compiled programs in the tests' cache folder (`tests_cache`)."""
-    if folder := tests_cache():
+    """Keeps this process's compiled programs in the tests' cache folder (`suite_cache`)."""
+    if folder := suite_cache():
         enable_compilation_cache(folder)
 
 
-def tests_cache_env() -> dict[str, str]:
+def suite_cache_env() -> dict[str, str]:
     """The same, as environment variables, for a process that starts JAX itself (a notebook's kernel)."""
-    folder = tests_cache()
+    folder = suite_cache()
     return {name.upper(): str(value) for name, value in cache_settings(folder).items()} if folder else {}
 
 

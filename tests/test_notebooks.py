@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.helpers import tests_cache_env
+from tests.helpers import suite_cache_env
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 SEED_TABLE = {0: (9.93, 9.62), 1: (94.01, 93.99), 2: (96.08, 95.63), 3: (97.19, 96.50), 4: (97.82, 96.92),
@@ -19,7 +19,7 @@ SEED_TABLE = {0: (9.93, 9.62), 1: (94.01, 93.99), 2: (96.08, 95.63), 3: (97.19, 
 def execute(name: str, monkeypatch, **env) -> nbformat.NotebookNode:
     """Runs the notebook in a fresh kernel (this interpreter's) with `env` set; errors raise. The kernel
     keeps its compiled programs in this worker's cache (conftest.py), which is idle while it runs."""
-    for key, value in {**tests_cache_env(), **env}.items():
+    for key, value in {**suite_cache_env(), **env}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
