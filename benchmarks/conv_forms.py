@@ -1,7 +1,7 @@
-"""The convolution's three forms (`mnist_jax.conv.FORMS`) timed where they run: the train step
-(forward pass and both gradients) scanned over batches, as an epoch is, for each CNN preset.
+"""The CNN layer's forms (`Config.cnn_form`: `mnist_jax.conv.conv_relu_pool`'s) timed where they run:
+the train step (forward pass and both gradients) scanned over batches, as an epoch is, for each CNN preset.
 
-`python -m benchmarks.conv_forms [--batches N] [--repeats R]` compiles one scan of N batches per
+`python -m benchmarks.conv_forms [--batches N] [--repeats R]` compiles one scan of N real batches per
 form, times R calls after one discarded, and writes benchmarks/results/conv-forms/results.json:
 each form's median seconds per epoch (scaled to 60,000 examples), its compile seconds, and the
 machine's fingerprint. `render()` is the table on the docs' Performance page.
@@ -21,50 +21,46 @@ TRAIN_SIZE = 60_000
 
 
 def time_form(config, form: str, batches: int, repeats: int) -> dict:
-    """Seconds per epoch of the train step scanned over `batches` random batches, with `form`."""
+    """Seconds per epoch of the train step scanned over the training split's first `batches` batches,
+    with `form`."""
     import jax
     import numpy as np
 
-    from mnist_jax import conv
+    from mnist_jax import data
     from mnist_jax.pipelines import train_over
     from mnist_jax.steps import Batch, make_steps
 
-    previous, conv.FORM = conv.FORM, form
-    try:
-        steps = make_steps(config, train_size=TRAIN_SIZE)
-        rng = np.random.default_rng(0)
-        shape = (batches, config.batch_size)
-        items = Batch(rng.integers(0, 256, (*shape, 28, 28, 1)).astype(np.uint8),
-                      rng.integers(0, 10, shape).astype(np.int32), np.ones(shape, bool))
+    steps = make_steps(config.replace(cnn_form=form), train_size=TRAIN_SIZE)
+    train, shape = data.load(config.data_dir)["train"], (batches, config.batch_size)
+    rows = batches * config.batch_size
+    items = Batch(train.images[:rows].reshape(*shape, 28, 28, 1), train.labels[:rows].reshape(shape),
+                  np.ones(shape, bool))
 
-        def epoch(state, items):
-            return train_over(steps.train_step, state, items, jax.random.key(0))
+    def epoch(state, items):
+        return train_over(steps.train_step, state, items, jax.random.key(0), may_be_empty=False)
 
+    start = time.perf_counter()
+    compiled = jax.jit(epoch, donate_argnums=0).lower(steps.init(0), items).compile()
+    compile_seconds = time.perf_counter() - start
+    seconds = []
+    for _ in range(repeats + 1):
+        state = steps.init(0)
         start = time.perf_counter()
-        compiled = jax.jit(epoch, donate_argnums=0).lower(steps.init(0), items).compile()
-        compile_seconds = time.perf_counter() - start
-        seconds = []
-        for _ in range(repeats + 1):
-            state = steps.init(0)
-            start = time.perf_counter()
-            jax.block_until_ready(compiled(state, items))
-            seconds.append(time.perf_counter() - start)
-    finally:
-        conv.FORM = previous
+        jax.block_until_ready(compiled(state, items))
+        seconds.append(time.perf_counter() - start)
     per_epoch = [s * TRAIN_SIZE / (batches * config.batch_size) for s in seconds[1:]]
     return {"seconds_per_epoch": statistics.median(per_epoch), "min": min(per_epoch), "max": max(per_epoch),
             "compile_seconds": compile_seconds}
 
 
 def measure(presets: list[str], batches: int, repeats: int) -> dict:
-    from mnist_jax.config import preset
-    from mnist_jax.conv import FORMS
+    from mnist_jax.config import CNN_FORMS, preset
     from mnist_jax.runtime.environment import fingerprint
 
     results = {"batches": batches, "repeats": repeats, "fingerprint": fingerprint(), "presets": {}}
     for name in presets:
         # Forms alternate, so that a drift in the machine's speed touches all of them alike.
-        results["presets"][name] = {form: time_form(preset(name), form, batches, repeats) for form in FORMS}
+        results["presets"][name] = {form: time_form(preset(name), form, batches, repeats) for form in CNN_FORMS}
         print(name, {form: round(t["seconds_per_epoch"], 2) for form, t in results["presets"][name].items()},
               flush=True)
     return results

@@ -1,11 +1,13 @@
-"""The CNN's layers as plain functions on NHWC images: convolution, in each form XLA can be given
-it, and 2x2 pooling.
+"""The CNN's layers as plain functions on NHWC images: a convolution then relu then 2x2 pooling,
+in each form XLA can be given it.
 
-A convolution of HWIO kernel `w` can reach XLA three ways, the same sums each time: `native`,
-`lax.conv_general_dilated`; `im2col`, the kernel's shifted windows side by side (one matmul of
-all of them); `shifted`, one matmul per kernel position, summed. Which is fastest inside an
-epoch's scan depends on XLA's backend (jax-ml/jax#12868 reports convolutions in loops far slower
-than matmuls on the CPU); `FORM` is the one `benchmarks/conv_forms.py` measured fastest here.
+A convolution of HWIO kernel `w` can reach XLA three ways, the same sums each time (`FORMS`):
+`native`, `lax.conv_general_dilated`; `im2col`, the kernel's shifted windows side by side (one
+matmul of all of them); `shifted`, one matmul per kernel position, summed. A fourth form,
+`space_to_depth`, computes the convolution and its pooling together: one `im2col` convolution of
+the image's 2x2 blocks, each output pixel a whole pooling window. Which is fastest inside an
+epoch's scan depends on XLA's backend and on the network (jax-ml/jax#12868 reports convolutions
+in loops far slower than matmuls on the CPU); `benchmarks/conv_forms.py` measures them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+
+SPACE_TO_DEPTH = "space_to_depth"
 
 
 def _windows(x: jax.Array, kh: int, kw: int) -> list[jax.Array]:
@@ -38,17 +42,17 @@ def _shifted(x: jax.Array, w: jax.Array) -> jax.Array:
 
 FORMS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {"native": _native, "im2col": _im2col,
                                                                   "shifted": _shifted}
-FORM = "im2col"
 
 
-def conv2d(x: jax.Array, w: jax.Array, b: jax.Array, padding: str = "same", form: str | None = None) -> jax.Array:
+def _pad_same(x: jax.Array, kh: int, kw: int) -> jax.Array:
+    return jnp.pad(x, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
+
+
+def conv2d(x: jax.Array, w: jax.Array, b: jax.Array, padding: str = "same", form: str = "im2col") -> jax.Array:
     """A stride-1 convolution of NHWC images `x` with an HWIO kernel `w`, plus bias `b`: `same`
     padding keeps the size (odd kernels), `valid` shrinks it by the kernel's size less one.
-    `form` (default: `FORM`) picks how XLA is given it."""
-    kh, kw = w.shape[:2]
-    if padding == "same":
-        x = jnp.pad(x, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
-    return FORMS[form or FORM](x, w) + b
+    `form` (one of `FORMS`) picks how XLA is given it."""
+    return FORMS[form](_pad_same(x, *w.shape[:2]) if padding == "same" else x, w) + b
 
 
 def pool2d(x: jax.Array, kind: str = "avg") -> jax.Array:
@@ -57,3 +61,39 @@ def pool2d(x: jax.Array, kind: str = "avg") -> jax.Array:
     n, h, w, c = x.shape
     windows = x[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
     return windows.mean(axis=(2, 4)) if kind == "avg" else windows.max(axis=(2, 4))
+
+
+def _space_to_depth(x: jax.Array) -> jax.Array:
+    """(N, H, W, C) -> (N, H/2, W/2, 4C): each 2x2 block of pixels as one pixel, its channels row by row."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h // 2, w // 2, 4 * c)
+
+
+def _block_kernel(w: jax.Array) -> jax.Array:
+    """`w` (k, k, C, O) as the (s, s, 4C, 4O) kernel, s = k // 2 + 1, that maps the space-to-depth
+    image to 2x2 blocks of `w`'s outputs. Output (2i + a, 2j + b) reads pixels (2i + a + u,
+    2j + b + v) for u, v < k: `w` shifted by (a, b) in a window of 2s x 2s pixels."""
+    k, _, c, o = w.shape
+    s = k // 2 + 1
+    shifted = jnp.stack([jnp.pad(w, ((a, 2 * s - k - a), (b, 2 * s - k - b), (0, 0), (0, 0)))
+                         for a in (0, 1) for b in (0, 1)], axis=-2)  # (2s, 2s, C, 4, O)
+    return shifted.reshape(s, 2, s, 2, c, 4 * o).transpose(0, 2, 1, 3, 4, 5).reshape(s, s, 4 * c, 4 * o)
+
+
+def _conv_relu_pool_space_to_depth(x: jax.Array, w: jax.Array, b: jax.Array, pooling: str) -> jax.Array:
+    k = w.shape[0]
+    # The rows and columns the pools read (an odd last output row is dropped), padded to even.
+    h, wd = (x.shape[1] - k + 1) // 2 * 2 + k - 1, (x.shape[2] - k + 1) // 2 * 2 + k - 1
+    x = jnp.pad(x[:, :h, :wd], ((0, 0), (0, h % 2), (0, wd % 2), (0, 0)))  # the padding meets zero weights only
+    blocks = _im2col(_space_to_depth(x), _block_kernel(w))  # (N, H/2, W/2, 4O): each pixel a 2x2 window
+    blocks = jax.nn.relu(blocks.reshape(*blocks.shape[:3], 4, w.shape[-1]) + b)
+    return blocks.mean(axis=3) if pooling == "avg" else blocks.max(axis=3)
+
+
+def conv_relu_pool(x: jax.Array, w: jax.Array, b: jax.Array, padding: str = "same", pooling: str = "avg",
+                   form: str = "im2col") -> jax.Array:
+    """A CNN layer: `pool2d(relu(conv2d(x, w, b, padding)), pooling)`, the convolution in `form`
+    (one of `FORMS`, or `space_to_depth`: the pooling windows as channels of one convolution)."""
+    if form != SPACE_TO_DEPTH:
+        return pool2d(jax.nn.relu(conv2d(x, w, b, padding, form)), pooling)
+    return _conv_relu_pool_space_to_depth(_pad_same(x, *w.shape[:2]) if padding == "same" else x, w, b, pooling)

@@ -80,11 +80,12 @@ def mlp(config: Config) -> Model:
 
 def cnn(config: Config) -> Model:
     """A CNN of `config.cnn_channels` convolutions (`cnn_kernels`, `cnn_padding`), each followed by
-    relu and 2x2 pooling (`cnn_pooling`), then a dense relu layer of `cnn_dense` units and a dense
-    output layer. The defaults are the CNN of Flax's MNIST example: conv 32 3x3 SAME, relu, 2x2
-    average pool, conv 64 3x3 SAME, relu, 2x2 average pool, dense 256, relu, dense 10. Kernels are
-    LeCun-normal and biases zero, as Flax initializes them. In training, `input_dropout` drops
-    pixels and `dropout` the dense hidden layer's units (dropping conv features helps less)."""
+    relu and 2x2 pooling (`cnn_pooling`; each layer given to XLA in `cnn_form`), then a dense relu
+    layer of `cnn_dense` units and a dense output layer. The defaults are the CNN of Flax's MNIST
+    example: conv 32 3x3 SAME, relu, 2x2 average pool, conv 64 3x3 SAME, relu, 2x2 average pool,
+    dense 256, relu, dense 10. Kernels are LeCun-normal and biases zero, as Flax initializes them.
+    In training, `input_dropout` drops pixels and `dropout` the dense hidden layer's units
+    (dropping conv features helps less)."""
     dtype = jnp.dtype(config.dtype)
     channels = (1, *config.cnn_channels)
     side = cnn_feature_side(config)
@@ -102,8 +103,8 @@ def cnn(config: Config) -> Model:
         x = dropout(images, config.input_dropout, input_key)
         for i in range(len(config.cnn_kernels)):
             layer = params[f"conv{i}"]
-            x = conv.pool2d(jax.nn.relu(conv.conv2d(x, layer["w"], layer["b"], config.cnn_padding)),
-                            config.cnn_pooling)
+            x = conv.conv_relu_pool(x, layer["w"], layer["b"], config.cnn_padding, config.cnn_pooling,
+                                    config.cnn_form)
         x = jax.nn.relu(x.reshape(x.shape[0], -1) @ params["dense0"]["w"] + params["dense0"]["b"])
         return dropout(x, config.dropout, hidden_key) @ params["dense1"]["w"] + params["dense1"]["b"]
 

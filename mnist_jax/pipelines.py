@@ -80,10 +80,11 @@ def compile_timed(function: Callable, *example_args,
 
 
 def train_over(train_step: Callable, state: TrainState, items, key: jax.Array, first_step: jax.Array | int = 0,
-               to_batch: Callable = lambda item: item) -> tuple[TrainState, jax.Array]:
+               to_batch: Callable = lambda item: item, may_be_empty: bool = True) -> tuple[TrainState, jax.Array]:
     """Scans the train step over batches (`to_batch` of each item along the leading axis), the
-    i-th being step `first_step + i` of the epoch whose key is `key` (see `steps.epoch_key`);
-    batches that are all padding are skipped. Returns the new state and each step's loss."""
+    i-th being step `first_step + i` of the epoch whose key is `key` (see `steps.epoch_key`).
+    Batches that are all padding are skipped; `may_be_empty=False` says there are none, which
+    spares each step the conditional (on a CPU it copies the whole state in and out)."""
     def step(state, item_and_index):
         item, index = item_and_index
         batch = to_batch(item)
@@ -94,7 +95,7 @@ def train_over(train_step: Callable, state: TrainState, items, key: jax.Array, f
         def skip(state):  # an all-padding batch: no update, a loss of zero
             return state, jnp.zeros((), jax.eval_shape(run, state)[1].dtype)
 
-        return jax.lax.cond(batch.mask.any(), run, skip, state)
+        return jax.lax.cond(batch.mask.any(), run, skip, state) if may_be_empty else run(state)
 
     num_batches = jax.tree.leaves(items)[0].shape[0]
     return jax.lax.scan(step, state, (items, jnp.arange(num_batches)))
@@ -272,7 +273,8 @@ def epoch_program(config: Config, steps: Steps, mesh: Mesh) -> Callable:
                    seed: jax.Array) -> tuple[TrainState, jax.Array]:
         order = split.order[data.epoch_order(seed, epoch, split.order.shape[0])] if config.shuffle else split.order
         return train_over(steps.train_step, state, _batch_rows(order, config.batch_size, rows),
-                          epoch_key(seed, epoch), to_batch=functools.partial(_gather, split, sharding=sharding))
+                          epoch_key(seed, epoch), to_batch=functools.partial(_gather, split, sharding=sharding),
+                          may_be_empty=False)  # only the last batch holds padding, and not only padding
 
     return scan_epoch
 

@@ -19,7 +19,7 @@ def tiny_cnn(config):
                 "out": {"w": 0.1 * jax.random.normal(k2, (7 * 7 * 4, 10), dtype), "b": jnp.zeros(10, dtype)}}
 
     def apply(params, images, key=None):
-        x = conv2d(images, params["conv"]["w"], params["conv"]["b"])  # XLA's CPU runs this form fastest
+        x = conv2d(images, params["conv"]["w"], params["conv"]["b"])  # the package's convolution, in its im2col form
         x = jax.nn.relu(x).reshape(x.shape[0], 7, 4, 7, 4, 4).mean(axis=(2, 4)).reshape(x.shape[0], -1)
         if key is not None:
             keep = jax.random.bernoulli(key, 0.8, x.shape)

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnist_jax import Config, conv, models, preset
-from mnist_jax.conv import FORMS
+from mnist_jax import Config, models, preset
+from mnist_jax.config import CNN_FORMS
 from mnist_jax.mlp import logits
 from mnist_jax.steps import epoch_key, make_steps
 from tests.helpers import masked_batch
@@ -53,13 +53,12 @@ CNNS = {  # the CNN's options, one change or more at a time, with the parameter 
 }
 
 
-@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("form", CNN_FORMS)
 @pytest.mark.parametrize("case", CNNS)
-def test_the_cnn_matches_an_independent_numpy_computation(case, form, monkeypatch):
+def test_the_cnn_matches_an_independent_numpy_computation(case, form):
     changes, shapes = CNNS[case]
-    monkeypatch.setattr(conv, "FORM", form)
     with jax.enable_x64(True):
-        config = Config(model="cnn", dtype="float64", **changes)
+        config = Config(model="cnn", dtype="float64", cnn_form=form, **changes)
         model = models.cnn(config)
         params = model.init(jax.random.key(3))
         params = jax.tree.map(lambda a: a + 0.05, params)  # non-zero biases too
@@ -70,6 +69,28 @@ def test_the_cnn_matches_an_independent_numpy_computation(case, form, monkeypatc
                                rtol=1e-10, atol=1e-12)
     assert {name: layer["w"].shape for name, layer in params.items()} == shapes
     assert all(layer["b"].shape == shapes[name][-1:] for name, layer in params.items())
+
+
+@pytest.mark.parametrize("form", [form for form in CNN_FORMS if form != "native"])
+@pytest.mark.parametrize("case", CNNS)
+def test_every_cnn_form_has_the_gradients_of_xlas_own_convolution(case, form):
+    """The forms' gradients (what autodiff makes of each one's slices, windows and reductions) against
+    `lax.conv_general_dilated`'s, in float64, with pooling windows that hold ties (max pooling's
+    gradient shares them)."""
+    changes, _ = CNNS[case]
+
+    def grads(form):
+        config = Config(model="cnn", dtype="float64", cnn_form=form, **changes)
+        model = models.cnn(config)
+        params = jax.tree.map(lambda a: a + 0.05, model.init(jax.random.key(3)))
+        images = np.random.default_rng(0).random((3, 28, 28, 1))
+        images[:, :8] = 0.5  # flat patches: equal values in the pooling windows
+        return jax.grad(lambda p: jnp.sum(jnp.sin(model.apply(p, jnp.asarray(images)))))(params)
+
+    with jax.enable_x64(True):
+        reference, got = grads("native"), grads(form)
+    # Float64 rounding, relative to each gradient's largest value (sums that cancel to near zero differ most).
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * np.abs(b).max()), got, reference)
 
 
 def test_the_cnn_preset_keeps_flaxs_network():

@@ -93,6 +93,16 @@ def test_donated_state_is_consumed_and_evaluation_still_works(data_dir, tiny_con
     assert 0 <= int(correct_1) <= NUM_TRAIN and int(correct_2) >= int(correct_1)
 
 
+@pytest.mark.parametrize("name, skips", [("device", False), ("stream", True)])
+def test_only_the_stream_checks_for_batches_of_padding_alone(data_dir, tiny_config, name, skips):
+    """The stream pads its last chunk with batches of padding alone, which the step skips; on the
+    device path every batch holds real rows, so its scan has no conditional (on a CPU, one copies
+    the whole training state in and out at every step)."""
+    _, pipeline = build(tiny_config.replace(pipeline=name), data.load(data_dir))
+    program = pipeline.train_program if name == "device" else pipeline.train_chunk
+    assert (" conditional(" in program.as_text()) == skips
+
+
 def test_the_stream_refuses_epochs_out_of_order(data_dir, tiny_config):
     config = tiny_config.replace(pipeline="stream")
     splits = data.load(data_dir)
