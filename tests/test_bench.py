@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mnist_jax import Config, ConfigError, preset, train
-from mnist_jax.bench.compare import compare
+from mnist_jax.bench.compare import compare, differences
 from mnist_jax.bench.measure import cnn_flops_per_epoch, matmul_flops_per_epoch, scaled_widths
 from mnist_jax.bench.render import CNN_ROW, markdown
 from mnist_jax.bench.settings import QUICK_BENCH
@@ -128,6 +128,16 @@ def test_compare_gives_each_rows_ratio_to_the_baseline_and_refuses_other_setting
     assert "1 x NVIDIA H200" in text and png_size(tmp_path / "cmp" / "compare.png")[0] > 500
     # Against the GPU machine as the baseline, its CPU rows are the reference for this CPU's.
     assert "| 4.00 |" in compare([cpu, gpu], str(tmp_path / "cmp2"), baseline=gpu)
+
+    # A result made before a setting existed holds it at its default; at another value, it is refused.
+    older = json.loads(json.dumps(here))
+    del older["config"]["cnn_form"]
+    paths["older"] = tmp_path / "older.json"
+    paths["older"].write_text(json.dumps(older))
+    assert differences(here, older) == [] and main(["bench", "compare", cpu, str(paths["older"]), "--out",
+                                                     str(tmp_path / "older")]) == 0
+    assert differences(here | {"config": here["config"] | {"cnn_form": "native"}}, older) == [
+        "config.cnn_form: native against im2col"]
 
     with pytest.raises(ConfigError, match=r"settings\.epochs: 1 against 3"):
         compare([cpu, str(paths["other"])], str(tmp_path / "refused"))

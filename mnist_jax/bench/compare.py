@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 
 from mnist_jax.bench.render import machine, machine_name, median, read_results, timed_rows
+from mnist_jax.config import Config
 from mnist_jax.errors import ConfigError, InputError
 from mnist_jax.runs.storage import write_atomic
 
@@ -15,12 +16,14 @@ _WHERE = ("data_dir",)
 
 
 def differences(a: dict, b: dict) -> list[str]:
-    """The measured settings (the model's config and the benchmark's own) in which two results differ."""
-    found = []
+    """The measured settings (the model's config and the benchmark's own) in which two results differ.
+    A setting newer than a result counts at its default there, as `Config.from_dict` reads it."""
+    found, defaults = [], {"config": Config().to_dict(), "settings": {}}
     for part in ("config", "settings"):
-        for key in sorted(set(a[part]) | set(b[part])):
-            if key not in _WHERE and a[part].get(key, "missing") != b[part].get(key, "missing"):
-                found.append(f"{part}.{key}: {a[part].get(key, 'missing')} against {b[part].get(key, 'missing')}")
+        left, right = defaults[part] | a[part], defaults[part] | b[part]
+        for key in sorted(set(left) | set(right)):
+            if key not in _WHERE and left.get(key, "missing") != right.get(key, "missing"):
+                found.append(f"{part}.{key}: {left.get(key, 'missing')} against {right.get(key, 'missing')}")
     return found
 
 
