@@ -20,19 +20,17 @@ RESULTS = Path(__file__).resolve().parent / "results" / "conv-forms"
 TRAIN_SIZE = 60_000
 
 
-def time_form(config, form: str, batches: int, repeats: int) -> dict:
-    """Seconds per epoch of the train step scanned over the training split's first `batches` batches,
-    with `form`."""
+def time_form(config, form: str, train, batches: int, repeats: int) -> dict:
+    """Seconds per epoch of the train step scanned over the first `batches` batches of `train` (the
+    training split's `data.Share`), with `form`."""
     import jax
     import numpy as np
 
-    from mnist_jax import data
     from mnist_jax.pipelines import train_over
     from mnist_jax.steps import Batch, make_steps
 
     steps = make_steps(config.replace(cnn_form=form), train_size=TRAIN_SIZE)
-    train, shape = data.load(config.data_dir)["train"], (batches, config.batch_size)
-    rows = batches * config.batch_size
+    shape, rows = (batches, config.batch_size), batches * config.batch_size
     items = Batch(train.images[:rows].reshape(*shape, 28, 28, 1), train.labels[:rows].reshape(shape),
                   np.ones(shape, bool))
 
@@ -48,19 +46,22 @@ def time_form(config, form: str, batches: int, repeats: int) -> dict:
         start = time.perf_counter()
         jax.block_until_ready(compiled(state, items))
         seconds.append(time.perf_counter() - start)
-    per_epoch = [s * TRAIN_SIZE / (batches * config.batch_size) for s in seconds[1:]]
+    per_epoch = [s * TRAIN_SIZE / rows for s in seconds[1:]]
     return {"seconds_per_epoch": statistics.median(per_epoch), "min": min(per_epoch), "max": max(per_epoch),
             "compile_seconds": compile_seconds}
 
 
 def measure(presets: list[str], batches: int, repeats: int) -> dict:
+    from mnist_jax import data
     from mnist_jax.config import CNN_FORMS, preset
     from mnist_jax.runtime.environment import fingerprint
 
     results = {"batches": batches, "repeats": repeats, "fingerprint": fingerprint(), "presets": {}}
     for name in presets:
         # Forms alternate, so that a drift in the machine's speed touches all of them alike.
-        results["presets"][name] = {form: time_form(preset(name), form, batches, repeats) for form in CNN_FORMS}
+        config = preset(name)
+        train = data.load(config.data_dir)["train"]
+        results["presets"][name] = {form: time_form(config, form, train, batches, repeats) for form in CNN_FORMS}
         print(name, {form: round(t["seconds_per_epoch"], 2) for form, t in results["presets"][name].items()},
               flush=True)
     return results

@@ -53,20 +53,29 @@ CNNS = {  # the CNN's options, one change or more at a time, with the parameter 
 }
 
 
+def float64_cnn(case: str, form: str, flat_rows: int = 0):
+    """The case's CNN in float64 and `form`, its parameters (biases non-zero too) and three images,
+    the first `flat_rows` rows of each a flat grey (equal values in the pooling windows). Call
+    under `jax.enable_x64`."""
+    changes, _ = CNNS[case]
+    config = Config(model="cnn", dtype="float64", cnn_form=form, **changes)
+    model = models.cnn(config)
+    params = jax.tree.map(lambda a: a + 0.05, model.init(jax.random.key(3)))
+    images = np.random.default_rng(0).random((3, 28, 28, 1))
+    images[:, :flat_rows] = 0.5
+    return config, model, params, images
+
+
 @pytest.mark.parametrize("form", CNN_FORMS)
 @pytest.mark.parametrize("case", CNNS)
 def test_the_cnn_matches_an_independent_numpy_computation(case, form):
-    changes, shapes = CNNS[case]
     with jax.enable_x64(True):
-        config = Config(model="cnn", dtype="float64", cnn_form=form, **changes)
-        model = models.cnn(config)
-        params = model.init(jax.random.key(3))
-        params = jax.tree.map(lambda a: a + 0.05, params)  # non-zero biases too
-        images = np.random.default_rng(0).random((3, 28, 28, 1))
+        config, model, params, images = float64_cnn(case, form)
         got = np.asarray(model.apply(params, jnp.asarray(images)))
     assert got.shape == (3, 10)
     np.testing.assert_allclose(got, numpy_cnn(params, images, config.cnn_padding, config.cnn_pooling),
                                rtol=1e-10, atol=1e-12)
+    shapes = CNNS[case][1]
     assert {name: layer["w"].shape for name, layer in params.items()} == shapes
     assert all(layer["b"].shape == shapes[name][-1:] for name, layer in params.items())
 
@@ -77,14 +86,8 @@ def test_every_cnn_form_has_the_gradients_of_xlas_own_convolution(case, form):
     """The forms' gradients (what autodiff makes of each one's slices, windows and reductions) against
     `lax.conv_general_dilated`'s, in float64, with pooling windows that hold ties (max pooling's
     gradient shares them)."""
-    changes, _ = CNNS[case]
-
     def grads(form):
-        config = Config(model="cnn", dtype="float64", cnn_form=form, **changes)
-        model = models.cnn(config)
-        params = jax.tree.map(lambda a: a + 0.05, model.init(jax.random.key(3)))
-        images = np.random.default_rng(0).random((3, 28, 28, 1))
-        images[:, :8] = 0.5  # flat patches: equal values in the pooling windows
+        _, model, params, images = float64_cnn(case, form, flat_rows=8)
         return jax.grad(lambda p: jnp.sum(jnp.sin(model.apply(p, jnp.asarray(images)))))(params)
 
     with jax.enable_x64(True):
