@@ -5,7 +5,9 @@ A convolution of HWIO kernel `w` can reach XLA three ways, the same sums each ti
 `native`, `lax.conv_general_dilated`; `im2col`, the kernel's shifted windows side by side (one
 matmul of all of them); `shifted`, one matmul per kernel position, summed. A fourth form,
 `space_to_depth`, computes the convolution and its pooling together: one `im2col` convolution of
-the image's 2x2 blocks, each output pixel a whole pooling window. Which is fastest inside an
+the image's 2x2 blocks, each output pixel a whole pooling window. A fifth, `winograd`, computes
+each 3x3 convolution of more than one input channel by Winograd's F(2x2, 3x3) (`mnist_jax.winograd`),
+its 2x2 output tiles the pooling windows, and the rest as `im2col`. Which is fastest inside an
 epoch's scan depends on XLA's backend and on the network (jax-ml/jax#12868 reports convolutions
 in loops far slower than matmuls on the CPU); `benchmarks/conv_forms.py` measures them.
 """
@@ -17,7 +19,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-SPACE_TO_DEPTH = "space_to_depth"
+from mnist_jax import winograd
+
+SPACE_TO_DEPTH, WINOGRAD = "space_to_depth", "winograd"
 
 
 def _windows(x: jax.Array, kh: int, kw: int) -> list[jax.Array]:
@@ -59,8 +63,14 @@ def pool2d(x: jax.Array, kind: str = "avg") -> jax.Array:
     """2x2 pooling with stride 2 (`avg` or `max`); an odd last row or column is dropped, as 'VALID'
     pooling does."""
     n, h, w, c = x.shape
-    windows = x[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
-    return windows.mean(axis=(2, 4)) if kind == "avg" else windows.max(axis=(2, 4))
+    x = x[:, :h // 2 * 2, :w // 2 * 2]
+    if kind == "max":
+        return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+    # The mean as adds of each window's rows, then of its columns (the two halves of a row pair's
+    # channels): as a reduction over the window's axes, XLA's CPU backend takes longer.
+    pairs = x.reshape(n, h // 2, 2, w // 2, 2 * c)
+    rows = pairs[:, :, 0] + pairs[:, :, 1]
+    return (rows[..., :c] + rows[..., c:]) / 4
 
 
 def _space_to_depth(x: jax.Array) -> jax.Array:
@@ -93,7 +103,12 @@ def _conv_relu_pool_space_to_depth(x: jax.Array, w: jax.Array, b: jax.Array, poo
 def conv_relu_pool(x: jax.Array, w: jax.Array, b: jax.Array, padding: str = "same", pooling: str = "avg",
                    form: str = "im2col") -> jax.Array:
     """A CNN layer: `pool2d(relu(conv2d(x, w, b, padding)), pooling)`, the convolution in `form`
-    (one of `FORMS`, or `space_to_depth`: the pooling windows as channels of one convolution)."""
+    (one of `FORMS`; `space_to_depth`, the pooling windows as channels of one convolution; or
+    `winograd`, F(2x2, 3x3) where `w` is 3x3 and has more than one input channel, else `im2col`)."""
+    if form == WINOGRAD and w.shape[:2] == (3, 3) and w.shape[2] > 1:
+        return winograd.conv_relu_pool(_pad_same(x, 3, 3) if padding == "same" else x, w, b, pooling)
+    if form == WINOGRAD:
+        form = "im2col"
     if form != SPACE_TO_DEPTH:
         return pool2d(jax.nn.relu(conv2d(x, w, b, padding, form)), pooling)
     return _conv_relu_pool_space_to_depth(_pad_same(x, *w.shape[:2]) if padding == "same" else x, w, b, pooling)

@@ -148,7 +148,7 @@ BAD_FLAGS = {
     "cnn_kernels": (["--cnn-kernels", "4,4"], "cnn_padding same needs odd kernels"),
     "cnn_padding": (["--cnn-padding", "full"], "cnn_padding must be one of same, valid"),
     "cnn_pooling": (["--cnn-pooling", "sum"], "cnn_pooling must be one of avg, max"),
-    "cnn_form": (["--cnn-form", "winograd"], "cnn_form must be one of im2col, shifted, native, space_to_depth"),
+    "cnn_form": (["--cnn-form", "fft"], "cnn_form must be one of im2col, shifted, native, space_to_depth, winograd"),
     "cnn_dense": (["--cnn-dense", "0"], "cnn_channels, cnn_kernels and cnn_dense must be positive"),
     "matmul_precision": (["--matmul-precision", "tf32"], "matmul_precision must be one of highest, high, default"),
     "deterministic": (["--deterministic=yes"], "ignored explicit argument 'yes'"),
