@@ -55,8 +55,9 @@ class Config:
                                        "less one) padding of every convolution")
     cnn_pooling: str = setting("avg", "`cnn`: `avg` or `max` 2x2 pooling after each convolution")
     cnn_dense: int = setting(256, "`cnn`: units of the dense hidden layer")
-    cnn_form: str = setting("im2col", "`cnn`: how XLA is given each convolution and its pooling (the same sums, "
-                                      "in another order): " + ", ".join(CNN_FORMS) + " (see the Performance page)")
+    cnn_form: str = setting("im2col", "`cnn`: how XLA is given each convolution and its pooling (the same "
+                                      "network, its arithmetic in another order): " + ", ".join(CNN_FORMS)
+                                      + " (see the Performance page)")
     optimizer: str = setting("adam", "any Optax optimizer by name, built as `optax.<name>(learning_rate, ...)` "
                                      "(`adam`, `adamw`, `sgd`, `rmsprop`, `lion`, ...), or `package.module:factory`, "
                                      "`factory(config) -> optax.GradientTransformation`")

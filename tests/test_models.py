@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnist_jax import Config, models, preset
+from mnist_jax import Config, conv, models, preset
 from mnist_jax.config import CNN_FORMS
 from mnist_jax.mlp import logits
 from mnist_jax.steps import epoch_key, make_steps
@@ -94,6 +94,18 @@ def test_every_cnn_form_has_the_gradients_of_xlas_own_convolution(case, form):
         reference, got = grads("native"), grads(form)
     # Float64 rounding, relative to each gradient's largest value (sums that cancel to near zero differ most).
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * np.abs(b).max()), got, reference)
+
+
+def test_winograd_takes_the_3x3_convolutions_of_several_channels_and_leaves_the_rest_to_im2col():
+    rng = np.random.default_rng(0)
+    for kernel, channels, taken in ((3, 2, True), (3, 1, False), (5, 2, False)):
+        x = jnp.asarray(rng.random((2, 12, 12, channels)), jnp.float32)
+        w = jnp.asarray(rng.normal(size=(kernel, kernel, channels, 4)), jnp.float32)
+        b = jnp.asarray(rng.normal(size=4), jnp.float32)
+        im2col, winograd = (np.asarray(conv.conv_relu_pool(x, w, b, form=form)) for form in ("im2col", "winograd"))
+        np.testing.assert_allclose(winograd, im2col, rtol=1e-5, atol=1e-5)
+        jaxpr = str(jax.make_jaxpr(conv.conv_relu_pool, static_argnums=(3, 4, 5))(x, w, b, "same", "avg", "winograd"))
+        assert ("custom_vjp" in jaxpr) == taken and (taken or np.array_equal(winograd, im2col)), (kernel, channels)
 
 
 def test_the_cnn_preset_keeps_flaxs_network():
