@@ -105,9 +105,9 @@ def conv_relu_pool(x: jax.Array, w: jax.Array, b: jax.Array, padding: str = "sam
     """A CNN layer: `pool2d(relu(conv2d(x, w, b, padding)), pooling)`, the convolution in `form`
     (one of `FORMS`; `space_to_depth`, the pooling windows as channels of one convolution; or
     `winograd`, F(2x2, 3x3) where `w` is 3x3 and has more than one input channel, else `im2col`)."""
-    if form == WINOGRAD and w.shape[:2] == (3, 3) and w.shape[2] > 1:
-        return winograd.conv_relu_pool(_pad_same(x, 3, 3) if padding == "same" else x, w, b, pooling)
     if form == WINOGRAD:
+        if w.shape[:2] == (3, 3) and w.shape[2] > 1:
+            return winograd.conv_relu_pool(_pad_same(x, 3, 3) if padding == "same" else x, w, b, pooling)
         form = "im2col"
     if form != SPACE_TO_DEPTH:
         return pool2d(jax.nn.relu(conv2d(x, w, b, padding, form)), pooling)
