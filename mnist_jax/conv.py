@@ -7,9 +7,10 @@ matmul of all of them); `shifted`, one matmul per kernel position, summed. A fou
 `space_to_depth`, computes the convolution and its pooling together: one `im2col` convolution of
 the image's 2x2 blocks, each output pixel a whole pooling window. A fifth, `winograd`, computes
 each 3x3 convolution of more than one input channel by Winograd's F(2x2, 3x3) (`mnist_jax.winograd`),
-its 2x2 output tiles the pooling windows, and the rest as `im2col`. Which is fastest inside an
-epoch's scan depends on XLA's backend and on the network (jax-ml/jax#12868 reports convolutions
-in loops far slower than matmuls on the CPU); `benchmarks/conv_forms.py` measures them.
+its 2x2 output tiles the pooling windows, and the rest as `im2col` (its weight gradient written
+out). Which is fastest inside an epoch's scan depends on XLA's backend and on the network
+(jax-ml/jax#12868 reports convolutions in loops far slower than matmuls on the CPU);
+`benchmarks/conv_forms.py` measures them.
 """
 
 from __future__ import annotations
@@ -37,6 +38,26 @@ def _native(x: jax.Array, w: jax.Array) -> jax.Array:
 def _im2col(x: jax.Array, w: jax.Array) -> jax.Array:
     kh, kw, _, out = w.shape
     return jnp.concatenate(_windows(x, kh, kw), axis=-1) @ w.reshape(-1, out)
+
+
+@jax.custom_vjp
+def _patches_matmul(patches: jax.Array, w: jax.Array) -> jax.Array:
+    """`patches @ w` for `patches` (..., K) and `w` (K, O), its weight gradient written as one
+    matmul over every pixel, `patches^T @ dy`: autodiff's transposes `dy` first, and XLA's CPU
+    backend then runs a slower dot."""
+    return patches @ w
+
+
+def _patches_matmul_forward(patches, w):
+    return patches @ w, (patches, w)
+
+
+def _patches_matmul_backward(residuals, dy):
+    patches, w = residuals
+    return dy @ w.T, patches.reshape(-1, w.shape[0]).T @ dy.reshape(-1, w.shape[1])
+
+
+_patches_matmul.defvjp(_patches_matmul_forward, _patches_matmul_backward)
 
 
 def _shifted(x: jax.Array, w: jax.Array) -> jax.Array:
@@ -104,11 +125,14 @@ def conv_relu_pool(x: jax.Array, w: jax.Array, b: jax.Array, padding: str = "sam
                    form: str = "im2col") -> jax.Array:
     """A CNN layer: `pool2d(relu(conv2d(x, w, b, padding)), pooling)`, the convolution in `form`
     (one of `FORMS`; `space_to_depth`, the pooling windows as channels of one convolution; or
-    `winograd`, F(2x2, 3x3) where `w` is 3x3 and has more than one input channel, else `im2col`)."""
+    `winograd`, F(2x2, 3x3) where `w` is 3x3 and has more than one input channel, else `im2col`
+    with its weight gradient as one matmul)."""
     if form == WINOGRAD:
+        x = _pad_same(x, *w.shape[:2]) if padding == "same" else x
         if w.shape[:2] == (3, 3) and w.shape[2] > 1:
-            return winograd.conv_relu_pool(_pad_same(x, 3, 3) if padding == "same" else x, w, b, pooling)
-        form = "im2col"
+            return winograd.conv_relu_pool(x, w, b, pooling)
+        patches = jnp.concatenate(_windows(x, *w.shape[:2]), axis=-1)
+        return pool2d(jax.nn.relu(_patches_matmul(patches, w.reshape(-1, w.shape[-1])) + b), pooling)
     if form != SPACE_TO_DEPTH:
         return pool2d(jax.nn.relu(conv2d(x, w, b, padding, form)), pooling)
     return _conv_relu_pool_space_to_depth(_pad_same(x, *w.shape[:2]) if padding == "same" else x, w, b, pooling)
