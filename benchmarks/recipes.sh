@@ -48,9 +48,8 @@ if [[ $stage == all || $stage == strong ]]; then
 fi
 
 if [[ $stage == all || $stage == cnn ]]; then
-  # The cnn preset's learning rate: Flax's constant 0.1, or decayed to zero by a cosine. (It ran in the im2col
-  # form, before the preset took winograd, and before average pooling was written as adds.)
-  mnist-jax sweep --seeds 1 --preset cnn --cnn-form im2col --validation-size 10000 --grid schedule constant cosine \
+  # The cnn preset's learning rate: Flax's constant 0.1, or decayed to zero by a cosine.
+  mnist-jax sweep --seeds 1 --preset cnn --validation-size 10000 --grid schedule constant cosine \
     --out $out/tuning-cnn | tee $out/tuning-cnn.txt
 fi
 
