@@ -35,9 +35,13 @@ def _native(x: jax.Array, w: jax.Array) -> jax.Array:
     return jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+def _patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
+    """The windows side by side: (N, H', W', kh * kw * C), a row per output pixel."""
+    return jnp.concatenate(_windows(x, kh, kw), axis=-1)
+
+
 def _im2col(x: jax.Array, w: jax.Array) -> jax.Array:
-    kh, kw, _, out = w.shape
-    return jnp.concatenate(_windows(x, kh, kw), axis=-1) @ w.reshape(-1, out)
+    return _patches(x, *w.shape[:2]) @ w.reshape(-1, w.shape[-1])
 
 
 @jax.custom_vjp
@@ -131,8 +135,8 @@ def conv_relu_pool(x: jax.Array, w: jax.Array, b: jax.Array, padding: str = "sam
         x = _pad_same(x, *w.shape[:2]) if padding == "same" else x
         if w.shape[:2] == (3, 3) and w.shape[2] > 1:
             return winograd.conv_relu_pool(x, w, b, pooling)
-        patches = jnp.concatenate(_windows(x, *w.shape[:2]), axis=-1)
-        return pool2d(jax.nn.relu(_patches_matmul(patches, w.reshape(-1, w.shape[-1])) + b), pooling)
+        return pool2d(jax.nn.relu(_patches_matmul(_patches(x, *w.shape[:2]), w.reshape(-1, w.shape[-1])) + b),
+                      pooling)
     if form != SPACE_TO_DEPTH:
         return pool2d(jax.nn.relu(conv2d(x, w, b, padding, form)), pooling)
     return _conv_relu_pool_space_to_depth(_pad_same(x, *w.shape[:2]) if padding == "same" else x, w, b, pooling)

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from mnist_jax import Config, Model, data, loss, train
+from mnist_jax import Config, Model, data, loss, models, train
 from mnist_jax.cli import main
 from mnist_jax.pipelines import local_orders
 from mnist_jax.reporters import Reporter
@@ -124,6 +124,17 @@ class InterruptAfter(Reporter):
     def on_batch(self, epoch, batches_done):
         if epoch == self.epoch:
             os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("pipeline", ["device", "stream"])
+def test_the_built_in_model_as_an_object_trains_as_by_name(tiny_config, pipeline):
+    """The seed preset's MLP passed as a `Model` object goes through the same interface, bit for bit
+    (tests/test_real_data.py holds the named model to the seed notebook's table)."""
+    config = tiny_config.replace(pipeline=pipeline, dtype="float64", init="numpy", shuffle=False)
+    named, passed = train(config), train(config, model=models.mlp(config))
+    assert [m.train_loss for m in passed.history] == [m.train_loss for m in named.history]
+    for a, b in zip(jax.tree.leaves(passed.params), jax.tree.leaves(named.params), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_model_and_optimizer_objects_record_and_resume(tiny_config, tmp_path, capsys):
