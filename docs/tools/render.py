@@ -35,8 +35,7 @@ def cnn_runs() -> list[str]:
 
 
 def cnn_timing() -> str:
-    """The `cnn` preset's and the MLP's median training seconds per epoch over their committed runs (Flax's
-    recipe as it is, `cnn-run-N`, was run at earlier code)."""
+    """The `cnn` preset's and the MLP's median training seconds per epoch over their committed runs."""
     def median_epoch(prefix: str) -> float:
         summaries = [json.loads(Path(folder, "summary.json").read_text()) for folder in cnn_runs()
                      if Path(folder).name.startswith(prefix)]
