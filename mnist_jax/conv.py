@@ -131,12 +131,11 @@ def conv_relu_pool(x: jax.Array, w: jax.Array, b: jax.Array, padding: str = "sam
     (one of `FORMS`; `space_to_depth`, the pooling windows as channels of one convolution; or
     `winograd`, F(2x2, 3x3) where `w` is 3x3 and has more than one input channel, else `im2col`
     with its weight gradient as one matmul)."""
-    if form == WINOGRAD:
-        x = _pad_same(x, *w.shape[:2]) if padding == "same" else x
-        if w.shape[:2] == (3, 3) and w.shape[2] > 1:
-            return winograd.conv_relu_pool(x, w, b, pooling)
-        return pool2d(jax.nn.relu(_patches_matmul(_patches(x, *w.shape[:2]), w.reshape(-1, w.shape[-1])) + b),
-                      pooling)
-    if form != SPACE_TO_DEPTH:
+    if form not in (WINOGRAD, SPACE_TO_DEPTH):
         return pool2d(jax.nn.relu(conv2d(x, w, b, padding, form)), pooling)
-    return _conv_relu_pool_space_to_depth(_pad_same(x, *w.shape[:2]) if padding == "same" else x, w, b, pooling)
+    x = _pad_same(x, *w.shape[:2]) if padding == "same" else x
+    if form == SPACE_TO_DEPTH:
+        return _conv_relu_pool_space_to_depth(x, w, b, pooling)
+    if w.shape[:2] == (3, 3) and w.shape[2] > 1:
+        return winograd.conv_relu_pool(x, w, b, pooling)
+    return pool2d(jax.nn.relu(_patches_matmul(_patches(x, *w.shape[:2]), w.reshape(-1, w.shape[-1])) + b), pooling)
