@@ -1,4 +1,4 @@
-"""The CNN layer's forms (`Config.cnn_form`: `mnist_jax.conv.conv_relu_pool`'s) timed where they run:
+"""The CNN layer's forms (`Config.cnn_form`: `mnist_jax.models.conv.conv_relu_pool`'s) timed where they run:
 the train step (forward pass and both gradients) scanned over batches, as an epoch is, for each CNN preset.
 
 `python -m benchmarks.conv_forms [--batches N] [--repeats R]` compiles one scan of N real batches per
@@ -53,7 +53,8 @@ def time_form(config, form: str, train, batches: int, repeats: int) -> dict:
 
 def measure(presets: list[str], batches: int, repeats: int) -> dict:
     from mnist_jax import data
-    from mnist_jax.config import CNN_FORMS, preset
+    from mnist_jax.config import preset
+    from mnist_jax.models.conv import LAYER_FORMS
     from mnist_jax.runtime.environment import fingerprint
 
     results = {"batches": batches, "repeats": repeats, "fingerprint": fingerprint(), "presets": {}}
@@ -61,7 +62,7 @@ def measure(presets: list[str], batches: int, repeats: int) -> dict:
         # Forms alternate, so that a drift in the machine's speed touches all of them alike.
         config = preset(name)
         train = data.load(config.data_dir)["train"]
-        results["presets"][name] = {form: time_form(config, form, train, batches, repeats) for form in CNN_FORMS}
+        results["presets"][name] = {form: time_form(config, form, train, batches, repeats) for form in LAYER_FORMS}
         print(name, {form: round(t["seconds_per_epoch"], 2) for form, t in results["presets"][name].items()},
               flush=True)
     return results

@@ -374,10 +374,12 @@ def _eval(args: argparse.Namespace) -> int:
     if not os.path.exists(os.path.join(args.run_dir, "params.npz")):
         raise InputError(f"{args.run_dir} has no params.npz: a run writes it when it ends (continue a stopped "
                           f"one with mnist-jax train --resume {args.run_dir})")
-    config, params = run.load(evaluation_steps(run.config()).params_shape, best=args.best)
+    steps = evaluation_steps(run.config())
+    config, params = run.load(steps.params_shape, best=args.best)
+    model_state = run.load_model_state(steps.state_shape, best=args.best)
     if args.data_dir:
         config = config.replace(data_dir=args.data_dir)
-    accuracy, mean_loss = score(params, config, args.split)
+    accuracy, mean_loss = score(params, config, args.split, model_state=model_state)
     print(f"{args.split} accuracy {100 * accuracy:.2f}%, mean loss {mean_loss:.4f}")
     return 0
 

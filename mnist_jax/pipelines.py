@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
 import jax
@@ -33,9 +33,10 @@ from jax.sharding import Mesh
 
 from mnist_jax import data
 from mnist_jax.config import Config
-from mnist_jax.mlp import Params
+from mnist_jax.errors import ConfigError
+from mnist_jax.models import Variables
 from mnist_jax.runtime import parallel
-from mnist_jax.steps import Batch, Steps, TrainState, epoch_key
+from mnist_jax.steps import Batch, Steps, TrainState, epoch_key, on_real_rows
 
 OnBatch = Callable[[int], None]
 ShouldStop = Callable[[], bool]
@@ -66,7 +67,7 @@ class Pipeline(Protocol):
         """Trains on epoch `epoch` (1-based, in order), calling `on_batch(batches_done)` after
         each compiled call; may stop part-way once `should_stop()` is true."""
 
-    def evaluate(self, params: Params) -> dict[str, tuple[jax.Array, jax.Array]]:
+    def evaluate(self, variables: Variables) -> dict[str, tuple[jax.Array, jax.Array]]:
         """Every split's correct predictions and summed loss."""
 
 
@@ -80,11 +81,17 @@ def compile_timed(function: Callable, *example_args,
 
 
 def train_over(train_step: Callable, state: TrainState, items, key: jax.Array, first_step: jax.Array | int = 0,
-               to_batch: Callable = lambda item: item, may_be_empty: bool = True) -> tuple[TrainState, jax.Array]:
+               to_batch: Callable = lambda item: item, may_be_empty: bool = True,
+               real_rows: Sequence[int] | None = None) -> tuple[TrainState, jax.Array]:
     """Scans the train step over batches (`to_batch` of each item along the leading axis), the
     i-th being step `first_step + i` of the epoch whose key is `key` (see `steps.epoch_key`).
     Batches that are all padding are skipped; `may_be_empty=False` says there are none, which
-    spares each step the conditional (on a CPU it copies the whole state in and out)."""
+    spares each step the conditional (on a CPU it copies the whole state in and out). With
+    `real_rows` (the numbers of real rows a batch can hold: for a model with state), each
+    step trains on its batch's real rows alone (`steps.on_real_rows`)."""
+    if real_rows is not None:
+        train_step = on_real_rows(train_step, real_rows)
+
     def step(state, item_and_index):
         item, index = item_and_index
         batch = to_batch(item)
@@ -101,11 +108,11 @@ def train_over(train_step: Callable, state: TrainState, items, key: jax.Array, f
     return jax.lax.scan(step, state, (items, jnp.arange(num_batches)))
 
 
-def evaluate_over(eval_step: Callable, params: Params, items,
+def evaluate_over(eval_step: Callable, variables: Variables, items,
                   to_batch: Callable = lambda item: item) -> tuple[jax.Array, jax.Array]:
     """Correct predictions and summed loss over batches (`to_batch` of each item along the
     leading axis): the one evaluation reduction every path uses."""
-    correct, losses = jax.lax.map(lambda item: eval_step(params, to_batch(item)), items)
+    correct, losses = jax.lax.map(lambda item: eval_step(variables, to_batch(item)), items)
     return correct.sum(), losses.sum()
 
 
@@ -145,10 +152,19 @@ def _chunk_spec(batches: int, rows: int, sharding) -> Batch:
                  jax.ShapeDtypeStruct(shape, jnp.bool_, sharding=sharding))
 
 
-def _train_chunk(train_step: Callable, state: TrainState, chunk: Batch, seed: jax.Array, epoch: jax.Array,
-                 first_step: jax.Array) -> tuple[TrainState, jax.Array]:
+def real_row_counts(bounds: tuple[int, ...], batch_size: int) -> tuple[int, ...]:
+    """Every number of real rows a training batch of the stream holds: each process fills its
+    part of every batch from its share (`bounds`) until the share runs out."""
+    parts = [parallel.process_part(batch_size, q) for q in range(len(bounds) - 1)]
+    counts = {sum(int(np.clip(n - step * part, 0, part)) for n, part in zip(np.diff(bounds), parts, strict=True))
+              for step in range(_batches_per_pass(bounds, batch_size))}
+    return tuple(sorted(counts - {0}))
+
+
+def _train_chunk(train_step: Callable, real_rows: tuple[int, ...] | None, state: TrainState, chunk: Batch,
+                 seed: jax.Array, epoch: jax.Array, first_step: jax.Array) -> tuple[TrainState, jax.Array]:
     """The train step over a chunk's batches, the chunk's first being step `first_step` of the epoch."""
-    return train_over(train_step, state, chunk, epoch_key(seed, epoch), first_step)
+    return train_over(train_step, state, chunk, epoch_key(seed, epoch), first_step, real_rows=real_rows)
 
 
 class StreamPipeline:
@@ -185,11 +201,13 @@ class StreamPipeline:
         # Every chunk has the same shape, so these two programs are all that is compiled.
         self.seed = np.uint32(config.seed)
         self.train_chunk, _ = compile_timed(
-            functools.partial(_train_chunk, steps.train_step), state,
+            functools.partial(_train_chunk, steps.train_step,
+                              real_row_counts(train.bounds, config.batch_size) if steps.stateful else None),
+            state,
             _chunk_spec(config.batches_per_chunk, rows, self.chunk_sharding), self.seed, np.int32(0), np.int32(0),
             donate_argnums=(0,))
         self.eval_chunk, _ = compile_timed(
-            functools.partial(evaluate_over, steps.eval_step), state.params,
+            functools.partial(evaluate_over, steps.eval_step), state.variables,
             _chunk_spec(1, eval_rows, self.chunk_sharding))
 
     def train_epoch(self, state: TrainState, epoch: int, on_batch: OnBatch,
@@ -213,7 +231,7 @@ class StreamPipeline:
         steps = np.concatenate([_on_host(x) for x in losses])[:self.steps_per_epoch - first_step]
         return EpochRun(state, True, self.steps_per_epoch, steps, first_step)
 
-    def evaluate(self, params: Params) -> dict[str, tuple[jax.Array, jax.Array]]:
+    def evaluate(self, variables: Variables) -> dict[str, tuple[jax.Array, jax.Array]]:
         """Every split's correct predictions and summed loss: its chunks' totals, added up."""
         from mnist_jax.data import streams
 
@@ -221,7 +239,7 @@ class StreamPipeline:
         for split, stream in self.eval_streams.items():
             correct, total_loss = 0, 0.0
             for chunk in streams.prefetch_to_device(stream, self.chunk_sharding):
-                chunk_correct, chunk_loss = jax.block_until_ready(self.eval_chunk(params, chunk))
+                chunk_correct, chunk_loss = jax.block_until_ready(self.eval_chunk(variables, chunk))
                 correct, total_loss = correct + chunk_correct, total_loss + chunk_loss
             totals[split] = (correct, total_loss)
         return totals
@@ -272,19 +290,25 @@ def epoch_program(config: Config, steps: Steps, mesh: Mesh) -> Callable:
     def scan_epoch(state: TrainState, split: DeviceSplit, epoch: jax.Array,
                    seed: jax.Array) -> tuple[TrainState, jax.Array]:
         order = split.order[data.epoch_order(seed, epoch, split.order.shape[0])] if config.shuffle else split.order
+        # Only the last batch holds padding, and not only padding: every batch has the full
+        # `batch_size` real rows but the last, which has the remainder.
+        num_examples = split.order.shape[0]
+        real_rows = {config.batch_size, num_examples % config.batch_size} - {0}
         return train_over(steps.train_step, state, _batch_rows(order, config.batch_size, rows),
                           epoch_key(seed, epoch), to_batch=functools.partial(_gather, split, sharding=sharding),
-                          may_be_empty=False)  # only the last batch holds padding, and not only padding
+                          may_be_empty=False, real_rows=tuple(real_rows) if steps.stateful else None)
 
     return scan_epoch
 
 
 def evaluation_program(config: Config, steps: Steps, mesh: Mesh) -> Callable:
-    """`(params, splits) -> {split: (correct, summed loss)}` over every split given, as a single program."""
+    """`(variables, splits) -> {split: (correct, summed loss)}` over every split given, as a single
+    program."""
     rows, sharding = parallel.rows_per_batch(config.eval_batch_size, mesh), parallel.batch_sharding(mesh)
 
-    def evaluate(params: Params, splits: dict[str, DeviceSplit]) -> dict[str, tuple[jax.Array, jax.Array]]:
-        return {name: evaluate_over(steps.eval_step, params, _batch_rows(split.order, config.eval_batch_size, rows),
+    def evaluate(variables: Variables, splits: dict[str, DeviceSplit]) -> dict[str, tuple[jax.Array, jax.Array]]:
+        return {name: evaluate_over(steps.eval_step, variables,
+                                    _batch_rows(split.order, config.eval_batch_size, rows),
                                     functools.partial(_gather, split, sharding=sharding))
                 for name, split in splits.items()}
 
@@ -306,7 +330,8 @@ class DevicePipeline:
         self.train_program, _ = compile_timed(
             epoch_program(config, steps, mesh), state, self.splits["train"], np.int32(0), self.seed,
             donate_argnums=(0,))
-        self.eval_program, _ = compile_timed(evaluation_program(config, steps, mesh), state.params, self.splits)
+        self.eval_program, _ = compile_timed(evaluation_program(config, steps, mesh), state.variables,
+                                             self.splits)
 
     def train_epoch(self, state: TrainState, epoch: int, on_batch: OnBatch,
                     should_stop: ShouldStop = never_stop) -> EpochRun:
@@ -316,17 +341,24 @@ class DevicePipeline:
         on_batch(batch_losses.shape[0])
         return EpochRun(state, True, batch_losses.shape[0], _on_host(batch_losses), 0)
 
-    def evaluate(self, params: Params) -> dict[str, tuple[jax.Array, jax.Array]]:
+    def evaluate(self, variables: Variables) -> dict[str, tuple[jax.Array, jax.Array]]:
         """Every split's correct predictions and summed loss, in one call."""
-        return jax.block_until_ready(self.eval_program(params, self.splits))
+        return jax.block_until_ready(self.eval_program(variables, self.splits))
 
 
-PIPELINES: dict[str, type[StreamPipeline] | type[DevicePipeline]] = {"stream": StreamPipeline,
-                                                                    "device": DevicePipeline}
+PIPELINES: dict[str, type[StreamPipeline] | type[DevicePipeline]] = {"device": DevicePipeline,
+                                                                    "stream": StreamPipeline}
+
+
+def check_pipeline(config: Config) -> None:
+    """Raises ConfigError unless `config.pipeline` names a data path."""
+    if config.pipeline not in PIPELINES:
+        raise ConfigError(f"pipeline must be one of {', '.join(PIPELINES)}, got {config.pipeline!r}")
 
 
 def make_pipeline(config: Config, steps: Steps, shares: dict[str, data.Share], state: TrainState, mesh: Mesh,
                   start_epoch: int = 1, batches_done: int = 0) -> Pipeline:
     """The config's data path over `shares`, compiled for `state`'s shapes and shardings, ready
     to train from `batches_done` batches into epoch `start_epoch`."""
+    check_pipeline(config)
     return PIPELINES[config.pipeline](config, steps, shares, state, mesh, start_epoch, batches_done)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mnist_jax.config import Config
-from mnist_jax.mlp import Params
+from mnist_jax.models import ModelState, Params
 
 SPLITS = ("train", "validation", "test")
 
@@ -60,6 +60,8 @@ class Result:
     stopped_by: str | None = None  # the signal an interrupted run stopped on: "SIGINT" or "SIGTERM"
     best_epoch: int | None = None  # of highest validation accuracy, with a validation split
     best_params: Params | None = None  # the parameters after that epoch
+    model_state: ModelState = ()  # the model's final state (`()` for a model without one)
+    best_model_state: ModelState | None = None  # its state after the best epoch
 
     @property
     def final_test_accuracy(self) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -16,8 +16,9 @@ import optax
 from mnist_jax.config import OBJECT_PREFIX, Config, is_on
 from mnist_jax.errors import ConfigError
 from mnist_jax.factories import describe, guarded
-from mnist_jax.mlp import log_softmax, summed_nll
-from mnist_jax.models import Model, make_model, takes_key
+from mnist_jax.losses import log_softmax, smoothed_nll, summed_nll
+from mnist_jax.models import Model, ModelState, Params, Variables, make_model
+from mnist_jax.models.interface import Apply, stateful_form
 from mnist_jax.optimizers import decays, make_optimizer
 
 _STEP_KEYS = 0xFFFFFFFF  # folded into the seed's key: the per-step keys' stream, apart from epoch orders
@@ -34,8 +35,14 @@ class Batch(NamedTuple):
 class TrainState(NamedTuple):
     """Everything a step changes."""
 
-    params: Any  # the model's pytree of arrays
+    params: Params
     opt_state: optax.OptState
+    model_state: ModelState = ()  # what the model updates as it trains (`()` for none)
+
+    @property
+    def variables(self) -> Variables:
+        """What evaluation reads: the parameters and the model's state."""
+        return Variables(self.params, self.model_state)
 
 
 class Steps(NamedTuple):
@@ -43,9 +50,15 @@ class Steps(NamedTuple):
 
     init: Callable[[int], TrainState]  # seed (or a uint32 array of them, under vmap) -> initial state
     train_step: Callable[..., tuple[TrainState, jax.Array]]  # (state, batch, key=None) -> new state, loss
-    eval_step: Callable[[Any, Batch], tuple[jax.Array, jax.Array]]  # -> correct count, summed loss
+    eval_step: Callable[[Variables, Batch], tuple[jax.Array, jax.Array]]  # -> correct, summed loss
     params_shape: Any  # the parameters' shapes and dtypes (jax.ShapeDtypeStruct leaves)
+    state_shape: Any  # the model state's (`()` for a model without one)
     activations_per_example: int  # values the model's forward pass computes for one image
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the model has state (which must never see a batch's padding rows)."""
+        return bool(jax.tree.leaves(self.state_shape))
 
 
 def to_floats(images: jax.Array, dtype: jnp.dtype) -> jax.Array:
@@ -64,15 +77,6 @@ def epoch_key(seed: jax.Array | int, epoch: jax.Array | int) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _STEP_KEYS), epoch)
 
 
-def smoothed_nll(log_probs: jax.Array, labels: jax.Array, mask: jax.Array, smoothing: float) -> jax.Array:
-    """Summed cross-entropy against one-hot targets mixed with the uniform distribution:
-    `(1 - smoothing) * onehot + smoothing / classes`; with smoothing 0, `summed_nll`."""
-    if not is_on(smoothing):
-        return summed_nll(log_probs, labels, mask)
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, log_probs.shape[1], dtype=log_probs.dtype), smoothing)
-    return -jnp.sum(jnp.where(mask[:, None], targets * log_probs, 0))
-
-
 def l2_penalty(params, l2: float) -> jax.Array:
     """`l2 / 2` times the squared norm of the weights (every parameter of two dimensions or more)."""
     return l2 / 2 * sum(jnp.sum(jnp.square(w)) for w, decayed in zip(jax.tree.leaves(params),
@@ -80,26 +84,56 @@ def l2_penalty(params, l2: float) -> jax.Array:
                         if decayed)
 
 
-def train_step(state: TrainState, batch: Batch, key: jax.Array | None = None, *, apply: Callable,
-               optimizer: optax.GradientTransformation, dtype: jnp.dtype,
-               mean: bool = False, label_smoothing: float = 0.0, l2: float = 0.0) -> tuple[TrainState, jax.Array]:
+def train_step(state: TrainState, batch: Batch, key: jax.Array | None = None, *, apply: Apply,
+               optimizer: optax.GradientTransformation, dtype: jnp.dtype, mean: bool = False,
+               label_smoothing: float = 0.0, l2: float = 0.0) -> tuple[TrainState, jax.Array]:
     """One optimizer step on the batch's loss (summed, or with `mean` averaged over its real rows;
     against smoothed labels if `label_smoothing`; plus the L2 penalty if `l2`); returns the new
-    state and that objective. `apply(params, images, key)` gives the logits."""
+    state, the model's state as the training pass left it, and that objective.
+    `apply(params, model_state, images, key, training)` gives the logits and the model state."""
     def objective(params):
-        log_probs = log_softmax(apply(params, to_floats(batch.images, dtype), key))
-        total = smoothed_nll(log_probs, batch.labels, batch.mask, label_smoothing)
+        logits, model_state = apply(params, state.model_state, to_floats(batch.images, dtype), key,
+                                    True)
+        total = smoothed_nll(log_softmax(logits), batch.labels, batch.mask, label_smoothing)
         loss = total / jnp.maximum(batch.mask.sum(), 1) if mean else total
-        return loss + l2_penalty(params, l2) if is_on(l2) else loss
+        return (loss + l2_penalty(params, l2) if is_on(l2) else loss), model_state
 
-    value, grads = jax.value_and_grad(objective)(state.params)
+    (value, model_state), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    return TrainState(optax.apply_updates(state.params, updates), opt_state), value
+    return TrainState(optax.apply_updates(state.params, updates), opt_state, model_state), value
 
 
-def eval_step(params, batch: Batch, *, apply: Callable, dtype: jnp.dtype) -> tuple[jax.Array, jax.Array]:
-    """Correct predictions and summed loss over the batch's real rows."""
-    log_probs = log_softmax(apply(params, to_floats(batch.images, dtype), None))
+def on_real_rows(train_step: Callable, counts: Sequence[int]) -> Callable:
+    """`train_step` given a batch's real rows alone, so that a model's batch statistics (its
+    state) never see padding. `counts` are the numbers of real rows a batch can hold; each is
+    a branch of its own shape, and a batch takes the branch of its count."""
+    counts = tuple(sorted(counts))
+
+    def step(state: TrainState, batch: Batch, key: jax.Array | None = None):
+        rows = batch.mask.shape[0]
+        real_first = jnp.argsort(~batch.mask, stable=True)  # the real rows, in their order
+
+        def on(count: int) -> Callable:
+            def run(state):
+                part = batch if count == rows else jax.tree.map(lambda a: a[real_first[:count]], batch)
+                return train_step(state, part, key)
+
+            return run
+
+        if len(counts) == 1:
+            return on(counts[0])(state)
+        branch = jnp.searchsorted(jnp.asarray(counts), batch.mask.sum())
+        return jax.lax.switch(branch, [on(count) for count in counts], state)
+
+    return step
+
+
+def eval_step(variables: Variables, batch: Batch, *, apply: Apply,
+              dtype: jnp.dtype) -> tuple[jax.Array, jax.Array]:
+    """Correct predictions and summed loss over the batch's real rows, the model in evaluation
+    mode (its state read, not updated)."""
+    logits, _ = apply(variables.params, variables.state, to_floats(batch.images, dtype), None, False)
+    log_probs = log_softmax(logits)
     correct = jnp.sum((jnp.argmax(log_probs, axis=1) == batch.labels) & batch.mask, dtype=jnp.int32)
     return correct, summed_nll(log_probs, batch.labels, batch.mask)
 
@@ -115,40 +149,44 @@ def make_steps(config: Config, model: Model | None = None,
     model = model if model is not None else make_model(config)
     optimizer = optimizer if optimizer is not None else make_optimizer(config, train_size)
     dtype = jnp.dtype(config.dtype)
-    init, apply = guarded(model.init, f"{name}: init"), guarded(model.apply, f"{name}: apply")
-    keyed = apply if takes_key(model.apply) else lambda params, images, key: apply(params, images)
+    init, apply = stateful_form(model)
+    init, apply = guarded(init, f"{name}: init"), guarded(apply, f"{name}: apply")
     with precision(config):
-        params_shape = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, _run_dtype(a.dtype, dtype)),
-                                    jax.eval_shape(lambda: init(jax.random.key(0))))
-        graph = jax.make_jaxpr(keyed)(params_shape, jax.ShapeDtypeStruct((2, 28, 28, 1), dtype), None)
-    outputs = graph.out_avals
-    if len(outputs) != 1 or outputs[0].shape != (2, 10):
-        shapes = ", ".join(str(a.shape) for a in outputs)
+        params_shape, state_shape = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, _run_dtype(a.dtype, dtype)),
+            jax.eval_shape(lambda: init(jax.random.key(0))))
+        images = jax.ShapeDtypeStruct((2, 28, 28, 1), dtype)
+        graph, (logits, _) = jax.make_jaxpr(apply, static_argnums=(3, 4), return_shape=True)(
+            params_shape, state_shape, images, None, False)
+    if len(jax.tree.leaves(logits)) != 1 or jax.tree.leaves(logits)[0].shape != (2, 10):
+        shapes = ", ".join(str(a.shape) for a in jax.tree.leaves(logits))
         raise ConfigError(f"{name}: apply returned {shapes} for 2 images, not logits of shape (2, 10)")
     activations = sum(math.prod(v.aval.shape) for eqn in graph.eqns for v in eqn.outvars) // 2
 
     @jax.jit
     def init_program(seed: jax.Array) -> TrainState:
-        params = jax.tree.map(lambda a: a.astype(_run_dtype(a.dtype, dtype)), init(jax.random.key(seed)))
-        return TrainState(params, optimizer.init(params))
+        params, model_state = jax.tree.map(lambda a: a.astype(_run_dtype(a.dtype, dtype)),
+                                           init(jax.random.key(seed)))
+        return TrainState(params, optimizer.init(params), model_state)
 
     def init_state(seed: int | jax.Array) -> TrainState:
         # One compiled program (vmap it over seeds), not an eager dispatch per operation.
         with precision(config):
             return init_program(seed if isinstance(seed, jax.Array) else np.uint32(seed))
 
-    return Steps(init=init_state,
-                 train_step=_in_precision(config, functools.partial(
-                     train_step, apply=keyed, optimizer=optimizer, dtype=dtype, mean=config.loss_reduction == "mean",
-                     label_smoothing=config.label_smoothing, l2=config.l2)),
-                 eval_step=_in_precision(config, functools.partial(eval_step, apply=keyed, dtype=dtype)),
-                 params_shape=params_shape, activations_per_example=activations)
+    step = functools.partial(train_step, apply=apply, optimizer=optimizer, dtype=dtype,
+                             mean=config.loss_reduction == "mean",
+                             label_smoothing=config.label_smoothing, l2=config.l2)
+    return Steps(init=init_state, train_step=_in_precision(config, step),
+                 eval_step=_in_precision(config, functools.partial(eval_step, apply=apply, dtype=dtype)),
+                 params_shape=params_shape, state_shape=state_shape,
+                 activations_per_example=activations)
 
 
-def evaluation_steps(config: Config) -> Steps:
-    """The steps of `config.model` for evaluation only: the optimizer (which may have been a Python
-    object) is not rebuilt."""
-    return make_steps(config, optimizer=optax.identity())
+def evaluation_steps(config: Config, model: Model | None = None) -> Steps:
+    """The steps of `config.model` (or the `model` object) for evaluation only: the optimizer
+    (which may have been a Python object) is not rebuilt."""
+    return make_steps(config, model, optax.identity())
 
 
 def recorded(config: Config, model: Model | None = None,

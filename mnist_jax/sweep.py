@@ -19,8 +19,7 @@ import optax
 from mnist_jax import data
 from mnist_jax.config import TRACEABLE, Config, is_on, with_traced
 from mnist_jax.errors import ConfigError
-from mnist_jax.mlp import Params
-from mnist_jax.models import BUILT_IN, Model
+from mnist_jax.models import BUILT_IN, Model, ModelState, Params
 from mnist_jax.pipelines import compile_timed, epoch_program, evaluation_program, shard_splits
 from mnist_jax.records import SPLITS, metric_names
 from mnist_jax.runs.events import TrainingEvents, stream_name
@@ -47,6 +46,7 @@ class SweepResult:
     environment: dict
     compile_seconds: float = 0.0  # compiling its programs (shared the same way)
     trained_with: int = 1  # grid cells in its compiled program, itself included
+    model_state: ModelState = ()  # every leaf has a leading seed axis (`()` for a model without one)
 
     def statistics(self) -> list[dict]:
         """Per epoch, the statistics of each metric over the seeds."""
@@ -124,12 +124,12 @@ def _train_together(configs: Sequence[Config], seeds: Sequence[int], shares: dic
         epoch_fn, train_seconds = compile_timed(jax.vmap(train_epoch, in_axes=(0, None, None, 0, 0)), state,
                                                 splits["train"], np.int32(0), seed_array, values, donate_argnums=(0,))
         eval_fn, eval_seconds = compile_timed(jax.vmap(evaluation_program(base, steps, mesh), in_axes=(0, None)),
-                                              state.params, splits)
+                                              state.variables, splits)
         metrics = metric_names([split for split in SPLITS if split in shares])
 
-        def evaluate(params) -> np.ndarray:
+        def evaluate(variables) -> np.ndarray:
             scores = {}
-            for name, totals in eval_fn(params, splits).items():
+            for name, totals in eval_fn(variables, splits).items():
                 scores.update(split_metrics(name, *totals, shares[name].total))
             return np.stack([scores[metric] for metric in metrics], axis=1)
 
@@ -142,7 +142,7 @@ def _train_together(configs: Sequence[Config], seeds: Sequence[int], shares: dic
                                     [config for config in configs for _ in seeds], train_size)
         with events or contextlib.nullcontext():
             start = time.perf_counter()
-            history = [evaluate(state.params)]
+            history = [evaluate(state.variables)]
             if events:
                 events.metrics(0, by_model(history[0]))
             for epoch in range(1, base.num_epochs + 1):
@@ -151,7 +151,7 @@ def _train_together(configs: Sequence[Config], seeds: Sequence[int], shares: dic
                 if events:
                     losses = np.asarray(losses)  # waits for the epoch, to time it apart from evaluation
                     epoch_seconds = time.perf_counter() - epoch_start
-                history.append(evaluate(state.params))
+                history.append(evaluate(state.variables))
                 on_epoch(epoch, base.num_epochs)
                 if events:
                     events.steps(epoch, 0, losses)
@@ -159,10 +159,11 @@ def _train_together(configs: Sequence[Config], seeds: Sequence[int], shares: dic
             seconds = time.perf_counter() - start
     histories, env, n = np.stack(history, axis=1), environment(mesh), len(seeds)
     share = 1 / len(configs)  # the cells trained together split the program's time evenly
-    params = jax.tree.map(np.asarray, state.params)
+    params, model_state = jax.tree.map(np.asarray, (state.params, state.model_state))
     return [SweepResult(config, list(seeds), metrics, histories[rows],
                         jax.tree.map(lambda leaf, rows=rows: leaf[rows], params), seconds * share, env,
-                        compile_seconds=(train_seconds + eval_seconds) * share, trained_with=len(configs))
+                        compile_seconds=(train_seconds + eval_seconds) * share, trained_with=len(configs),
+                        model_state=jax.tree.map(lambda leaf, rows=rows: leaf[rows], model_state))
             for config, rows in zip(configs, (slice(i * n, (i + 1) * n) for i in range(len(configs))), strict=True)]
 
 

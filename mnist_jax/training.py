@@ -18,9 +18,9 @@ import optax
 from mnist_jax import data
 from mnist_jax.config import Config
 from mnist_jax.errors import ConfigError
-from mnist_jax.mlp import Params
-from mnist_jax.models import Model
-from mnist_jax.pipelines import EpochRun, Pipeline, evaluation_program, make_pipeline, to_device
+from mnist_jax.models import Model, ModelState, Params, Variables
+from mnist_jax.pipelines import (EpochRun, Pipeline, check_pipeline, evaluation_program, make_pipeline,
+                                 to_device)
 from mnist_jax.records import EpochMetrics, Result, best_epoch
 from mnist_jax.reporters import Reporter, Reporters, TensorBoardReporter
 from mnist_jax.runs import checkpoints
@@ -34,13 +34,16 @@ from mnist_jax.steps import Steps, TrainState, evaluation_steps, make_steps, pre
 __all__ = ["TrainState", "enable_compilation_cache", "score", "train"]
 
 
-def score(params: Params, config: Config, split: str = "test") -> tuple[float, float]:
-    """Accuracy and mean loss of `params` over a whole split, on one device."""
+def score(params: Params, config: Config, split: str = "test", *, model_state: ModelState = (),
+          model: Model | None = None) -> tuple[float, float]:
+    """Accuracy and mean loss of `params` (and the model's state, for a model with one) over a
+    whole split, on one device; `model` replaces `config.model`, as in `train`."""
     mesh = parallel.make_mesh(1, config.platform)
     with precision(config):
         share = data.load(config.data_dir)[split]
-        evaluate = jax.jit(evaluation_program(config, evaluation_steps(config), mesh))
-        totals = evaluate(parallel.replicate(params, mesh), {split: to_device(split, share, mesh)})
+        evaluate = jax.jit(evaluation_program(config, evaluation_steps(config, model), mesh))
+        totals = evaluate(parallel.replicate(Variables(params, model_state), mesh),
+                          {split: to_device(split, share, mesh)})
         metrics = split_metrics(split, *totals[split], share.total)
     return float(metrics[f"{split}_accuracy"]), float(metrics[f"{split}_loss"])
 
@@ -101,6 +104,7 @@ def train(config: Config = Config(), out_dir: str | None = None, *, model: Model
         if config.deterministic:
             make_deterministic()  # before anything below starts JAX's backends
         # What can be refused is refused before any data is read or anything written.
+        check_pipeline(config)
         mesh = parallel.make_mesh(config.devices, config.platform)
         for batch_size in (config.batch_size, config.eval_batch_size):
             parallel.rows_per_batch(batch_size, mesh)  # fails early if smaller than the device count
@@ -132,10 +136,11 @@ def train(config: Config = Config(), out_dir: str | None = None, *, model: Model
 
 class Saved(NamedTuple):
     """What a checkpoint holds beside the history: the training state and, with a validation
-    split, the best epoch's parameters (None without one, so its file holds the state alone)."""
+    split, the best epoch's parameters and model state (None without one, so its file holds the
+    state alone)."""
 
     state: TrainState
-    best_params: Params | None
+    best: Variables | None
 
 
 def _train(config: Config, steps: Steps, shares: dict[str, data.Share], mesh, run_dir: RunDir | None,
@@ -144,10 +149,10 @@ def _train(config: Config, steps: Steps, shares: dict[str, data.Share], mesh, ru
         sizes = {name: share.total for name, share in shares.items()}
         tracks_best = "validation" in shares
         initial = steps.init(config.seed)
-        saved_template = Saved(initial, initial.params if tracks_best else None)
+        saved_template = Saved(initial, initial.variables if tracks_best else None)
         checkpoint = checkpoints.latest(resume_from, saved_template, reporter.on_warning) if resume_from else None
         saved = checkpoint.restore(saved_template) if checkpoint else saved_template
-        state, best_params = parallel.replicate(saved.state, mesh), _host_copy(saved.best_params)
+        state, best = parallel.replicate(saved.state, mesh), _host_copy(saved.best)
         start_epoch, history = (checkpoint.epoch + 1, list(checkpoint.history)) if checkpoint else (1, [])
         pipeline = make_pipeline(config, steps, shares, state, mesh, start_epoch,
                                  checkpoint.batches_done if checkpoint else 0)
@@ -156,11 +161,11 @@ def _train(config: Config, steps: Steps, shares: dict[str, data.Share], mesh, ru
         reporter.on_history(history)
 
         def record(epoch: int, scores: dict, epoch_seconds: float | None) -> None:
-            nonlocal best_params
+            nonlocal best
             history.append(EpochMetrics(epoch=epoch, **scores, epoch_seconds=epoch_seconds,
                                         examples_per_second=epoch_seconds and sizes["train"] / epoch_seconds))
             if tracks_best and best_epoch(history) == epoch:
-                best_params = _host_copy(state.params)
+                best = _host_copy(state.variables)
             reporter.on_epoch(history[-1])
             if run_dir:
                 run_dir.write_metrics(history)
@@ -168,7 +173,7 @@ def _train(config: Config, steps: Steps, shares: dict[str, data.Share], mesh, ru
         if checkpoint and run_dir:
             run_dir.restart_from(checkpoint)
         if not checkpoint:
-            record(0, _evaluate(pipeline, state.params, sizes), None)
+            record(0, _evaluate(pipeline, state.variables, sizes), None)
         status, divergence = "completed", None
         with _StopOnSignal() as interrupt:
             for epoch in range(start_epoch, config.num_epochs + 1):
@@ -176,7 +181,7 @@ def _train(config: Config, steps: Steps, shares: dict[str, data.Share], mesh, ru
                 run = pipeline.train_epoch(state, epoch, functools.partial(reporter.on_batch, epoch),
                                            interrupt.requested)
                 state, seconds = run.state, time.perf_counter() - start
-                scores = _evaluate(pipeline, state.params, sizes) if run.completed else None
+                scores = _evaluate(pipeline, state.variables, sizes) if run.completed else None
                 divergence = _divergence(epoch, run, scores, history[-1].epoch,
                                          run_dir.last_saved if run_dir else None)
                 if divergence:
@@ -187,31 +192,33 @@ def _train(config: Config, steps: Steps, shares: dict[str, data.Share], mesh, ru
                     record(epoch, scores, seconds)
                 stopping = interrupt.requested()  # once per boundary: a collective across processes
                 if run_dir:
-                    run_dir.end_epoch(epoch, Saved(state, best_params), history,
+                    run_dir.end_epoch(epoch, Saved(state, best), history,
                                       batches_done=None if run.completed else run.batches_done, stopping=stopping)
                 if stopping and epoch < config.num_epochs:
                     status = "interrupted"
                     break
-    best = best_epoch(history)
     stopped_by = interrupt.agreed if status == "interrupted" else None
+    best_epoch_number = best_epoch(history)
+    kept = best if best_epoch_number is not None else None
     result = Result(config, state.params, history, status=status, divergence=divergence, stopped_by=stopped_by,
-                    best_epoch=best, best_params=best_params if best is not None else None, **env, **costs())
+                    best_epoch=best_epoch_number, best_params=kept.params if kept else None,
+                    model_state=state.model_state, best_model_state=kept.state if kept else None, **env, **costs())
     if run_dir:
         run_dir.write_result(result)
     reporter.on_end(result)
     return result
 
 
-def _host_copy(params: Params | None) -> Params | None:
-    """A host copy of (replicated) parameters, safe from the donation of the device buffers."""
+def _host_copy(variables: Variables | None) -> Variables | None:
+    """A host copy of (replicated) variables, safe from the donation of the device buffers."""
     return jax.tree.map(lambda leaf: np.array(leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf),
-                        params)
+                        variables)
 
 
-def _evaluate(pipeline: Pipeline, params: Params, sizes: dict[str, int]) -> dict[str, float]:
+def _evaluate(pipeline: Pipeline, variables: Variables, sizes: dict[str, int]) -> dict[str, float]:
     """Every split's metrics, and the seconds they took."""
     start, scores = time.perf_counter(), {}
-    for name, totals in pipeline.evaluate(params).items():
+    for name, totals in pipeline.evaluate(variables).items():
         scores.update(split_metrics(name, *totals, sizes[name]))
     return {name: float(value) for name, value in scores.items()} | {"eval_seconds": time.perf_counter() - start}
 

@@ -1,4 +1,4 @@
-"""The seed notebook's MLP as plain functions (`mnist_jax.mlp`), against independent NumPy computations."""
+"""The seed notebook's MLP as plain functions (`mnist_jax.models.mlp`), against independent NumPy computations."""
 
 
 import jax

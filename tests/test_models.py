@@ -6,9 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnist_jax import Config, conv, models, preset
-from mnist_jax.config import CNN_FORMS
-from mnist_jax.mlp import logits
+from mnist_jax import Config, models, preset
+from mnist_jax.models import conv
+from mnist_jax.models.conv import LAYER_FORMS
+from mnist_jax.models.layers import dropout
+from mnist_jax.models.mlp import logits
 from mnist_jax.steps import epoch_key, make_steps
 from tests.helpers import masked_batch
 
@@ -66,7 +68,7 @@ def float64_cnn(case: str, form: str, flat_rows: int = 0):
     return config, model, params, images
 
 
-@pytest.mark.parametrize("form", CNN_FORMS)
+@pytest.mark.parametrize("form", LAYER_FORMS)
 @pytest.mark.parametrize("case", CNNS)
 def test_the_cnn_matches_an_independent_numpy_computation(case, form):
     with jax.enable_x64(True):
@@ -80,7 +82,7 @@ def test_the_cnn_matches_an_independent_numpy_computation(case, form):
     assert all(layer["b"].shape == shapes[name][-1:] for name, layer in params.items())
 
 
-@pytest.mark.parametrize("form", [form for form in CNN_FORMS if form != "native"])
+@pytest.mark.parametrize("form", [form for form in LAYER_FORMS if form != "native"])
 @pytest.mark.parametrize("case", CNNS)
 def test_every_cnn_form_has_the_gradients_of_xlas_own_convolution(case, form):
     """The forms' gradients (what autodiff makes of each one's slices, windows and reductions) against
@@ -119,10 +121,10 @@ def test_the_cnn_preset_keeps_flaxs_network():
 
 def test_dropout_scales_the_kept_units_and_is_off_without_a_key():
     x = jnp.ones((1000, 100))
-    dropped = np.asarray(models.dropout(x, 0.3, jax.random.key(0)))
+    dropped = np.asarray(dropout(x, 0.3, jax.random.key(0)))
     assert set(np.unique(dropped)) == {0.0, np.float32(1 / 0.7)}
     assert abs((dropped == 0).mean() - 0.3) < 0.01
-    assert models.dropout(x, 0.3, None) is x
+    assert dropout(x, 0.3, None) is x
 
 
 def test_mlp_dropout_masks_differ_per_step_and_per_seed_and_are_off_at_evaluation():

@@ -111,7 +111,7 @@ def test_the_learning_rate_a_run_applies_is_its_schedules(data_dir, tiny_config,
     the parameters by the rate times the gradient, so each step's rate is -<update, g> / <g, g>,
     against Optax's linear schedule written out: 0.1, then 0.1 * 2/3, then 0.1 / 3."""
     from mnist_jax import data
-    from mnist_jax.mlp import loss
+    from mnist_jax.models.mlp import loss
     from mnist_jax.runs import checkpoints
     from mnist_jax.steps import make_steps, normalise
 

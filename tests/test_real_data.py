@@ -6,7 +6,7 @@ import pytest
 
 from mnist_jax import Config, loss, preset, train
 from mnist_jax.data import idx
-from mnist_jax.mlp import init_params
+from mnist_jax.models.mlp import init_params
 from mnist_jax.steps import normalise
 
 # The seed notebook's printed table (train %, test %) after 0-4 epochs, and epoch 5.

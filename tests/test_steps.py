@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from mnist_jax import Config, loss, predict
-from mnist_jax.mlp import logits
+from mnist_jax.models.mlp import logits
 from mnist_jax.optimizers import make_optimizer
 from mnist_jax.steps import Batch, init_state, make_steps, normalise
 from tests.helpers import assert_same_updates, masked_batch

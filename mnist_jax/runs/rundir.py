@@ -28,7 +28,8 @@ from mnist_jax.records import EpochMetrics, Result
 from mnist_jax.runs import checkpoints, lock
 from mnist_jax.runs.storage import write_atomic, write_json
 
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "params.npz", "params-best.npz", "curves.png")
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "params.npz", "params-best.npz", "model-state.npz",
+             "model-state-best.npz", "curves.png")
 TENSORBOARD = "tensorboard"  # the folder of event files, with --tensorboard
 
 
@@ -60,7 +61,8 @@ def params_from_arrays(arrays, template=None):
 
 class RunDir:
     """A run folder: config.json, metrics.jsonl, checkpoints/, params.npz, params-best.npz (with a
-    validation split), curves.png, summary.json.
+    validation split), model-state.npz and model-state-best.npz (for a model with state), curves.png,
+    summary.json.
 
     `RunDir(path)` only reads; `RunDir.open(...)` holds the folder to write it.
     """
@@ -182,14 +184,17 @@ class RunDir:
 
     def write_result(self, result: Result) -> None:
         """Writes params.npz (unless diverged), params-best.npz (the best epoch's, with a
-        validation split), curves.png and, last, summary.json."""
+        validation split), the model's state beside each (model-state.npz, model-state-best.npz)
+        if it has one, curves.png and, last, summary.json."""
         from mnist_jax.runs.curves import plot_curves  # matplotlib only for a saved run (see `open`)
 
-        saved = {"params.npz": result.params if result.status != "diverged" else None,
-                 "params-best.npz": result.best_params}
+        final = result.status != "diverged"
+        saved = {"params.npz": result.params if final else None, "params-best.npz": result.best_params,
+                 "model-state.npz": result.model_state if final else None,
+                 "model-state-best.npz": result.best_model_state}
         with self._writing("the summary"):
             for name, params in saved.items():
-                if params is not None:
+                if params is not None and jax.tree.leaves(params):
                     buffer = io.BytesIO()
                     np.savez(buffer, **params_to_arrays(params))
                     write_atomic(os.path.join(self.path, name), buffer.getvalue())
@@ -211,3 +216,11 @@ class RunDir:
         `template` (default: the MLP's list)."""
         with np.load(os.path.join(self.path, "params-best.npz" if best else "params.npz")) as arrays:
             return self.config(), params_from_arrays(dict(arrays), template)
+
+    def load_model_state(self, template, best: bool = False) -> Any:
+        """The model's saved state (with `best`, the best epoch's), shaped like `template`; the
+        empty state for a model without one."""
+        if not jax.tree.leaves(template):
+            return template
+        with np.load(os.path.join(self.path, "model-state-best.npz" if best else "model-state.npz")) as arrays:
+            return params_from_arrays(dict(arrays), template)

@@ -26,11 +26,14 @@ def estimate_bytes(config: Config, num_devices: int = 1, num_models: int = 1,
     steps = make_steps(config) if steps is None else steps
     itemsize = 8 if config.dtype == "float64" else 4
     num_params = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(steps.params_shape))
+    num_state = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(steps.state_shape))
     per_example = steps.activations_per_example
     rows, eval_rows = (math.ceil(n / num_devices) for n in (config.batch_size, config.eval_batch_size))
     return {
         # parameters, gradients, the update and two optimizer moments, per model
         "training state": 5 * num_params * itemsize * num_models,
+        # the model's state (BatchNorm's statistics, say), as read and as updated, per model
+        "model state": 2 * num_state * itemsize * num_models,
         # the forward pass's values, their gradients and a spare, per model
         "activations": 3 * rows * per_example * itemsize * num_models,
         # the forward pass's values (no gradients), per model

@@ -6,7 +6,7 @@ A convolution of HWIO kernel `w` can reach XLA three ways, the same sums each ti
 matmul of all of them); `shifted`, one matmul per kernel position, summed. A fourth form,
 `space_to_depth`, computes the convolution and its pooling together: one `im2col` convolution of
 the image's 2x2 blocks, each output pixel a whole pooling window. A fifth, `winograd`, computes
-each 3x3 convolution of more than one input channel by Winograd's F(2x2, 3x3) (`mnist_jax.winograd`),
+each 3x3 convolution of more than one input channel by Winograd's F(2x2, 3x3) (`mnist_jax.models.winograd`),
 its 2x2 output tiles the pooling windows, and the rest as `im2col` (its weight gradient written
 out). Which is fastest inside an epoch's scan depends on XLA's backend and on the network
 (jax-ml/jax#12868 reports convolutions in loops far slower than matmuls on the CPU);
@@ -20,7 +20,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from mnist_jax import winograd
+from mnist_jax.models import winograd
 
 SPACE_TO_DEPTH, WINOGRAD = "space_to_depth", "winograd"
 
@@ -69,8 +69,10 @@ def _shifted(x: jax.Array, w: jax.Array) -> jax.Array:
     return sum(window @ w[i // kw, i % kw] for i, window in enumerate(_windows(x, kh, kw)))
 
 
-FORMS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {"native": _native, "im2col": _im2col,
-                                                                  "shifted": _shifted}
+FORMS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
+    "im2col": _im2col, "shifted": _shifted, "native": _native}
+# The forms a CNN layer can take (`Config.cnn_form`): a convolution's, then the two that fold in its pooling.
+LAYER_FORMS = (*FORMS, SPACE_TO_DEPTH, WINOGRAD)
 
 
 def _pad_same(x: jax.Array, kh: int, kw: int) -> jax.Array:

@@ -1,4 +1,4 @@
-"""The seed notebook's MLP as plain functions over a list of (W, b) layers."""
+"""The seed notebook's MLP: plain functions over a list of (W, b) layers, and the `mlp` model."""
 
 from __future__ import annotations
 
@@ -7,9 +7,13 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import logsumexp
 
-Params = list[tuple[jax.Array, jax.Array]]
+from mnist_jax.config import Config, is_on
+from mnist_jax.losses import log_softmax, summed_nll
+from mnist_jax.models.interface import Model
+from mnist_jax.models.layers import dropout
+
+Layers = list[tuple[jax.Array, jax.Array]]  # the MLP's parameters: (W, b) for each layer
 # Weight initializers scaled to a layer's fan: Glorot's for the era's tanh and sigmoid nets, He's for ReLU.
 FAN_SCALED = {"glorot": jax.nn.initializers.glorot_uniform, "he": jax.nn.initializers.he_normal}
 
@@ -21,7 +25,7 @@ def init_params(
     *,
     method: str = "jax",
     dtype: jnp.dtype = jnp.float32,
-) -> Params:
+) -> Layers:
     """Weights and biases drawn as `sigma * N(0, 1)`, or scaled to each layer's fan.
 
     `method="numpy"` draws from `numpy.random.RandomState(seed)` in the seed
@@ -55,7 +59,7 @@ def numpy_draws(seed: int, layer_sizes: Sequence[int], sigma: float) -> list[tup
             for m, n in zip(layer_sizes[:-1], layer_sizes[1:], strict=True)]
 
 
-def logits(params: Params, inputs: jax.Array, activation: str = "tanh",
+def logits(params: Layers, inputs: jax.Array, activation: str = "tanh",
            drop: Callable[[int, jax.Array], jax.Array] | None = None) -> jax.Array:
     """Unnormalised scores (N, 10) of flattened inputs (N, 784): hidden layers with `jax.nn.<activation>`.
 
@@ -73,28 +77,53 @@ def logits(params: Params, inputs: jax.Array, activation: str = "tanh",
     return inputs @ W_out + b_out
 
 
-def log_softmax(scores: jax.Array) -> jax.Array:
-    """Log-probabilities from scores, as the seed computed them."""
-    return scores - logsumexp(scores, axis=1, keepdims=True)
-
-
-def predict(params: Params, inputs: jax.Array, activation: str = "tanh") -> jax.Array:
+def predict(params: Layers, inputs: jax.Array, activation: str = "tanh") -> jax.Array:
     """Log-probabilities (N, 10): hidden layers with `jax.nn.<activation>`, log-softmax output."""
     return log_softmax(logits(params, inputs, activation))
 
 
-def summed_nll(log_probs: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """Summed negative log-likelihood of integer `labels`; rows with mask False count nothing."""
-    picked = jnp.take_along_axis(log_probs, labels[:, None], axis=1)[:, 0]
-    return -jnp.sum(picked if mask is None else jnp.where(mask, picked, 0))
-
-
-def loss(params: Params, inputs: jax.Array, labels: jax.Array, mask: jax.Array | None = None,
+def loss(params: Layers, inputs: jax.Array, labels: jax.Array, mask: jax.Array | None = None,
          activation: str = "tanh") -> jax.Array:
     """The seed's objective: summed negative log-likelihood over the (unmasked) batch."""
     return summed_nll(predict(params, inputs, activation), labels, mask)
 
 
-def accuracy(params: Params, inputs: jax.Array, labels: jax.Array, activation: str = "tanh") -> jax.Array:
+def accuracy(params: Layers, inputs: jax.Array, labels: jax.Array, activation: str = "tanh") -> jax.Array:
     """Fraction of `inputs` whose most likely class is the label."""
     return jnp.mean(jnp.argmax(predict(params, inputs, activation), axis=1) == labels)
+
+
+def mlp(config: Config) -> Model:
+    """The seed notebook's MLP: `config.layer_sizes`, `sigma`, `activation` and `init`; in
+    training, `input_dropout` on the pixels and `dropout` on each hidden layer's output.
+
+    With `init="numpy"` the weights come from `RandomState(s)`, `s` the seed the harness made
+    the key from (`jax.random.key(seed)`), in the notebook's order.
+    """
+    dtype = jnp.dtype(config.dtype)
+
+    def init(key: jax.Array) -> Layers:
+        if config.init != "numpy":
+            return init_params(key, config.layer_sizes, config.sigma, method=config.init,
+                               dtype=dtype)
+        # NumPy draws on the host, so that shapes can still be traced (jax.eval_shape, vmap).
+        def draw(seed):
+            draws = numpy_draws(int(seed), config.layer_sizes, config.sigma)
+            return [(W.astype(dtype), b.astype(dtype)) for W, b in draws]
+
+        sizes = config.layer_sizes
+        shapes = [(jax.ShapeDtypeStruct((m, n), dtype), jax.ShapeDtypeStruct((n,), dtype))
+                  for m, n in zip(sizes[:-1], sizes[1:], strict=True)]
+        return jax.pure_callback(draw, shapes, jax.random.key_data(key)[-1],
+                                 vmap_method="sequential")
+
+    def apply(params: Layers, images: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        def drop(site: int, x: jax.Array) -> jax.Array:
+            rate = config.input_dropout if site == 0 else config.dropout
+            return dropout(x, rate, jax.random.fold_in(key, site))
+
+        training = key is not None and (is_on(config.dropout) or is_on(config.input_dropout))
+        return logits(params, images.reshape(images.shape[0], -1), config.activation,
+                      drop if training else None)
+
+    return Model(init, apply)
