@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from mnist_jax.errors import ConfigError
 
@@ -205,7 +206,9 @@ class Config:
         return cls(**values)
 
 
-# The numeric settings a grid varies inside one compiled program, as traced values (see `sweep.grid`).
+# The numeric settings a grid varies inside one compiled program, as traced values (see `sweep.grid`),
+# passed as `Hyperparameters`: {setting: array} beside the config, which keeps its own values.
+Hyperparameters = Mapping[str, Any]
 TRACEABLE = ("learning_rate", "b1", "b2", "eps", "momentum", "weight_decay", "clip_norm", "dropout",
              "input_dropout", "label_smoothing", "l2")
 
@@ -234,13 +237,23 @@ def is_on(value) -> bool:
     return value != 0 if isinstance(value, (int, float)) else True
 
 
-def with_traced(config: Config, values: dict) -> Config:
-    """`config` with `values` (traced arrays, inside a grid's compiled program) set as they are,
-    without validation: each cell was validated as a plain config first."""
-    traced = copy.copy(config)
-    for name, value in values.items():
-        object.__setattr__(traced, name, value)
-    return traced
+def numbers(config: Config, hyperparameters: Hyperparameters | None = None) -> dict[str, Any]:
+    """The traceable settings' values: the config's, or where `hyperparameters` (a grid cell's
+    traced values, one pytree of arrays) gives one, that."""
+    given = hyperparameters or {}
+    return {name: given.get(name, getattr(config, name)) for name in TRACEABLE}
+
+
+def optimizer_by_name(config: Config) -> bool:
+    """Whether the optimizer is Optax's, built by name from the settings (not a factory's or an
+    object's, which read their own numbers)."""
+    return not _is_import_path(config.optimizer)
+
+
+def steps_per_epoch(config: Config, train_size: int) -> int:
+    """An epoch's optimizer steps over `train_size` examples: batches of `batch_size`, the last
+    one partial."""
+    return -(-train_size // config.batch_size)
 
 
 def extension_blocker(config: Config) -> str | None:
@@ -248,7 +261,7 @@ def extension_blocker(config: Config) -> str | None:
     themselves over the run's length would have trained its epochs differently."""
     if config.schedule != "constant":
         return f"its {config.schedule} learning-rate schedule is shaped over its {config.num_epochs} epochs"
-    if ":" in config.optimizer or config.optimizer.startswith(OBJECT_PREFIX):
+    if not optimizer_by_name(config):
         return "its optimizer comes from a factory or object, which may shape itself over num_epochs"
     return None
 
@@ -283,31 +296,24 @@ def _is_optax_optimizer(name: str) -> bool:
     return bool(parameters) and parameters[0] == "learning_rate"
 
 
+# How each was chosen, on the validation split, is on the Recipes and presets page.
 PRESETS: dict[str, Config] = {
     "default": Config(),
-    # The seed notebook exactly: float64, RandomState(42) weights, file order.
     "seed": Config(dtype="float64", init="numpy", shuffle=False),
-    # Flax's MNIST example: its CNN, SGD with momentum 0.9, learning rate 0.1, batch 128, mean loss;
-    # the rate decayed to zero by a cosine, chosen over Flax's constant one on the validation split.
-    # Evaluated 1,000 images at a time: its forward pass computes about 1.3 MB of values per image. Its second
-    # convolution by Winograd's F(2x2, 3x3): the same network in less time on a CPU (docs: Performance).
+    # Evaluated 1,000 images at a time: its forward pass computes about 1.3 MB of values an image.
+    # The winograd form: the same network in less time on a CPU (the Performance page).
     "cnn": Config(model="cnn", optimizer="sgd", learning_rate=0.1, momentum=0.9, batch_size=128,
-                  loss_reduction="mean", num_epochs=10, eval_batch_size=1000, schedule="cosine", cnn_form="winograd"),
-    # The fastest honest route to 99% test on a CPU: tuomaso/train_mnist_fast's GPU recipe (conv 24 5x5, max pool,
-    # conv 32 3x3, max pool, dense 256; Adam at 0.01 with betas 0.7 and 0.9, one cycle, batch 256, one epoch) with
-    # 16 channels in the first convolution and batch 128, chosen on the validation split, and the space_to_depth form
-    # (the same network in less time on a CPU; benchmarks/recipes.sh speedrun; docs: Recipes and presets).
-    "speedrun": Config(model="cnn", cnn_channels=(16, 32), cnn_kernels=(5, 3), cnn_padding="valid", cnn_pooling="max",
-                       cnn_dense=256, learning_rate=0.01, b1=0.7, b2=0.9, schedule="onecycle", warmup_epochs=0.3,
-                       batch_size=128, num_epochs=1, loss_reduction="mean", eval_batch_size=2000,
-                       cnn_form="space_to_depth"),
-    # The least time to 97% test, chosen on the validation split (benchmarks/recipes.sh; docs: Recipes and presets).
+                  loss_reduction="mean", num_epochs=10, eval_batch_size=1000, schedule="cosine",
+                  cnn_form="winograd"),
+    "speedrun": Config(model="cnn", cnn_channels=(16, 32), cnn_kernels=(5, 3), cnn_padding="valid",
+                       cnn_pooling="max", cnn_dense=256, learning_rate=0.01, b1=0.7, b2=0.9,
+                       schedule="onecycle", warmup_epochs=0.3, batch_size=128, num_epochs=1,
+                       loss_reduction="mean", eval_batch_size=2000, cnn_form="space_to_depth"),
     "fast": Config(layer_sizes=(784, 128, 10), activation="relu", learning_rate=0.01, schedule="linear",
                    batch_size=64, num_epochs=2, loss_reduction="mean"),
-    # The best MLP without augmentation we could afford to tune, chosen on the validation split (the same).
     "strong": Config(layer_sizes=(784, 800, 800, 10), sigma=0.05, activation="relu", batch_size=128,
-                     loss_reduction="mean", num_epochs=20, schedule="warmup_cosine", warmup_epochs=1, dropout=0.2,
-                     weight_decay=0.05, label_smoothing=0.1),
+                     loss_reduction="mean", num_epochs=20, schedule="warmup_cosine", warmup_epochs=1,
+                     dropout=0.2, weight_decay=0.05, label_smoothing=0.1),
 }
 
 

@@ -10,27 +10,38 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mnist_jax.config import MNIST_TRAIN_SIZE, OBJECT_PREFIX, Config, is_on, with_traced
+from mnist_jax.config import (
+    MNIST_TRAIN_SIZE,
+    OBJECT_PREFIX,
+    Config,
+    Hyperparameters,
+    is_on,
+    numbers,
+    optimizer_by_name,
+    steps_per_epoch,
+)
 from mnist_jax.errors import ConfigError
 from mnist_jax.factories import call_factory
 
 
-def learning_rate_schedule(config: Config, train_size: int | None = None) -> optax.ScalarOrSchedule:
-    """`config.learning_rate` shaped by `config.schedule` over the run's steps: `num_epochs` of
-    `train_size` examples (default: MNIST's training split less the validation rows)."""
+def learning_rate_schedule(config: Config, train_size: int | None = None,
+                           peak: float | jax.Array | None = None) -> optax.ScalarOrSchedule:
+    """The learning rate (`peak`, default `config.learning_rate`) shaped by `config.schedule` over
+    the run's steps: `num_epochs` of `train_size` examples (default: MNIST's training split less
+    the validation rows)."""
+    peak = config.learning_rate if peak is None else peak
     if config.schedule == "constant":
-        return config.learning_rate
-    if not isinstance(config.learning_rate, (int, float)):
+        return peak
+    if not isinstance(peak, (int, float)):
         # A traced rate (a grid's): optax's schedules branch on their peak, so shape 1.0 and scale.
-        unit = learning_rate_schedule(with_traced(config, {"learning_rate": 1.0}), train_size)
-        return lambda step: config.learning_rate * unit(step)
-    steps_per_epoch = -(-(train_size or MNIST_TRAIN_SIZE - config.validation_size) // config.batch_size)
-    total = config.num_epochs * steps_per_epoch
+        unit = learning_rate_schedule(config, train_size, peak=1.0)
+        return lambda step: peak * unit(step)
+    epoch = steps_per_epoch(config, train_size or MNIST_TRAIN_SIZE - config.validation_size)
+    total = config.num_epochs * epoch
     # At least a step of warmup and one after it, however few steps an epoch has.
-    warmup = round(config.warmup_epochs * steps_per_epoch)
+    warmup = round(config.warmup_epochs * epoch)
     warmup = min(max(warmup, 1), max(total - 1, 1)) if config.warmup_epochs else 0
     total = max(total, warmup + 1)
-    peak = config.learning_rate
     return {"cosine": lambda: optax.cosine_decay_schedule(peak, total),
             "warmup_cosine": lambda: optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total),
             "linear": lambda: optax.linear_schedule(peak, 0.0, total),
@@ -43,16 +54,18 @@ def decays(params) -> Any:
     return jax.tree.map(lambda leaf: jnp.ndim(leaf) >= 2, params)
 
 
-def make_optimizer(config: Config, train_size: int | None = None) -> optax.GradientTransformation:
+def make_optimizer(config: Config, train_size: int | None = None,
+                   hyperparameters: Hyperparameters | None = None) -> optax.GradientTransformation:
     """`optax.<config.optimizer>` (Adam by default) with the config's learning rate (shaped by its
     schedule), and its `b1`, `b2`, `eps`, `momentum` and `nesterov` where the optimizer takes them;
     or, for an import path, `factory(config)`. Then the recipe's parts, in Optax's order:
     `clip_by_global_norm` first; decoupled weight decay added to the optimizer's direction before
-    the learning-rate scaling, as `optax.adamw` does, sparing biases."""
+    the learning-rate scaling, as `optax.adamw` does, sparing biases. A grid cell's traced
+    `hyperparameters` replace the config's numbers."""
     if config.optimizer.startswith(OBJECT_PREFIX):
         raise ConfigError(f"optimizer {config.optimizer!r} was a Python object: pass the same object again "
                           "(train(config, optimizer=...)); the command line cannot rebuild it")
-    if ":" in config.optimizer:
+    if not optimizer_by_name(config):
         optimizer = call_factory(config.optimizer, config, "optimizer")
         if not isinstance(optimizer, optax.GradientTransformation):
             raise ConfigError(f"optimizer {config.optimizer!r}: the factory returned {type(optimizer).__name__}, "
@@ -60,16 +73,17 @@ def make_optimizer(config: Config, train_size: int | None = None) -> optax.Gradi
         return optimizer
     build = getattr(optax, config.optimizer)
     accepted = inspect.signature(build).parameters
-    extras = {name: getattr(config, name) for name in ("b1", "b2", "eps", "momentum", "nesterov")
-              if name in accepted and getattr(config, name) is not None}
-    learning_rate = learning_rate_schedule(config, train_size)
-    if is_on(config.weight_decay):
+    values = numbers(config, hyperparameters) | {"nesterov": config.nesterov}
+    extras = {name: values[name] for name in ("b1", "b2", "eps", "momentum", "nesterov")
+              if name in accepted and values[name] is not None}
+    learning_rate = learning_rate_schedule(config, train_size, values["learning_rate"])
+    if is_on(values["weight_decay"]):
         # Optax's optimizers end by scaling with -learning_rate: built with 1.0 they give the
         # negated direction, to which the (negated) decay is added before the real scaling.
-        optimizer = optax.chain(build(1.0, **extras), optax.add_decayed_weights(-config.weight_decay, decays),
+        optimizer = optax.chain(build(1.0, **extras), optax.add_decayed_weights(-values["weight_decay"], decays),
                                 optax.scale_by_learning_rate(learning_rate, flip_sign=False))
     else:
         optimizer = build(learning_rate, **extras)
-    if not is_on(config.clip_norm):
+    if not is_on(values["clip_norm"]):
         return optimizer
-    return optax.chain(optax.clip_by_global_norm(config.clip_norm), optimizer)
+    return optax.chain(optax.clip_by_global_norm(values["clip_norm"]), optimizer)

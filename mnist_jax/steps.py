@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mnist_jax.config import OBJECT_PREFIX, Config, is_on
+from mnist_jax.config import OBJECT_PREFIX, Config, Hyperparameters, is_on, numbers
 from mnist_jax.errors import ConfigError
 from mnist_jax.factories import describe, guarded
 from mnist_jax.losses import log_softmax, smoothed_nll, summed_nll
@@ -138,16 +138,23 @@ def eval_step(variables: Variables, batch: Batch, *, apply: Apply,
     return correct, summed_nll(log_probs, batch.labels, batch.mask)
 
 
-def make_steps(config: Config, model: Model | None = None,
-               optimizer: optax.GradientTransformation | None = None, train_size: int | None = None) -> Steps:
-    """The model (`config.model`, or the `model` object) and the optimizer (`config.optimizer`, or
-    the `optimizer` object; its schedule over epochs of `train_size`) bound into the steps. Checks
-    the model first, without allocating anything: `init` must give a pytree of arrays and
-    `apply` logits of shape (N, 10); any fault is a one-line ConfigError naming the model. The
-    steps carry `config.matmul_precision`; jit them under `precision(config)` (for float64)."""
+class CheckedModel(NamedTuple):
+    """A model traced once and found sound: its functions in the form the steps call (each fault
+    a one-line ConfigError naming the model), its shapes and the size of its forward pass."""
+
+    init: Callable[[jax.Array], tuple[Params, ModelState]]
+    apply: Apply
+    params_shape: Any  # the parameters' shapes and dtypes (jax.ShapeDtypeStruct leaves)
+    state_shape: Any  # the model state's (`()` for a model without one)
+    activations_per_example: int  # values the model's forward pass computes for one image
+
+
+def check_model(config: Config, model: Model | None = None,
+                hyperparameters: Hyperparameters | None = None) -> CheckedModel:
+    """The model (`config.model`, or the `model` object), checked without allocating anything:
+    `init` must give pytrees of arrays and `apply` logits of shape (N, 10)."""
     name = f"model {describe(model)}" if model is not None else f"model {config.model!r}"
-    model = model if model is not None else make_model(config)
-    optimizer = optimizer if optimizer is not None else make_optimizer(config, train_size)
+    model = model if model is not None else make_model(config, hyperparameters)
     dtype = jnp.dtype(config.dtype)
     init, apply = stateful_form(model)
     init, apply = guarded(init, f"{name}: init"), guarded(apply, f"{name}: apply")
@@ -162,11 +169,28 @@ def make_steps(config: Config, model: Model | None = None,
         shapes = ", ".join(str(a.shape) for a in jax.tree.leaves(logits))
         raise ConfigError(f"{name}: apply returned {shapes} for 2 images, not logits of shape (2, 10)")
     activations = sum(math.prod(v.aval.shape) for eqn in graph.eqns for v in eqn.outvars) // 2
+    return CheckedModel(init, apply, params_shape, state_shape, activations)
+
+
+def make_steps(config: Config, model: Model | CheckedModel | None = None,
+               optimizer: optax.GradientTransformation | None = None, train_size: int | None = None,
+               hyperparameters: Hyperparameters | None = None) -> Steps:
+    """The model (`config.model`, or the `model` object) and the optimizer (`config.optimizer`, or
+    the `optimizer` object; its schedule over epochs of `train_size`) bound into the steps. The
+    model is checked first (`check_model`; a model checked already is not traced again). A grid
+    cell's traced `hyperparameters` (`config.TRACEABLE`) replace the config's numbers. The
+    steps carry `config.matmul_precision`; jit them under `precision(config)` (for float64)."""
+    checked = (model if isinstance(model, CheckedModel)
+               else check_model(config, model, hyperparameters))
+    optimizer = (optimizer if optimizer is not None
+                 else make_optimizer(config, train_size, hyperparameters))
+    values = numbers(config, hyperparameters)
+    dtype = jnp.dtype(config.dtype)
 
     @jax.jit
     def init_program(seed: jax.Array) -> TrainState:
         params, model_state = jax.tree.map(lambda a: a.astype(_run_dtype(a.dtype, dtype)),
-                                           init(jax.random.key(seed)))
+                                           checked.init(jax.random.key(seed)))
         return TrainState(params, optimizer.init(params), model_state)
 
     def init_state(seed: int | jax.Array) -> TrainState:
@@ -174,13 +198,13 @@ def make_steps(config: Config, model: Model | None = None,
         with precision(config):
             return init_program(seed if isinstance(seed, jax.Array) else np.uint32(seed))
 
-    step = functools.partial(train_step, apply=apply, optimizer=optimizer, dtype=dtype,
+    step = functools.partial(train_step, apply=checked.apply, optimizer=optimizer, dtype=dtype,
                              mean=config.loss_reduction == "mean",
-                             label_smoothing=config.label_smoothing, l2=config.l2)
+                             label_smoothing=values["label_smoothing"], l2=values["l2"])
+    evaluate = functools.partial(eval_step, apply=checked.apply, dtype=dtype)
     return Steps(init=init_state, train_step=_in_precision(config, step),
-                 eval_step=_in_precision(config, functools.partial(eval_step, apply=apply, dtype=dtype)),
-                 params_shape=params_shape, state_shape=state_shape,
-                 activations_per_example=activations)
+                 eval_step=_in_precision(config, evaluate), params_shape=checked.params_shape,
+                 state_shape=checked.state_shape, activations_per_example=checked.activations_per_example)
 
 
 def evaluation_steps(config: Config, model: Model | None = None) -> Steps:

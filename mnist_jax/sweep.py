@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from mnist_jax import data
-from mnist_jax.config import TRACEABLE, Config, is_on, with_traced
+from mnist_jax.config import TRACEABLE, Config, is_on, optimizer_by_name
 from mnist_jax.errors import ConfigError
 from mnist_jax.models import BUILT_IN, Model, ModelState, Params
 from mnist_jax.pipelines import compile_timed, epoch_program, evaluation_program, shard_splits
@@ -83,7 +83,7 @@ def traced_settings(config: Config, model: Model | None = None,
     reads its own) and the dropout rates (of a built-in model). Cells that differ only in these,
     and in seeds, train as one program; any other difference compiles apart."""
     names = {"label_smoothing", "l2"}
-    if optimizer is None and ":" not in config.optimizer:
+    if optimizer is None and optimizer_by_name(config):
         names |= {"learning_rate", "b1", "b2", "eps", "momentum", "weight_decay", "clip_norm"}
     if model is None and config.model in BUILT_IN:
         names |= {"dropout", "input_dropout"}
@@ -116,8 +116,8 @@ def _train_together(configs: Sequence[Config], seeds: Sequence[int], shares: dic
         seed_array = np.asarray([seed for _ in configs for seed in seeds], np.uint32)
 
         def train_epoch(state, split, epoch, seed, cell_values):
-            cell = with_traced(base, cell_values)
-            return epoch_program(cell, make_steps(cell, model, optimizer, train_size), mesh)(state, split, epoch, seed)
+            cell_steps = make_steps(base, model, optimizer, train_size, hyperparameters=cell_values)
+            return epoch_program(base, cell_steps, mesh)(state, split, epoch, seed)
 
         splits = shard_splits(base, shares, mesh)
         state = jax.jit(jax.vmap(steps.init))(seed_array)

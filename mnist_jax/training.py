@@ -16,11 +16,11 @@ import numpy as np
 import optax
 
 from mnist_jax import data
-from mnist_jax.config import Config
+from mnist_jax.config import Config, steps_per_epoch
 from mnist_jax.errors import ConfigError
 from mnist_jax.models import Model, ModelState, Params, Variables
-from mnist_jax.pipelines import (EpochRun, Pipeline, check_pipeline, evaluation_program, make_pipeline,
-                                 to_device)
+from mnist_jax.optimizers import make_optimizer
+from mnist_jax.pipelines import EpochRun, Pipeline, check_pipeline, evaluation_program, make_pipeline, to_device
 from mnist_jax.records import EpochMetrics, Result, best_epoch
 from mnist_jax.reporters import Reporter, Reporters, TensorBoardReporter
 from mnist_jax.runs import checkpoints
@@ -29,7 +29,16 @@ from mnist_jax.runtime import memory, parallel
 from mnist_jax.runtime.compilation import Compilations, enable_compilation_cache
 from mnist_jax.runtime.determinism import make_deterministic
 from mnist_jax.runtime.environment import environment
-from mnist_jax.steps import Steps, TrainState, evaluation_steps, make_steps, precision, recorded, split_metrics
+from mnist_jax.steps import (
+    Steps,
+    TrainState,
+    check_model,
+    evaluation_steps,
+    make_steps,
+    precision,
+    recorded,
+    split_metrics,
+)
 
 __all__ = ["TrainState", "enable_compilation_cache", "score", "train"]
 
@@ -114,11 +123,14 @@ def train(config: Config = Config(), out_dir: str | None = None, *, model: Model
             raise ConfigError("TensorBoard's event files go in the run folder: give it (--out)")
         if resume and jax.process_index() == 0:
             RunDir(out_dir).check_resume(config)
-        memory.check_fits(config, mesh, steps=make_steps(config, model, optimizer))  # the model is checked too
+        checked = check_model(config, model)
+        if optimizer is None:
+            make_optimizer(config)  # a factory's faults too, before any data is read
+        memory.check_fits(config, mesh, steps=checked)
         start = time.perf_counter()
         shares = data.load(config.data_dir, config.validation_size)
         data_seconds = time.perf_counter() - start
-        steps = make_steps(config, model, optimizer, train_size=shares["train"].total)
+        steps = make_steps(config, checked, optimizer, train_size=shares["train"].total)
         reporter = reporter or Reporter()
         # In a run of several processes, process 0 alone writes (and locks) the run folder.
         run_dir = None
@@ -157,7 +169,7 @@ def _train(config: Config, steps: Steps, shares: dict[str, data.Share], mesh, ru
         pipeline = make_pipeline(config, steps, shares, state, mesh, start_epoch,
                                  checkpoint.batches_done if checkpoint else 0)
         env = environment(mesh)
-        reporter.on_start(config, env, steps_per_epoch=-(-sizes["train"] // config.batch_size))
+        reporter.on_start(config, env, steps_per_epoch=steps_per_epoch(config, sizes["train"]))
         reporter.on_history(history)
 
         def record(epoch: int, scores: dict, epoch_seconds: float | None) -> None:

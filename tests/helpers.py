@@ -57,9 +57,9 @@ def worker(name: str) -> list[str]:
     return [sys.executable, "-m", f"tests.workers.{name}"]
 
 
-def params_of(run_dir) -> dict[str, np.ndarray]:
-    """A run folder's params.npz, by name."""
-    with np.load(os.path.join(run_dir, "params.npz")) as f:
+def params_of(run_dir, file: str = "params.npz") -> dict[str, np.ndarray]:
+    """A run folder's params.npz (or another of its .npz files), by name."""
+    with np.load(os.path.join(run_dir, file)) as f:
         return {name: f[name] for name in f.files}
 
 

@@ -127,10 +127,15 @@ def loaded_after_import(modules: list[str]) -> set[str]:
     return set(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-def test_light_modules_load_no_tensorflow():
+def test_light_modules_load_no_tensorflow_flax_or_equinox():
     loaded = loaded_after_import(LIGHT)
     assert "mnist_jax" in loaded and "jax" in loaded
-    assert not {"tensorflow", "tensorflow_datasets"} & loaded
+    assert not {"tensorflow", "tensorflow_datasets", "flax", "equinox"} & loaded
+
+
+def test_the_import_check_sees_flax_and_equinox():
+    # The check above can tell: a user's module of each framework brings it in.
+    assert {"flax", "equinox"} <= loaded_after_import(["tests.framework_models"])
 
 
 @pytest.mark.parametrize("module", HEAVY)
@@ -151,11 +156,11 @@ def test_both_data_paths_have_the_protocol_methods():
 def test_the_data_paths_call_the_steps_they_are_given(data_dir, tiny_config, pipeline):
     config = tiny_config.replace(pipeline=pipeline)
     steps = make_steps(config)
-    doubled = steps._replace(eval_step=lambda params, batch: tuple(2 * x for x in steps.eval_step(params, batch)))
+    doubled = steps._replace(eval_step=lambda variables, batch: tuple(2 * x for x in steps.eval_step(variables, batch)))
     shares = data.load(data_dir)
     mesh = parallel.make_mesh(1)
     state = parallel.replicate(steps.init(config.seed), mesh)
-    plain, twice = (make_pipeline(config, s, shares, state, mesh).evaluate(state.params)["test"]
+    plain, twice = (make_pipeline(config, s, shares, state, mesh).evaluate(state.variables)["test"]
                     for s in (steps, doubled))
     assert int(twice[0]) == 2 * int(plain[0])
     np.testing.assert_allclose(float(twice[1]), 2 * float(plain[1]), rtol=1e-6)

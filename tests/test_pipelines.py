@@ -87,9 +87,9 @@ def test_donated_state_is_consumed_and_evaluation_still_works(data_dir, tiny_con
     state, pipeline = build(config, splits)
     first = pipeline.train_epoch(state, 1, lambda done: None).state
     assert all(leaf.is_deleted() for leaf in jax.tree.leaves(state))  # buffers were donated
-    correct_1, _ = pipeline.evaluate(first.params)["train"]
+    correct_1, _ = pipeline.evaluate(first.variables)["train"]
     second = pipeline.train_epoch(first, 2, lambda done: None).state
-    correct_2, _ = pipeline.evaluate(second.params)["train"]
+    correct_2, _ = pipeline.evaluate(second.variables)["train"]
     assert 0 <= int(correct_1) <= NUM_TRAIN and int(correct_2) >= int(correct_1)
 
 
@@ -131,7 +131,7 @@ def test_evaluate_over_padded_batches_counts_every_example_once(tiny_config, dat
     evaluate = jax.jit(functools.partial(evaluate_over, make_steps(config).eval_step))
     correct, total_loss = 0, 0.0
     for chunk in streams.prefetch_to_device(stream):
-        chunk_correct, chunk_loss = evaluate(state.params, chunk)
+        chunk_correct, chunk_loss = evaluate(state.variables, chunk)
         correct, total_loss = correct + chunk_correct, total_loss + chunk_loss
     inputs = normalise(images, jnp.float32)
     assert int(correct) == round(NUM_TRAIN * float(accuracy(state.params, inputs, labels)))
@@ -142,6 +142,7 @@ def test_evaluate_over_padded_batches_counts_every_example_once(tiny_config, dat
 @pytest.mark.parametrize("model, param_tolerance, accuracy_tolerance", [
     ("mlp", 1e-5, 0),
     ("tests.custom_models:tiny_cnn", 1e-4, 0.011),  # a CNN with dropout: one test example (of 100) at most
+    ("tests.framework_models:equinox_cnn", 1e-4, 0.011),  # and BatchNorm, its statistics over the global batch
 ])
 def test_four_devices_follow_the_one_device_trajectory(data_dir, model, param_tolerance, accuracy_tolerance):
     env = parallel.simulated_cpu_env(4)

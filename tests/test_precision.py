@@ -32,7 +32,7 @@ def test_the_steps_carry_the_requested_precision_whatever_the_callers(value):
     other = "default" if value != "default" else "highest"
     with jax.default_matmul_precision(other):  # the caller's own default does not leak in
         train_text = jax.jit(steps.train_step).lower(state, batch).as_text()
-        eval_text = jax.jit(steps.eval_step).lower(state.params, batch).as_text()
+        eval_text = jax.jit(steps.eval_step).lower(state.variables, batch).as_text()
     assert precisions(train_text) == precisions(eval_text) == {value.upper()}
 
 

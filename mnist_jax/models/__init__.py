@@ -3,7 +3,7 @@ a `Model` of a Flax NNX, Flax Linen or Equinox module."""
 
 from __future__ import annotations
 
-from mnist_jax.config import OBJECT_PREFIX, Config
+from mnist_jax.config import OBJECT_PREFIX, Config, Hyperparameters
 from mnist_jax.errors import ConfigError
 from mnist_jax.factories import call_factory
 from mnist_jax.models.adapters import from_equinox, from_linen, from_nnx
@@ -17,12 +17,13 @@ __all__ = ["BUILT_IN", "Model", "ModelState", "Params", "Variables", "cnn", "fro
 BUILT_IN = {"mlp": mlp, "cnn": cnn}  # the models `Config.model` names
 
 
-def make_model(config: Config) -> Model:
-    """The model `config.model` names: built in, or `factory(config)` from an import path.
-    Whatever the model, `config.cnn_form` must name a CNN layer form."""
+def make_model(config: Config, hyperparameters: Hyperparameters | None = None) -> Model:
+    """The model `config.model` names: built in (with a grid cell's traced dropout rates, if
+    `hyperparameters` gives them), or `factory(config)` from an import path. Whatever the model,
+    `config.cnn_form` must name a CNN layer form."""
     check_cnn_form(config)
     if config.model in BUILT_IN:
-        return BUILT_IN[config.model](config)
+        return BUILT_IN[config.model](config, hyperparameters)
     if config.model.startswith(OBJECT_PREFIX):
         raise ConfigError(f"model {config.model!r} was a Python object: pass the same object "
                           "again (train(config, model=...)); the command line cannot rebuild it")

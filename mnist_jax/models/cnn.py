@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mnist_jax.config import Config, cnn_feature_side
+from mnist_jax.config import Config, Hyperparameters, cnn_feature_side, numbers
 from mnist_jax.errors import ConfigError
 from mnist_jax.models import conv
 from mnist_jax.models.interface import Model
@@ -19,16 +19,18 @@ def check_cnn_form(config: Config) -> None:
                           f"got {config.cnn_form!r}")
 
 
-def cnn(config: Config) -> Model:
+def cnn(config: Config, hyperparameters: Hyperparameters | None = None) -> Model:
     """A CNN of `config.cnn_channels` convolutions (`cnn_kernels`, `cnn_padding`), each followed
     by relu and 2x2 pooling (`cnn_pooling`; each layer given to XLA in `cnn_form`, one of
     `conv.LAYER_FORMS`), then a dense relu layer of `cnn_dense` units and a dense output layer. The
     defaults are the CNN of Flax's MNIST example: conv 32 3x3 SAME, relu, 2x2 average pool,
     conv 64 3x3 SAME, relu, 2x2 average pool, dense 256, relu, dense 10. Kernels are
     LeCun-normal and biases zero, as Flax initializes them. In training, `input_dropout` drops
-    pixels and `dropout` the dense hidden layer's units (dropping conv features helps less)."""
+    pixels and `dropout` the dense hidden layer's units (dropping conv features helps less), at
+    a grid cell's traced rates if `hyperparameters` gives them."""
     check_cnn_form(config)
     dtype = jnp.dtype(config.dtype)
+    rates = numbers(config, hyperparameters)
     channels = (1, *config.cnn_channels)
     side = cnn_feature_side(config)
     shapes = {f"conv{i}": (k, k, channels[i], channels[i + 1])
@@ -45,13 +47,13 @@ def cnn(config: Config) -> Model:
     def apply(params: dict, images: jax.Array, key: jax.Array | None = None) -> jax.Array:
         input_key, hidden_key = ((None, None) if key is None
                                  else (jax.random.fold_in(key, site) for site in (0, 1)))
-        x = dropout(images, config.input_dropout, input_key)
+        x = dropout(images, rates["input_dropout"], input_key)
         for i in range(len(config.cnn_kernels)):
             layer = params[f"conv{i}"]
             x = conv.conv_relu_pool(x, layer["w"], layer["b"], config.cnn_padding,
                                     config.cnn_pooling, config.cnn_form)
         dense0, dense1 = params["dense0"], params["dense1"]
         x = jax.nn.relu(x.reshape(x.shape[0], -1) @ dense0["w"] + dense0["b"])
-        return dropout(x, config.dropout, hidden_key) @ dense1["w"] + dense1["b"]
+        return dropout(x, rates["dropout"], hidden_key) @ dense1["w"] + dense1["b"]
 
     return Model(init, apply)

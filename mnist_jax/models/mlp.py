@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnist_jax.config import Config, is_on
+from mnist_jax.config import Config, Hyperparameters, is_on, numbers
 from mnist_jax.losses import log_softmax, summed_nll
 from mnist_jax.models.interface import Model
 from mnist_jax.models.layers import dropout
@@ -93,14 +93,16 @@ def accuracy(params: Layers, inputs: jax.Array, labels: jax.Array, activation: s
     return jnp.mean(jnp.argmax(predict(params, inputs, activation), axis=1) == labels)
 
 
-def mlp(config: Config) -> Model:
+def mlp(config: Config, hyperparameters: Hyperparameters | None = None) -> Model:
     """The seed notebook's MLP: `config.layer_sizes`, `sigma`, `activation` and `init`; in
-    training, `input_dropout` on the pixels and `dropout` on each hidden layer's output.
+    training, `input_dropout` on the pixels and `dropout` on each hidden layer's output (a grid
+    cell's traced rates, if `hyperparameters` gives them).
 
     With `init="numpy"` the weights come from `RandomState(s)`, `s` the seed the harness made
     the key from (`jax.random.key(seed)`), in the notebook's order.
     """
     dtype = jnp.dtype(config.dtype)
+    rates = numbers(config, hyperparameters)
 
     def init(key: jax.Array) -> Layers:
         if config.init != "numpy":
@@ -119,10 +121,10 @@ def mlp(config: Config) -> Model:
 
     def apply(params: Layers, images: jax.Array, key: jax.Array | None = None) -> jax.Array:
         def drop(site: int, x: jax.Array) -> jax.Array:
-            rate = config.input_dropout if site == 0 else config.dropout
+            rate = rates["input_dropout"] if site == 0 else rates["dropout"]
             return dropout(x, rate, jax.random.fold_in(key, site))
 
-        training = key is not None and (is_on(config.dropout) or is_on(config.input_dropout))
+        training = key is not None and (is_on(rates["dropout"]) or is_on(rates["input_dropout"]))
         return logits(params, images.reshape(images.shape[0], -1), config.activation,
                       drop if training else None)
 

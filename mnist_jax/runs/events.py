@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnist_jax.config import OBJECT_PREFIX, Config, settings_label
+from mnist_jax.config import Config, optimizer_by_name, settings_label, steps_per_epoch
 from mnist_jax.optimizers import learning_rate_schedule
 
 
@@ -27,10 +27,9 @@ def learning_rates(configs: Sequence[Config], train_size: int) -> list[np.ndarra
     name, whose rate only its factory knows), each distinct schedule evaluated once, all in one
     compiled program."""
     distinct = list(dict.fromkeys(configs))  # a sweep's seeds share their config
-    schedules = [None if ":" in c.optimizer or c.optimizer.startswith(OBJECT_PREFIX)
-                 else learning_rate_schedule(c, train_size) for c in distinct]
+    schedules = [learning_rate_schedule(c, train_size) if optimizer_by_name(c) else None for c in distinct]
     shaped = [s for s in schedules if callable(s)]
-    steps = np.arange(max(c.num_epochs * -(-train_size // c.batch_size) for c in distinct))
+    steps = np.arange(max(c.num_epochs * steps_per_epoch(c, train_size) for c in distinct))
     curves = iter(np.asarray(jax.jit(lambda t: jnp.stack([s(t) for s in shaped]))(steps)) if shaped else [])
     rates = [None if s is None else next(curves) if callable(s) else np.full(len(steps), s, np.float32)
              for s in schedules]
@@ -127,7 +126,7 @@ class TrainingEvents:
 
     def __init__(self, folder: str, streams: Sequence[str], configs: Sequence[Config], train_size: int):
         self.rates = learning_rates(configs, train_size)
-        self.steps_per_epoch = -(-train_size // configs[0].batch_size)
+        self.steps_per_epoch = steps_per_epoch(configs[0], train_size)
         self.writers = [EventFile(os.path.join(folder, stream)) for stream in streams]
 
     def metrics(self, epoch: int, scores: Sequence[dict[str, float]], seconds: float | None = None) -> None:

@@ -10,14 +10,14 @@ from jax.sharding import Mesh
 
 from mnist_jax.config import Config
 from mnist_jax.errors import ConfigError
-from mnist_jax.steps import Steps, make_steps
+from mnist_jax.steps import CheckedModel, Steps, make_steps
 
 GIB = 2**30
 _DATA_BYTES = 70_000 * 28 * 28  # every MNIST image as uint8, in device memory on the device path
 
 
 def estimate_bytes(config: Config, num_devices: int = 1, num_models: int = 1,
-                   steps: Steps | None = None) -> dict[str, int]:
+                   steps: Steps | CheckedModel | None = None) -> dict[str, int]:
     """Approximate peak bytes per device, by part: a rough upper bound, not an exact count.
 
     Parameter counts come from the model's shapes (`jax.eval_shape`), activations from the
@@ -66,7 +66,7 @@ def _host_available_bytes() -> int | None:
             return None
 
 
-def check_fits(config: Config, mesh: Mesh, num_models: int = 1, steps: Steps | None = None) -> None:
+def check_fits(config: Config, mesh: Mesh, num_models: int = 1, steps: Steps | CheckedModel | None = None) -> None:
     """Raises ConfigError if the estimate exceeds what a device has available."""
     parts = estimate_bytes(config, mesh.devices.size, num_models, steps)
     need, have = sum(parts.values()), available_bytes(mesh)
@@ -78,7 +78,7 @@ def check_fits(config: Config, mesh: Mesh, num_models: int = 1, steps: Steps | N
             "use narrower layers or a smaller batch size")
 
 
-def models_that_fit(config: Config, mesh: Mesh, steps: Steps | None = None) -> int | None:
+def models_that_fit(config: Config, mesh: Mesh, steps: Steps | CheckedModel | None = None) -> int | None:
     """How many models of `config` one compiled program can train together on a device, by the
     estimate (None if the device's memory is unknown)."""
     have = available_bytes(mesh)

@@ -1,0 +1,132 @@
+"""Models with state: BatchNorm's statistics through the harness, for a hand-written stateful
+`Model` and for Flax NNX, Flax Linen and Equinox CNNs adapted by `mnist_jax.models`."""
+
+import signal
+import subprocess
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mnist_jax import Model, data, train
+from mnist_jax.cli import main
+from mnist_jax.models.interface import stateful_form
+from mnist_jax.runs import checkpoints
+from mnist_jax.runtime.memory import estimate_bytes
+from mnist_jax.steps import make_steps
+from mnist_jax.sweep import sweep
+from tests import framework_models
+from tests.helpers import MNIST_JAX, NUM_TRAIN, params_of, scores, tiny, worker
+
+FRAMEWORKS = ["nnx_cnn", "linen_cnn", "equinox_cnn"]
+
+
+def path_of(name: str) -> str:
+    return f"tests.framework_models:{name}"
+
+
+def counting_model(config) -> Model:
+    """A linear classifier whose state counts the training examples it has seen and sums their
+    pixels: exactly what the harness fed it, padding included if any got through."""
+    def init(key):
+        return ({"w": jnp.zeros((784, 10)), "b": jnp.zeros(10)},
+                {"examples": jnp.zeros((), jnp.int32), "pixel_sum": jnp.zeros((), jnp.float64)})
+
+    def apply(params, state, images, *, key, training):
+        logits = images.reshape(images.shape[0], -1) @ params["w"] + params["b"]
+        if training:
+            state = {"examples": state["examples"] + images.shape[0],
+                     "pixel_sum": state["pixel_sum"] + images.astype(state["pixel_sum"].dtype).sum()}
+        return logits, state
+
+    return Model(init, apply, stateful=True)
+
+
+@pytest.mark.parametrize("pipeline", ["device", "stream"])
+def test_padding_rows_never_reach_a_models_state(data_dir, pipeline):
+    # 300 examples in batches of 32: the last batch has 12 real rows and 20 of padding, and on
+    # the stream path the last chunk two batches that are all padding.
+    config = tiny(data_dir, dtype="float64", pipeline=pipeline)
+    result = train(config, model=counting_model(config))
+    images = data.load(data_dir)["train"].images.astype(np.float64) / 255
+    assert int(result.model_state["examples"]) == config.num_epochs * NUM_TRAIN
+    np.testing.assert_allclose(float(result.model_state["pixel_sum"]), config.num_epochs * images.sum(),
+                               rtol=1e-12)
+
+
+def floating_leaves(tree) -> list[np.ndarray]:
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.floating)]
+
+
+@pytest.mark.parametrize("name", FRAMEWORKS)
+def test_a_frameworks_batchnorm_statistics_move_and_evaluation_reads_them(data_dir, name):
+    config = tiny(data_dir, model=path_of(name), loss_reduction="mean", learning_rate=0.01)
+    steps = make_steps(config)
+    initial = steps.init(config.seed)
+    result = train(config)
+    assert result.history[-1].test_accuracy > result.history[0].test_accuracy
+    moved = floating_leaves(result.model_state)
+    assert moved and all(not np.array_equal(a, b) for a, b in zip(moved, floating_leaves(initial.model_state),
+                                                                   strict=True))
+
+    init, apply = stateful_form(getattr(framework_models, name)(config))
+    test = data.load(data_dir)["test"]
+    images = jnp.asarray(test.images, jnp.float32) / 255
+    evaluated, _ = apply(result.params, result.model_state, images, None, False)
+    trained, _ = apply(result.params, result.model_state, images, jax.random.key(0), True)
+    at_start, _ = apply(result.params, initial.model_state, images, None, False)
+    assert not np.allclose(evaluated, trained)  # training mode: batch statistics and dropout
+    assert not np.allclose(evaluated, at_start)  # evaluation reads the running statistics
+    # The harness's test accuracy is the model's, in evaluation mode with the trained statistics.
+    correct = np.sum(np.argmax(evaluated, axis=1) == test.labels)
+    assert result.history[-1].test_accuracy == correct / len(test.labels)
+
+
+@pytest.mark.parametrize("name, pipeline", [("nnx_cnn", "stream"), ("linen_cnn", "device"),
+                                            ("equinox_cnn", "stream")])
+def test_a_frameworks_model_resumes_after_sigkill_bit_for_bit(data_dir, tmp_path, name, pipeline):
+    killed, whole = str(tmp_path / "killed"), str(tmp_path / "whole")
+    # Killed in its third and last epoch: on the stream path after a chunk, mid-epoch.
+    proc = subprocess.run([*worker("kill"), data_dir, killed, "3", pipeline, "5", "3", "0", path_of(name)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert checkpoints.latest(killed).epoch == 2
+    resumed = subprocess.run([*MNIST_JAX, "train", "--resume", killed, "--quiet"], capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    train(tiny(data_dir, num_epochs=3, pipeline=pipeline, model=path_of(name)), whole, tensorboard=True)
+    for npz in ("params.npz", "model-state.npz"):
+        got, want = params_of(killed, npz), params_of(whole, npz)
+        assert got.keys() == want.keys() and got
+        for key in got:
+            np.testing.assert_array_equal(got[key], want[key])
+    assert scores(killed) == scores(whole)
+    assert main(["eval", killed]) == 0  # reads the model's state beside its parameters
+    assert main(["report", killed, whole, "--out", str(tmp_path / "report")]) == 0
+    assert any((tmp_path / "whole" / "tensorboard").iterdir())
+
+
+def test_the_memory_estimate_counts_a_models_state(data_dir):
+    config = tiny(data_dir, model=path_of("linen_cnn"))
+    parts = estimate_bytes(config)
+    # BatchNorm's mean and variance of 4 channels, float32, as read and as updated.
+    assert parts["model state"] == 2 * (4 + 4) * 4
+    assert estimate_bytes(tiny(data_dir))["model state"] == 0
+
+
+@pytest.mark.parametrize("name", FRAMEWORKS)
+def test_a_frameworks_two_seed_sweep_equals_its_two_runs(data_dir, name):
+    config = tiny(data_dir, model=path_of(name), num_epochs=1)
+    seeds = [1, 2]
+    swept = sweep(config, seeds)
+    for i, seed in enumerate(seeds):
+        alone = train(config.replace(seed=seed))
+        for ours, theirs in ((swept.params, alone.params), (swept.model_state, alone.model_state)):
+            for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
+                np.testing.assert_allclose(np.asarray(a)[i], b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(swept.histories[i, :, :2],
+                                      [(m.train_accuracy, m.test_accuracy) for m in alone.history])
+    # The seeds decide the initial weights: the two models differ.
+    first = jax.tree.leaves(swept.params)[0]
+    assert not np.array_equal(first[0], first[1])
