@@ -1,8 +1,9 @@
-"""The CNN layer's forms (`Config.cnn_form`: `mnist_jax.models.conv.conv_relu_pool`'s) timed where they run:
-the train step (forward pass and both gradients) scanned over batches, as an epoch is, for each CNN preset.
+"""The CNN layer's forms (`Config.cnn_form`: `mnist_jax.models.conv.conv_relu_pool`'s) timed where
+they run: the train step (forward pass and both gradients) scanned over batches, as an epoch is,
+for each CNN preset.
 
-`python -m benchmarks.conv_forms [--batches N] [--repeats R]` compiles one scan of N real batches per
-form, times R calls after one discarded, and writes benchmarks/results/conv-forms/results.json:
+`python -m benchmarks.conv_forms [--batches N] [--repeats R]` compiles one scan of N real batches
+per form, times R calls after one discarded, and writes benchmarks/results/conv-forms/results.json:
 each form's median seconds per epoch (scaled to 60,000 examples), its compile seconds, and the
 machine's fingerprint. `render()` is the table on the docs' Performance page.
 """
@@ -31,8 +32,11 @@ def time_form(config, form: str, train, batches: int, repeats: int) -> dict:
 
     steps = make_steps(config.replace(cnn_form=form), train_size=TRAIN_SIZE)
     shape, rows = (batches, config.batch_size), batches * config.batch_size
-    items = Batch(train.images[:rows].reshape(*shape, 28, 28, 1), train.labels[:rows].reshape(shape),
-                  np.ones(shape, bool))
+    items = Batch(
+        train.images[:rows].reshape(*shape, 28, 28, 1),
+        train.labels[:rows].reshape(shape),
+        np.ones(shape, bool),
+    )
 
     def epoch(state, items):
         return train_over(steps.train_step, state, items, jax.random.key(0), may_be_empty=False)
@@ -47,8 +51,12 @@ def time_form(config, form: str, train, batches: int, repeats: int) -> dict:
         jax.block_until_ready(compiled(state, items))
         seconds.append(time.perf_counter() - start)
     per_epoch = [s * TRAIN_SIZE / rows for s in seconds[1:]]
-    return {"seconds_per_epoch": statistics.median(per_epoch), "min": min(per_epoch), "max": max(per_epoch),
-            "compile_seconds": compile_seconds}
+    return {
+        "seconds_per_epoch": statistics.median(per_epoch),
+        "min": min(per_epoch),
+        "max": max(per_epoch),
+        "compile_seconds": compile_seconds,
+    }
 
 
 def measure(presets: list[str], batches: int, repeats: int) -> dict:
@@ -62,9 +70,17 @@ def measure(presets: list[str], batches: int, repeats: int) -> dict:
         # Forms alternate, so that a drift in the machine's speed touches all of them alike.
         config = preset(name)
         train = data.load(config.data_dir)["train"]
-        results["presets"][name] = {form: time_form(config, form, train, batches, repeats) for form in LAYER_FORMS}
-        print(name, {form: round(t["seconds_per_epoch"], 2) for form, t in results["presets"][name].items()},
-              flush=True)
+        results["presets"][name] = {
+            form: time_form(config, form, train, batches, repeats) for form in LAYER_FORMS
+        }
+        print(
+            name,
+            {
+                form: round(t["seconds_per_epoch"], 2)
+                for form, t in results["presets"][name].items()
+            },
+            flush=True,
+        )
     return results
 
 
@@ -72,21 +88,35 @@ def render(path: Path = RESULTS / "results.json") -> str:
     """The forms side by side, per preset: seconds per epoch and compile seconds, and each form's
     time over the fastest's."""
     saved = json.loads(path.read_text())
-    lines = ["| preset | form | s/epoch median [min, max] | compile s | vs fastest |", "|---|---|--:|--:|--:|"]
+    lines = [
+        "| preset | form | s/epoch median [min, max] | compile s | vs fastest |",
+        "|---|---|--:|--:|--:|",
+    ]
     for name, forms in saved["presets"].items():
         fastest = min(t["seconds_per_epoch"] for t in forms.values())
         for form, t in forms.items():
-            lines.append(f"| {name} | {form} | {t['seconds_per_epoch']:.2f} [{t['min']:.2f}, {t['max']:.2f}] | "
-                         f"{t['compile_seconds']:.2f} | {t['seconds_per_epoch'] / fastest:.2f} |")
+            lines.append(
+                f"| {name} | {form} | "
+                f"{t['seconds_per_epoch']:.2f} [{t['min']:.2f}, {t['max']:.2f}] | "
+                f"{t['compile_seconds']:.2f} | {t['seconds_per_epoch'] / fastest:.2f} |"
+            )
     cpu = saved["fingerprint"]["cpu"]
-    return "\n".join(lines) + (f"\n\nMeasured on {cpu['model']} ({cpu['cores']} cores), {saved['batches']} batches "
-                               f"a call, median of {saved['repeats']} calls, {saved['fingerprint']['date'][:10]}.\n")
+    return "\n".join(lines) + (
+        f"\n\nMeasured on {cpu['model']} ({cpu['cores']} cores), {saved['batches']} batches "
+        f"a call, median of {saved['repeats']} calls, {saved['fingerprint']['date'][:10]}.\n"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=["cnn"], help="CNN presets to time (default: cnn)")
-    parser.add_argument("--batches", type=int, default=40, help="batches per timed call (default: 40)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--presets", nargs="+", default=["cnn"], help="CNN presets to time (default: cnn)"
+    )
+    parser.add_argument(
+        "--batches", type=int, default=40, help="batches per timed call (default: 40)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per form (default: 3)")
     args = parser.parse_args()
     results = measure(args.presets, args.batches, args.repeats)

@@ -4,7 +4,8 @@
 (default 300), each step in a subprocess with what time is left:
 
 1. `tests`: the non-slow suite (`python -m pytest -m "not slow"`);
-2. `seed`: the seed preset's table (`mnist-jax train --preset seed`), to set against the notebook's;
+2. `seed`: the seed preset's table (`mnist-jax train --preset seed`), to set against the
+   notebook's;
 3. `cnn`: the `cnn` preset for one epoch;
 4. `bench`: `mnist-jax bench --quick`, whose results.json `mnist-jax bench compare` sets beside
    this CPU's committed `benchmarks/results/quick/results.json`.
@@ -29,9 +30,28 @@ MNIST_JAX = [sys.executable, "-m", "mnist_jax.cli"]
 
 def steps(out: Path) -> dict[str, list[str]]:
     return {
-        "tests": [sys.executable, "-m", "pytest", "-m", "not slow", "-q", "-p", "no:cacheprovider"],
+        "tests": [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-m",
+            "not slow",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ],
         "seed": [*MNIST_JAX, "train", "--preset", "seed", "--quiet", "--out", str(out / "seed")],
-        "cnn": [*MNIST_JAX, "train", "--preset", "cnn", "--epochs", "1", "--quiet", "--out", str(out / "cnn")],
+        "cnn": [
+            *MNIST_JAX,
+            "train",
+            "--preset",
+            "cnn",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--out",
+            str(out / "cnn"),
+        ],
         "bench": [*MNIST_JAX, "bench", "--quick", "--out", str(out / "bench")],
     }
 
@@ -41,21 +61,41 @@ def run_step(name: str, command: list[str], out: Path, seconds_left: float, env:
     start = time.perf_counter()
     with open(out / f"{name}.log", "w") as log:
         try:
-            status = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    timeout=max(1.0, seconds_left)).returncode
+            status = subprocess.run(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=max(1.0, seconds_left),
+            ).returncode
         except subprocess.TimeoutExpired:
             status = "timed out"
     return {"command": command, "status": status, "seconds": time.perf_counter() - start}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--idx-dir", default=os.environ.get("MNIST_JAX_IDX_DIR"),
-                        help="the four raw MNIST files (default: $MNIST_JAX_IDX_DIR)")
-    parser.add_argument("--out", default="device-check", help="folder for the results (default: device-check)")
-    parser.add_argument("--budget", type=float, default=300, help="seconds for all steps (default: 300)")
-    parser.add_argument("--steps", nargs="+", choices=["tests", "seed", "cnn", "bench"],
-                        default=["tests", "seed", "cnn", "bench"], help="the steps to run (default: all)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--idx-dir",
+        default=os.environ.get("MNIST_JAX_IDX_DIR"),
+        help="the four raw MNIST files (default: $MNIST_JAX_IDX_DIR)",
+    )
+    parser.add_argument(
+        "--out", default="device-check", help="folder for the results (default: device-check)"
+    )
+    parser.add_argument(
+        "--budget", type=float, default=300, help="seconds for all steps (default: 300)"
+    )
+    parser.add_argument(
+        "--steps",
+        nargs="+",
+        choices=["tests", "seed", "cnn", "bench"],
+        default=["tests", "seed", "cnn", "bench"],
+        help="the steps to run (default: all)",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -68,9 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"fingerprint": fingerprint(), "budget_seconds": args.budget, "steps": {}}
     for name, command in steps(out).items():
         if name in args.steps:
-            summary["steps"][name] = run_step(name, command, out, deadline - time.perf_counter(), env)
-            print(f"{name}: {summary['steps'][name]['status']} in {summary['steps'][name]['seconds']:.1f} s",
-                  flush=True)
+            summary["steps"][name] = run_step(
+                name, command, out, deadline - time.perf_counter(), env
+            )
+            print(
+                f"{name}: {summary['steps'][name]['status']} in "
+                f"{summary['steps'][name]['seconds']:.1f} s",
+                flush=True,
+            )
             (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return 0 if all(step["status"] == 0 for step in summary["steps"].values()) else 1
 

@@ -1,6 +1,7 @@
 """Launches a P-process run on this machine, to try the multi-host path:
 
-    python -m benchmarks.multihost --processes 2 --devices-per-process 2 -- --epochs 1 --out runs/mh
+    python -m benchmarks.multihost --processes 2 --devices-per-process 2 \
+        -- --epochs 1 --out runs/mh
 
 Each process is `mnist-jax train ARGS --coordinator localhost:PORT --num-processes P
 --process-id I`, with XLA simulating its CPU devices. Process 0's output is printed; every
@@ -29,14 +30,34 @@ def free_port() -> int:
 TRAIN = [sys.executable, "-m", "mnist_jax.cli", "train"]
 
 
-def launch(train_args: list[str], processes: int, devices_per_process: int, timeout: float = 600,
-           program: list[str] = TRAIN) -> list[subprocess.CompletedProcess]:
+def launch(
+    train_args: list[str],
+    processes: int,
+    devices_per_process: int,
+    timeout: float = 600,
+    program: list[str] = TRAIN,
+) -> list[subprocess.CompletedProcess]:
     """Runs the processes to completion (or kills them all at `timeout`); returns their results."""
     port = free_port()
     env = simulated_cpu_env(devices_per_process)
-    command = [*program, *train_args, "--coordinator", f"localhost:{port}", "--num-processes", str(processes)]
-    procs = [subprocess.Popen(command + ["--process-id", str(i)], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(processes)]
+    command = [
+        *program,
+        *train_args,
+        "--coordinator",
+        f"localhost:{port}",
+        "--num-processes",
+        str(processes),
+    ]
+    procs = [
+        subprocess.Popen(
+            command + ["--process-id", str(i)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(processes)
+    ]
     deadline = time.monotonic() + timeout
     results = []
     try:
@@ -51,7 +72,9 @@ def launch(train_args: list[str], processes: int, devices_per_process: int, time
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.multihost", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.multihost", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--devices-per-process", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=600)
@@ -61,7 +84,10 @@ def main(argv=None) -> int:
     print(results[0].stdout, end="")
     for i, result in enumerate(results):
         if result.returncode:
-            print(f"process {i} exited with {result.returncode}:\n{result.stderr[-2000:]}", file=sys.stderr)
+            print(
+                f"process {i} exited with {result.returncode}:\n{result.stderr[-2000:]}",
+                file=sys.stderr,
+            )
     return max(abs(r.returncode) for r in results)
 
 

@@ -1,5 +1,6 @@
 """`python -m benchmarks.run [flags]`: `mnist-jax bench` writing into benchmarks/results, the
-results the READMEs render their benchmark tables from (`mnist-jax bench --help` lists the flags)."""
+results the READMEs render their benchmark tables from (`mnist-jax bench --help` lists the
+flags)."""
 
 import sys
 

@@ -2,9 +2,9 @@
 
 The public API: `Config` and `preset` (every setting), `train` (a run, its folder written if
 asked), the `Model` interface (its `Params`, `ModelState` and `Variables`; the adapters of Flax
-and Equinox modules are in `mnist_jax.models`), `make_steps` (the pure train and eval steps a run uses), the
-seed notebook's MLP as plain functions (`init_params`, `predict`, `loss`, `accuracy`), what a
-run returns (`Result`, `EpochMetrics`), and the errors the package raises on purpose.
+and Equinox modules are in `mnist_jax.models`), `make_steps` (the pure train and eval steps a run
+uses), the seed notebook's MLP as plain functions (`init_params`, `predict`, `loss`, `accuracy`),
+what a run returns (`Result`, `EpochMetrics`), and the errors the package raises on purpose.
 """
 
 from mnist_jax.config import Config, preset
@@ -15,9 +15,27 @@ from mnist_jax.records import EpochMetrics, Result
 from mnist_jax.steps import Batch, Steps, TrainState, make_steps
 
 __all__ = [
-    "Batch", "Config", "ConfigError", "DataError", "EpochMetrics", "MnistJaxError", "Model", "ModelState",
-    "Params", "Result", "Steps", "TrainState", "UsageError", "Variables", "accuracy", "init_params", "loss",
-    "make_steps", "predict", "preset", "train",
+    "Batch",
+    "Config",
+    "ConfigError",
+    "DataError",
+    "EpochMetrics",
+    "MnistJaxError",
+    "Model",
+    "ModelState",
+    "Params",
+    "Result",
+    "Steps",
+    "TrainState",
+    "UsageError",
+    "Variables",
+    "accuracy",
+    "init_params",
+    "loss",
+    "make_steps",
+    "predict",
+    "preset",
+    "train",
 ]
 __version__ = "0.1.0"
 

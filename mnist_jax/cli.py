@@ -43,14 +43,18 @@ def _int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(n) for n in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
 
 
 def _float_list(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(x) for x in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
 
 
 def _bool(text: str) -> bool:
@@ -69,16 +73,26 @@ def _flag(name: str) -> str:
     return _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
 
 
-# Settings a sweep has no use for: it writes no checkpoints and trains on one device's `device` path.
-_NOT_FOR_SWEEPS = ("checkpoint_every", "keep_checkpoints", "pipeline", "devices", "batches_per_chunk")
+# Settings a sweep has no use for: it writes no checkpoints and trains on one device's `device`
+# path.
+_NOT_FOR_SWEEPS = (
+    "checkpoint_every",
+    "keep_checkpoints",
+    "pipeline",
+    "devices",
+    "batches_per_chunk",
+)
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """One flag per Config field but those in `skip`, its help the field's; unset flags keep the
     preset's value."""
     parser.add_argument("--preset", help=f"base settings: {', '.join(PRESETS)} (default: default)")
-    parser.add_argument("--config", metavar="FILE",
-                        help="TOML or JSON file of settings (and a preset); flags override it")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML or JSON file of settings (and a preset); flags override it",
+    )
     for f in (f for f in dataclasses.fields(Config) if f.name not in skip):
         help = _help(f"{f.metadata['help']} (default: {_shown(f.default)})")
         kwargs = {"dest": f.name, "default": None, "help": help}
@@ -96,9 +110,13 @@ def _grid_axes(specs: list[list[str]]) -> dict:
     by_flag = {_flag(name).lstrip("-"): name for name in fields} | {name: name for name in fields}
     axes = {}
     for setting, *words in specs:
-        names = [by_flag.get(part) or by_flag.get(part.replace("_", "-")) for part in setting.split("/")]
+        names = [
+            by_flag.get(part) or by_flag.get(part.replace("_", "-")) for part in setting.split("/")
+        ]
         if None in names:
-            raise ConfigError(f"--grid: {setting.split('/')[names.index(None)]!r} is not a setting")
+            raise ConfigError(
+                f"--grid: {setting.split('/')[names.index(None)]!r} is not a setting"
+            )
         if not words:
             raise ConfigError(f"--grid {setting}: give at least one value")
         try:
@@ -106,7 +124,7 @@ def _grid_axes(specs: list[list[str]]) -> dict:
         except (ValueError, argparse.ArgumentTypeError) as e:
             raise ConfigError(f"--grid {setting}: {e}") from None
         if len(names) == 1:
-            axes[names[0]] = [value for value, in values]
+            axes[names[0]] = [value for (value,) in values]
         else:
             axes[tuple(names)] = values
     return axes
@@ -118,8 +136,10 @@ def _linked_values(word: str, settings: list[dataclasses.Field]) -> tuple:
     parts = word.split("/") if len(settings) > 1 else [word]
     if len(parts) != len(settings):
         raise ValueError(f"{word!r} gives {len(parts)} values for {len(settings)} settings")
-    return tuple(None if f.default is None and part.lower() == "none" else _field_type(f)(part)
-                 for f, part in zip(settings, parts, strict=True))
+    return tuple(
+        None if f.default is None and part.lower() == "none" else _field_type(f)(part)
+        for f, part in zip(settings, parts, strict=True)
+    )
 
 
 def _config_from_args(args: argparse.Namespace) -> Config:
@@ -132,18 +152,27 @@ def _config_from_args(args: argparse.Namespace) -> Config:
 
 def _settings_given(args: argparse.Namespace) -> dict:
     """The settings given as flags (a subcommand without a setting's flag gives none)."""
-    return {f.name: getattr(args, f.name, None) for f in dataclasses.fields(Config)
-            if getattr(args, f.name, None) is not None}
+    return {
+        f.name: getattr(args, f.name, None)
+        for f in dataclasses.fields(Config)
+        if getattr(args, f.name, None) is not None
+    }
 
 
 def _add_cache_flags(parser: argparse.ArgumentParser) -> None:
     cache = parser.add_mutually_exclusive_group()
-    cache.add_argument("--compilation-cache", metavar="DIR",
-                       help="keep compiled programs in DIR, so later runs load them instead of compiling "
-                            "(default: $MNIST_JAX_COMPILATION_CACHE, else mnist_jax/jax-compilation in "
-                            "$XDG_CACHE_HOME or ~/.cache)")
-    cache.add_argument("--no-compilation-cache", action="store_true",
-                       help="compile everything afresh, keeping nothing (as MNIST_JAX_COMPILATION_CACHE=off)")
+    cache.add_argument(
+        "--compilation-cache",
+        metavar="DIR",
+        help="keep compiled programs in DIR, so later runs load them instead of compiling "
+        "(default: $MNIST_JAX_COMPILATION_CACHE, else mnist_jax/jax-compilation in "
+        "$XDG_CACHE_HOME or ~/.cache)",
+    )
+    cache.add_argument(
+        "--no-compilation-cache",
+        action="store_true",
+        help="compile everything afresh, keeping nothing (as MNIST_JAX_COMPILATION_CACHE=off)",
+    )
 
 
 def _use_compilation_cache(args: argparse.Namespace) -> None:
@@ -156,94 +185,173 @@ def _use_compilation_cache(args: argparse.Namespace) -> None:
 
 
 def _add_bench_parsers(commands) -> None:
-    bench = commands.add_parser("bench", help="time training on every platform JAX sees, against PyTorch and the "
-                                              "matmul floor; `bench compare` puts results side by side")
-    bench.add_argument("--quick", action="store_true",
-                       help="a small run: one run of one epoch per row, the CNN's included, one value per sweep")
-    bench.add_argument("--out", default="bench", help="folder for results.json, results.md and charts (default: bench)")
-    bench.add_argument("--data-dir", help="tfds data folder (default: $TFDS_DATA_DIR, else tfds's default)")
+    bench = commands.add_parser(
+        "bench",
+        help="time training on every platform JAX sees, against PyTorch and the "
+        "matmul floor; `bench compare` puts results side by side",
+    )
+    bench.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small run: one run of one epoch per row, the CNN's included, one value per sweep",
+    )
+    bench.add_argument(
+        "--out",
+        default="bench",
+        help="folder for results.json, results.md and charts (default: bench)",
+    )
+    bench.add_argument(
+        "--data-dir", help="tfds data folder (default: $TFDS_DATA_DIR, else tfds's default)"
+    )
     for f in dataclasses.fields(BenchSettings):
         kind = {int: int, str: str}.get(type(f.default))
         kind = kind or (_int_list if isinstance(f.default[0], int) else _float_list)
         quick = _shown(getattr(QUICK_BENCH, f.name))
-        bench.add_argument(_flag(f.name), dest=f"bench_{f.name}", type=kind,
-                           help=_help(f"{f.metadata['help']} (default: {_shown(f.default)}; --quick: {quick})"))
+        bench.add_argument(
+            _flag(f.name),
+            dest=f"bench_{f.name}",
+            type=kind,
+            help=_help(f"{f.metadata['help']} (default: {_shown(f.default)}; --quick: {quick})"),
+        )
     compare = bench.add_subparsers(dest="bench_command", parser_class=_Parser).add_parser(
-        "compare", help="one table and one chart of several results.json, each row's time over a baseline's")
-    compare.add_argument("results", nargs="+", metavar="RESULTS_JSON", help="results.json files of `mnist-jax bench`")
-    compare.add_argument("--out", default="compare", help="folder for compare.md and compare.png (default: compare)")
-    compare.add_argument("--baseline", metavar="RESULTS_JSON", help="the result the ratios are to (default: the first)")
-    compare.add_argument("--allow-mismatch", action="store_true",
-                         help="compare results of different settings, listing the differences")
+        "compare",
+        help="one table and one chart of several results.json, each row's time over a baseline's",
+    )
+    compare.add_argument(
+        "results",
+        nargs="+",
+        metavar="RESULTS_JSON",
+        help="results.json files of `mnist-jax bench`",
+    )
+    compare.add_argument(
+        "--out", default="compare", help="folder for compare.md and compare.png (default: compare)"
+    )
+    compare.add_argument(
+        "--baseline",
+        metavar="RESULTS_JSON",
+        help="the result the ratios are to (default: the first)",
+    )
+    compare.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="compare results of different settings, listing the differences",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one subcommand per task, every `Config` field a flag where it applies."""
     parser = _Parser(prog="mnist-jax", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"mnist-jax {importlib.metadata.version('mnist-jax')}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"mnist-jax {importlib.metadata.version('mnist-jax')}",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="train the MLP and print the accuracy table")
     _add_config_flags(train)
     train.add_argument("--out", help="run folder for config, metrics, summary, params and curves")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    train.add_argument("--resume", metavar="DIR",
-                       help="continue the run in DIR from its newest checkpoint; with --epochs N beyond its own, "
-                            "extend it (where no schedule is shaped over its length); other settings must be its own")
+    train.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run in DIR from its newest checkpoint; with --epochs N beyond its own, "
+        "extend it (where no schedule is shaped over its length); other settings must be its own",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.add_argument("--tensorboard", action="store_true",
-                       help="also write TensorBoard event files in OUT/tensorboard (tensorboard --logdir OUT)")
+    train.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard event files in OUT/tensorboard (tensorboard --logdir OUT)",
+    )
     _add_cache_flags(train)
     multihost = train.add_argument_group(
-        "several processes (hosts)", "JAX's distributed runtime; SLURM, Open MPI and Cloud TPU set it up without flags")
+        "several processes (hosts)",
+        "JAX's distributed runtime; SLURM, Open MPI and Cloud TPU set it up without flags",
+    )
     multihost.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
     multihost.add_argument("--num-processes", type=int, help="how many processes the run spans")
     multihost.add_argument("--process-id", type=int, help="this process's rank, from 0")
-    multihost.add_argument("--distributed-timeout", type=int, default=60, metavar="SECONDS",
-                           help="give up joining the runtime after this long (default: 60)")
+    multihost.add_argument(
+        "--distributed-timeout",
+        type=int,
+        default=60,
+        metavar="SECONDS",
+        help="give up joining the runtime after this long (default: 60)",
+    )
 
-    sweep = commands.add_parser("sweep", help=_help("train several seeds as one vmapped program; mean, std, 95% CI"))
+    sweep = commands.add_parser(
+        "sweep", help=_help("train several seeds as one vmapped program; mean, std, 95% CI")
+    )
     _add_config_flags(sweep, skip=_NOT_FOR_SWEEPS)
-    sweep.add_argument("--seeds", type=int, default=8, help="number of seeds, from --seed on (default: 8)")
-    sweep.add_argument("--grid", nargs="+", action="append", default=[], metavar=("SETTING", "VALUE"),
-                       help="sweep every combination: repeat per setting, e.g. --grid lr 0.001 0.01 "
-                            "--grid layer_sizes 784,200,100,10 784,400,10 (seeds in every cell); settings "
-                            "joined by / vary together: --grid optimizer/lr adam/0.001 sgd/0.1")
+    sweep.add_argument(
+        "--seeds", type=int, default=8, help="number of seeds, from --seed on (default: 8)"
+    )
+    sweep.add_argument(
+        "--grid",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("SETTING", "VALUE"),
+        help="sweep every combination: repeat per setting, e.g. --grid lr 0.001 0.01 "
+        "--grid layer_sizes 784,200,100,10 784,400,10 (seeds in every cell); settings "
+        "joined by / vary together: --grid optimizer/lr adam/0.001 sgd/0.1",
+    )
     sweep.add_argument("--out", help="folder for sweep.json (grid.json with --grid)")
     sweep.add_argument("--quiet", action="store_true", help="no progress line")
-    sweep.add_argument("--tensorboard", action="store_true",
-                       help="also write TensorBoard event files in OUT/tensorboard, one folder per seed (per cell "
-                            "and seed in a grid)")
+    sweep.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard event files in OUT/tensorboard, one folder per seed "
+        "(per cell and seed in a grid)",
+    )
     _add_cache_flags(sweep)
 
-    report = commands.add_parser("report", help="tables (Markdown, LaTeX, CSV) and plots from runs, sweeps, grids")
+    report = commands.add_parser(
+        "report", help="tables (Markdown, LaTeX, CSV) and plots from runs, sweeps, grids"
+    )
     report.add_argument("dirs", nargs="+", metavar="DIR", help="run, sweep or grid folders")
-    report.add_argument("--out", default="report", help="folder for the report's files (default: report)")
+    report.add_argument(
+        "--out", default="report", help="folder for the report's files (default: report)"
+    )
 
     evaluate = commands.add_parser("eval", help="re-score a run's saved parameters")
     evaluate.add_argument("run_dir", help="a run folder (`mnist-jax train --out`)")
-    evaluate.add_argument("--split", choices=("test", "train"), default="test", help="the split to score")
+    evaluate.add_argument(
+        "--split", choices=("test", "train"), default="test", help="the split to score"
+    )
     evaluate.add_argument("--data-dir", help="tfds data folder (default: the run's)")
-    evaluate.add_argument("--best", action="store_true",
-                          help="the best epoch's parameters (params-best.npz, kept with a validation split)")
+    evaluate.add_argument(
+        "--best",
+        action="store_true",
+        help="the best epoch's parameters (params-best.npz, kept with a validation split)",
+    )
     _add_cache_flags(evaluate)
 
     _add_bench_parsers(commands)
 
-    prepare = commands.add_parser("prepare", help="build the tfds mnist dataset from raw IDX files")
-    prepare.add_argument("--idx-dir", default=os.environ.get("MNIST_JAX_IDX_DIR"),
-                         help="folder of the four IDX files, .gz or not (default: $MNIST_JAX_IDX_DIR)")
-    prepare.add_argument("--data-dir", help="tfds data folder (default: $TFDS_DATA_DIR, else tfds's default)")
-    prepare.add_argument("--skip-checksums", action="store_true",
-                         help="accept files other than the published MNIST ones (formats are still checked)")
+    prepare = commands.add_parser(
+        "prepare", help="build the tfds mnist dataset from raw IDX files"
+    )
+    prepare.add_argument(
+        "--idx-dir",
+        default=os.environ.get("MNIST_JAX_IDX_DIR"),
+        help="folder of the four IDX files, .gz or not (default: $MNIST_JAX_IDX_DIR)",
+    )
+    prepare.add_argument(
+        "--data-dir", help="tfds data folder (default: $TFDS_DATA_DIR, else tfds's default)"
+    )
+    prepare.add_argument(
+        "--skip-checksums",
+        action="store_true",
+        help="accept files other than the published MNIST ones (formats are still checked)",
+    )
     return parser
 
 
 def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
     actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     return actions[0].choices[name]
-
-
 
 
 def flag_table(command: str) -> str:
@@ -257,7 +365,10 @@ def flag_table(command: str) -> str:
     for action in parser._actions:
         if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
             continue
-        names = ", ".join(f"`{flag}`" for flag in action.option_strings) or f"`{action.metavar or action.dest}`"
+        names = (
+            ", ".join(f"`{flag}`" for flag in action.option_strings)
+            or f"`{action.metavar or action.dest}`"
+        )
         text = (action.help or "").replace("%%", "%")
         given = text.endswith(")") and " (default: " in text
         meaning, _, default = text.rpartition(" (default: ") if given else (text, "", "")
@@ -273,7 +384,8 @@ def flag_table(command: str) -> str:
 
 def _resume_config(args: argparse.Namespace) -> Config:
     """The run's own config with the settings given on top (a preset or file: the whole config
-    they make): training refuses any that differ, but for more epochs where it can extend the run."""
+    they make): training refuses any that differ, but for more epochs where it can extend the
+    run."""
     if args.preset or args.config:
         return _config_from_args(args)
     return RunDir(args.resume).config().replace(**_settings_given(args))
@@ -281,7 +393,9 @@ def _resume_config(args: argparse.Namespace) -> Config:
 
 def _train(args: argparse.Namespace) -> int:
     if args.resume and (args.out or args.overwrite):
-        raise ConfigError("--resume continues the run in its own folder: --out and --overwrite do not apply")
+        raise ConfigError(
+            "--resume continues the run in its own folder: --out and --overwrite do not apply"
+        )
     if args.resume:
         config, out = _resume_config(args), args.resume
     else:
@@ -294,20 +408,34 @@ def _train(args: argparse.Namespace) -> int:
     from mnist_jax.training import train
 
     if config.deterministic:
-        make_deterministic()  # before the distributed runtime or anything else starts JAX's backends
-    initialize_distributed(args.coordinator, args.num_processes, args.process_id, args.distributed_timeout)
+        # before the distributed runtime or anything else starts JAX's backends
+        make_deterministic()
+    initialize_distributed(
+        args.coordinator, args.num_processes, args.process_id, args.distributed_timeout
+    )
     _use_compilation_cache(args)
     lead = jax.process_index() == 0  # only process 0 prints and writes
     reporter = ConsoleReporter(progress=False if args.quiet else None) if lead else Reporter()
-    result = train(config, out, overwrite=args.overwrite, resume=bool(args.resume), reporter=reporter,
-                   tensorboard=args.tensorboard)
+    result = train(
+        config,
+        out,
+        overwrite=args.overwrite,
+        resume=bool(args.resume),
+        reporter=reporter,
+        tensorboard=args.tensorboard,
+    )
     if out and lead:
         print(f"Run saved in {out}")
     if result.status == "interrupted":
         resume = f"; continue with: mnist-jax train --resume {out}" if out else ""
-        print(f"mnist-jax train: stopped by {result.stopped_by} after epoch {result.history[-1].epoch}{resume}",
-              file=sys.stderr)
-        return 128 + signal.Signals[result.stopped_by].value  # as the shell reports a death by that signal
+        print(
+            f"mnist-jax train: stopped by {result.stopped_by} after epoch "
+            f"{result.history[-1].epoch}{resume}",
+            file=sys.stderr,
+        )
+        return (
+            128 + signal.Signals[result.stopped_by].value
+        )  # as the shell reports a death by that signal
     if result.status == "diverged":
         print(f"mnist-jax train: {result.divergence['message']}", file=sys.stderr)
         return 3
@@ -329,20 +457,43 @@ def _sweep(args: argparse.Namespace) -> int:
 
     def progress(epoch: int, num_epochs: int) -> None:
         if shown:
-            print(f"\r\033[Ktraining: epoch {epoch}/{num_epochs}", end="" if epoch < num_epochs else "\r\033[K",
-                  file=sys.stderr, flush=True)
+            print(
+                f"\r\033[Ktraining: epoch {epoch}/{num_epochs}",
+                end="" if epoch < num_epochs else "\r\033[K",
+                file=sys.stderr,
+                flush=True,
+            )
 
     axes = _grid_axes(args.grid) if args.grid else {}
     cells = grid_configs(config, axes)  # checks every cell; a plain sweep is the one cell `config`
     # The columns every cell has: validation only if each cell holds one out.
-    splits = [split for split in SPLITS if split != "validation" or all(c.validation_size for _, c in cells)]
+    splits = [
+        split
+        for split in SPLITS
+        if split != "validation" or all(c.validation_size for _, c in cells)
+    ]
     print(seed_table_legend(seeds))
     if args.grid:
         width = max(len(settings_label(cell)) for cell, _ in cells)
         print(seed_table_header("Cell", width, splits, seconds=True))
-        grid(config, axes, seeds, args.out, tensorboard=args.tensorboard, on_epoch=progress,
-             on_cell=lambda settings, result: print(seed_table_row(
-                 settings_label(settings), width, result.statistics()[-1], splits, result.seconds), flush=True))
+        grid(
+            config,
+            axes,
+            seeds,
+            args.out,
+            tensorboard=args.tensorboard,
+            on_epoch=progress,
+            on_cell=lambda settings, result: print(
+                seed_table_row(
+                    settings_label(settings),
+                    width,
+                    result.statistics()[-1],
+                    splits,
+                    result.seconds,
+                ),
+                flush=True,
+            ),
+        )
     else:
         result = sweep(config, seeds, args.out, tensorboard=args.tensorboard, on_epoch=progress)
         print(seed_table_header("Epoch", 5, splits))
@@ -370,10 +521,14 @@ def _eval(args: argparse.Namespace) -> int:
     run = RunDir(args.run_dir)
     run.config()  # a folder without config.json holds no run
     if args.best and not os.path.exists(os.path.join(args.run_dir, "params-best.npz")):
-        raise InputError(f"{args.run_dir} has no params-best.npz: only a run with a validation split keeps one")
+        raise InputError(
+            f"{args.run_dir} has no params-best.npz: only a run with a validation split keeps one"
+        )
     if not os.path.exists(os.path.join(args.run_dir, "params.npz")):
-        raise InputError(f"{args.run_dir} has no params.npz: a run writes it when it ends (continue a stopped "
-                          f"one with mnist-jax train --resume {args.run_dir})")
+        raise InputError(
+            f"{args.run_dir} has no params.npz: a run writes it when it ends (continue a stopped "
+            f"one with mnist-jax train --resume {args.run_dir})"
+        )
     steps = evaluation_steps(run.config())
     config, params = run.load(steps.params_shape, best=args.best)
     model_state = run.load_model_state(steps.state_shape, best=args.best)
@@ -395,10 +550,15 @@ def _bench(args: argparse.Namespace) -> int:
     from mnist_jax.bench.render import markdown, write_report
 
     base = QUICK_BENCH if args.quick else BenchSettings()
-    given = {f.name: getattr(args, f"bench_{f.name}") for f in dataclasses.fields(BenchSettings)
-             if getattr(args, f"bench_{f.name}") is not None}
+    given = {
+        f.name: getattr(args, f"bench_{f.name}")
+        for f in dataclasses.fields(BenchSettings)
+        if getattr(args, f"bench_{f.name}") is not None
+    }
     settings = dataclasses.replace(base, **given)
-    results = run_benchmark(settings, args.data_dir, log=lambda line: print(line, file=sys.stderr, flush=True))
+    results = run_benchmark(
+        settings, args.data_dir, log=lambda line: print(line, file=sys.stderr, flush=True)
+    )
     write_report(results, args.out)
     print(markdown(results), end="")
     print(f"Saved results.json, results.md, chart.png and sweeps.png in {args.out}")
@@ -410,7 +570,10 @@ def _prepare(args: argparse.Namespace) -> int:
 
     if not args.idx_dir:
         raise ConfigError("prepare needs --idx-dir or $MNIST_JAX_IDX_DIR")
-    print(f"Prepared the tfds mnist dataset in {prepare(args.idx_dir, args.data_dir, not args.skip_checksums)}")
+    print(
+        "Prepared the tfds mnist dataset in "
+        f"{prepare(args.idx_dir, args.data_dir, not args.skip_checksums)}"
+    )
     return 0
 
 
@@ -418,8 +581,14 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return {"train": _train, "sweep": _sweep, "report": _report, "eval": _eval,
-                  "bench": _bench, "prepare": _prepare}[args.command](args)
+        return {
+            "train": _train,
+            "sweep": _sweep,
+            "report": _report,
+            "eval": _eval,
+            "bench": _bench,
+            "prepare": _prepare,
+        }[args.command](args)
     except MnistJaxError as e:
         print(f"mnist-jax {args.command}: error: {e}", file=sys.stderr)
         return e.exit_status

@@ -19,11 +19,15 @@ def call_factory(path: str, config: Config, what: str) -> object:
     """
     module_name, _, name = path.partition(":")
     if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.append(os.getcwd())  # as `python -m` would: the user's own modules, from where they run
+        sys.path.append(
+            os.getcwd()
+        )  # as `python -m` would: the user's own modules, from where they run
     try:
         module = importlib.import_module(module_name)
     except Exception as e:  # ImportError, or whatever the module raises as it loads
-        raise ConfigError(f"{what} {path!r}: cannot import {module_name}: {_one_line(e)}") from None
+        raise ConfigError(
+            f"{what} {path!r}: cannot import {module_name}: {_one_line(e)}"
+        ) from None
     factory = getattr(module, name, None)
     if not callable(factory):
         raise ConfigError(f"{what} {path!r}: {module_name} has no function {name!r}")
@@ -31,7 +35,9 @@ def call_factory(path: str, config: Config, what: str) -> object:
 
 
 def guarded(function: Callable, name: str) -> Callable:
-    """`function`, with whatever it raises turned into a one-line ConfigError starting with `name`."""
+    """`function`, with whatever it raises turned into a one-line ConfigError starting with
+    `name`."""
+
     def call(*args, **kwargs):
         try:
             return function(*args, **kwargs)
@@ -44,9 +50,13 @@ def guarded(function: Callable, name: str) -> Callable:
 
 
 def describe(obj: object) -> str:
-    """A short description of a Python object, for the record: its type and where it was defined."""
+    """A short description of a Python object, for the record: its type and where it was
+    defined."""
     function = next((f for f in (obj if isinstance(obj, tuple) else ()) if callable(f)), obj)
-    where = f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', type(function).__name__)}"
+    where = (
+        f"{getattr(function, '__module__', '?')}."
+        f"{getattr(function, '__qualname__', type(function).__name__)}"
+    )
     return f"{type(obj).__name__}({where})"
 
 

@@ -1,4 +1,5 @@
-"""The losses every model trains on: log-softmax, summed negative log-likelihood, smoothed labels."""
+"""The losses every model trains on: log-softmax, summed negative log-likelihood, smoothed
+labels."""
 
 from __future__ import annotations
 
@@ -15,14 +16,17 @@ def log_softmax(scores: jax.Array) -> jax.Array:
     return scores - logsumexp(scores, axis=1, keepdims=True)
 
 
-def summed_nll(log_probs: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+def summed_nll(
+    log_probs: jax.Array, labels: jax.Array, mask: jax.Array | None = None
+) -> jax.Array:
     """Summed negative log-likelihood of integer `labels`; rows with mask False count nothing."""
     picked = jnp.take_along_axis(log_probs, labels[:, None], axis=1)[:, 0]
     return -jnp.sum(picked if mask is None else jnp.where(mask, picked, 0))
 
 
-def smoothed_nll(log_probs: jax.Array, labels: jax.Array, mask: jax.Array,
-                 smoothing: float) -> jax.Array:
+def smoothed_nll(
+    log_probs: jax.Array, labels: jax.Array, mask: jax.Array, smoothing: float
+) -> jax.Array:
     """Summed cross-entropy against one-hot targets mixed with the uniform distribution:
     `(1 - smoothing) * onehot + smoothing / classes`; with smoothing 0, `summed_nll`."""
     if not is_on(smoothing):

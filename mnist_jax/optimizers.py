@@ -24,8 +24,9 @@ from mnist_jax.errors import ConfigError
 from mnist_jax.factories import call_factory
 
 
-def learning_rate_schedule(config: Config, train_size: int | None = None,
-                           peak: float | jax.Array | None = None) -> optax.ScalarOrSchedule:
+def learning_rate_schedule(
+    config: Config, train_size: int | None = None, peak: float | jax.Array | None = None
+) -> optax.ScalarOrSchedule:
     """The learning rate (`peak`, default `config.learning_rate`) shaped by `config.schedule` over
     the run's steps: `num_epochs` of `train_size` examples (default: MNIST's training split less
     the validation rows)."""
@@ -42,20 +43,23 @@ def learning_rate_schedule(config: Config, train_size: int | None = None,
     warmup = round(config.warmup_epochs * epoch)
     warmup = min(max(warmup, 1), max(total - 1, 1)) if config.warmup_epochs else 0
     total = max(total, warmup + 1)
-    return {"cosine": lambda: optax.cosine_decay_schedule(peak, total),
-            "warmup_cosine": lambda: optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total),
-            "linear": lambda: optax.linear_schedule(peak, 0.0, total),
-            "onecycle": lambda: optax.cosine_onecycle_schedule(total, peak, pct_start=warmup / total),
-            }[config.schedule]()
+    return {
+        "cosine": lambda: optax.cosine_decay_schedule(peak, total),
+        "warmup_cosine": lambda: optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total),
+        "linear": lambda: optax.linear_schedule(peak, 0.0, total),
+        "onecycle": lambda: optax.cosine_onecycle_schedule(total, peak, pct_start=warmup / total),
+    }[config.schedule]()
 
 
 def decays(params) -> Any:
-    """The weight-decay mask: True for weights and kernels, False for biases (fewer than 2 dims)."""
+    """The weight-decay mask: True for weights and kernels, False for biases (fewer than 2
+    dims)."""
     return jax.tree.map(lambda leaf: jnp.ndim(leaf) >= 2, params)
 
 
-def make_optimizer(config: Config, train_size: int | None = None,
-                   hyperparameters: Hyperparameters | None = None) -> optax.GradientTransformation:
+def make_optimizer(
+    config: Config, train_size: int | None = None, hyperparameters: Hyperparameters | None = None
+) -> optax.GradientTransformation:
     """`optax.<config.optimizer>` (Adam by default) with the config's learning rate (shaped by its
     schedule), and its `b1`, `b2`, `eps`, `momentum` and `nesterov` where the optimizer takes them;
     or, for an import path, `factory(config)`. Then the recipe's parts, in Optax's order:
@@ -63,25 +67,36 @@ def make_optimizer(config: Config, train_size: int | None = None,
     the learning-rate scaling, as `optax.adamw` does, sparing biases. A grid cell's traced
     `hyperparameters` replace the config's numbers."""
     if config.optimizer.startswith(OBJECT_PREFIX):
-        raise ConfigError(f"optimizer {config.optimizer!r} was a Python object: pass the same object again "
-                          "(train(config, optimizer=...)); the command line cannot rebuild it")
+        raise ConfigError(
+            f"optimizer {config.optimizer!r} was a Python object: pass the same object again "
+            "(train(config, optimizer=...)); the command line cannot rebuild it"
+        )
     if not optimizer_by_name(config):
         optimizer = call_factory(config.optimizer, config, "optimizer")
         if not isinstance(optimizer, optax.GradientTransformation):
-            raise ConfigError(f"optimizer {config.optimizer!r}: the factory returned {type(optimizer).__name__}, "
-                              "not an optax.GradientTransformation")
+            raise ConfigError(
+                f"optimizer {config.optimizer!r}: the factory returned "
+                f"{type(optimizer).__name__}, "
+                "not an optax.GradientTransformation"
+            )
         return optimizer
     build = getattr(optax, config.optimizer)
     accepted = inspect.signature(build).parameters
     values = numbers(config, hyperparameters) | {"nesterov": config.nesterov}
-    extras = {name: values[name] for name in ("b1", "b2", "eps", "momentum", "nesterov")
-              if name in accepted and values[name] is not None}
+    extras = {
+        name: values[name]
+        for name in ("b1", "b2", "eps", "momentum", "nesterov")
+        if name in accepted and values[name] is not None
+    }
     learning_rate = learning_rate_schedule(config, train_size, values["learning_rate"])
     if is_on(values["weight_decay"]):
         # Optax's optimizers end by scaling with -learning_rate: built with 1.0 they give the
         # negated direction, to which the (negated) decay is added before the real scaling.
-        optimizer = optax.chain(build(1.0, **extras), optax.add_decayed_weights(-values["weight_decay"], decays),
-                                optax.scale_by_learning_rate(learning_rate, flip_sign=False))
+        optimizer = optax.chain(
+            build(1.0, **extras),
+            optax.add_decayed_weights(-values["weight_decay"], decays),
+            optax.scale_by_learning_rate(learning_rate, flip_sign=False),
+        )
     else:
         optimizer = build(learning_rate, **extras)
     if not is_on(values["clip_norm"]):

@@ -62,8 +62,13 @@ class EpochRun(NamedTuple):
 class Pipeline(Protocol):
     """A data path. Built by `make_pipeline`, which compiles its programs ahead of time."""
 
-    def train_epoch(self, state: TrainState, epoch: int, on_batch: OnBatch,
-                    should_stop: ShouldStop = never_stop) -> EpochRun:
+    def train_epoch(
+        self,
+        state: TrainState,
+        epoch: int,
+        on_batch: OnBatch,
+        should_stop: ShouldStop = never_stop,
+    ) -> EpochRun:
         """Trains on epoch `epoch` (1-based, in order), calling `on_batch(batches_done)` after
         each compiled call; may stop part-way once `should_stop()` is true."""
 
@@ -71,8 +76,9 @@ class Pipeline(Protocol):
         """Every split's correct predictions and summed loss."""
 
 
-def compile_timed(function: Callable, *example_args,
-                  donate_argnums: tuple[int, ...] = ()) -> tuple[jax.stages.Compiled, float]:
+def compile_timed(
+    function: Callable, *example_args, donate_argnums: tuple[int, ...] = ()
+) -> tuple[jax.stages.Compiled, float]:
     """`function` jitted and compiled ahead of time for arguments like `example_args`;
     returns the compiled program and the seconds compiling took."""
     start = time.perf_counter()
@@ -80,9 +86,16 @@ def compile_timed(function: Callable, *example_args,
     return compiled, time.perf_counter() - start
 
 
-def train_over(train_step: Callable, state: TrainState, items, key: jax.Array, first_step: jax.Array | int = 0,
-               to_batch: Callable = lambda item: item, may_be_empty: bool = True,
-               real_rows: Sequence[int] | None = None) -> tuple[TrainState, jax.Array]:
+def train_over(
+    train_step: Callable,
+    state: TrainState,
+    items,
+    key: jax.Array,
+    first_step: jax.Array | int = 0,
+    to_batch: Callable = lambda item: item,
+    may_be_empty: bool = True,
+    real_rows: Sequence[int] | None = None,
+) -> tuple[TrainState, jax.Array]:
     """Scans the train step over batches (`to_batch` of each item along the leading axis), the
     i-th being step `first_step + i` of the epoch whose key is `key` (see `steps.epoch_key`).
     Batches that are all padding are skipped; `may_be_empty=False` says there are none, which
@@ -108,8 +121,9 @@ def train_over(train_step: Callable, state: TrainState, items, key: jax.Array, f
     return jax.lax.scan(step, state, (items, jnp.arange(num_batches)))
 
 
-def evaluate_over(eval_step: Callable, variables: Variables, items,
-                  to_batch: Callable = lambda item: item) -> tuple[jax.Array, jax.Array]:
+def evaluate_over(
+    eval_step: Callable, variables: Variables, items, to_batch: Callable = lambda item: item
+) -> tuple[jax.Array, jax.Array]:
     """Correct predictions and summed loss over batches (`to_batch` of each item along the
     leading axis): the one evaluation reduction every path uses."""
     correct, losses = jax.lax.map(lambda item: eval_step(variables, to_batch(item)), items)
@@ -122,6 +136,7 @@ def _on_host(values: jax.Array) -> np.ndarray:
 
 
 # The stream path ------------------------------------------------------------------------------
+
 
 def local_orders(config: Config, share: data.Share, split: str, epochs: range) -> np.ndarray:
     """This process's training order of its share, one row per epoch.
@@ -136,7 +151,9 @@ def local_orders(config: Config, share: data.Share, split: str, epochs: range) -
         return np.tile(share.local_file_order(split), (len(epochs), 1))
     process = jax.process_index() if jax.process_count() > 1 else None
     order = jax.jit(data.epoch_order, static_argnums=(0, 2, 3))
-    return np.stack([np.asarray(order(config.seed, epoch, num_examples, process)) for epoch in epochs])
+    return np.stack(
+        [np.asarray(order(config.seed, epoch, num_examples, process)) for epoch in epochs]
+    )
 
 
 def _batches_per_pass(bounds: tuple[int, ...], batch_size: int) -> int:
@@ -147,24 +164,41 @@ def _batches_per_pass(bounds: tuple[int, ...], batch_size: int) -> int:
 
 def _chunk_spec(batches: int, rows: int, sharding) -> Batch:
     shape = (batches, rows)
-    return Batch(jax.ShapeDtypeStruct(shape + (28, 28, 1), jnp.uint8, sharding=sharding),
-                 jax.ShapeDtypeStruct(shape, jnp.int32, sharding=sharding),
-                 jax.ShapeDtypeStruct(shape, jnp.bool_, sharding=sharding))
+    return Batch(
+        jax.ShapeDtypeStruct(shape + (28, 28, 1), jnp.uint8, sharding=sharding),
+        jax.ShapeDtypeStruct(shape, jnp.int32, sharding=sharding),
+        jax.ShapeDtypeStruct(shape, jnp.bool_, sharding=sharding),
+    )
 
 
 def real_row_counts(bounds: tuple[int, ...], batch_size: int) -> tuple[int, ...]:
     """Every number of real rows a training batch of the stream holds: each process fills its
     part of every batch from its share (`bounds`) until the share runs out."""
     parts = [parallel.process_part(batch_size, q) for q in range(len(bounds) - 1)]
-    counts = {sum(int(np.clip(n - step * part, 0, part)) for n, part in zip(np.diff(bounds), parts, strict=True))
-              for step in range(_batches_per_pass(bounds, batch_size))}
+    counts = {
+        sum(
+            int(np.clip(n - step * part, 0, part))
+            for n, part in zip(np.diff(bounds), parts, strict=True)
+        )
+        for step in range(_batches_per_pass(bounds, batch_size))
+    }
     return tuple(sorted(counts - {0}))
 
 
-def _train_chunk(train_step: Callable, real_rows: tuple[int, ...] | None, state: TrainState, chunk: Batch,
-                 seed: jax.Array, epoch: jax.Array, first_step: jax.Array) -> tuple[TrainState, jax.Array]:
-    """The train step over a chunk's batches, the chunk's first being step `first_step` of the epoch."""
-    return train_over(train_step, state, chunk, epoch_key(seed, epoch), first_step, real_rows=real_rows)
+def _train_chunk(
+    train_step: Callable,
+    real_rows: tuple[int, ...] | None,
+    state: TrainState,
+    chunk: Batch,
+    seed: jax.Array,
+    epoch: jax.Array,
+    first_step: jax.Array,
+) -> tuple[TrainState, jax.Array]:
+    """The train step over a chunk's batches, the chunk's first being step `first_step` of the
+    epoch."""
+    return train_over(
+        train_step, state, chunk, epoch_key(seed, epoch), first_step, real_rows=real_rows
+    )
 
 
 class StreamPipeline:
@@ -174,8 +208,16 @@ class StreamPipeline:
     across epoch boundaries.
     """
 
-    def __init__(self, config: Config, steps: Steps, shares: dict[str, data.Share], state: TrainState,
-                 mesh: Mesh, start_epoch: int = 1, batches_done: int = 0):
+    def __init__(
+        self,
+        config: Config,
+        steps: Steps,
+        shares: dict[str, data.Share],
+        state: TrainState,
+        mesh: Mesh,
+        start_epoch: int = 1,
+        batches_done: int = 0,
+    ):
         from mnist_jax.data import streams  # TensorFlow, for this path only
 
         self.config = config
@@ -190,28 +232,58 @@ class StreamPipeline:
         # Each process streams its rows of every batch, from its own share.
         local_rows, local_eval_rows = rows // jax.process_count(), eval_rows // jax.process_count()
         orders = local_orders(config, train, "train", range(start_epoch, config.num_epochs + 1))
-        stream = streams.batch_chunks(train.images, train.labels, orders, parallel.process_part(config.batch_size),
-                                   config.batches_per_chunk, local_rows, self.steps_per_epoch)
-        self.train_stream = streams.prefetch_to_device(stream.skip(self.chunks_done), self.chunk_sharding)
+        stream = streams.batch_chunks(
+            train.images,
+            train.labels,
+            orders,
+            parallel.process_part(config.batch_size),
+            config.batches_per_chunk,
+            local_rows,
+            self.steps_per_epoch,
+        )
+        self.train_stream = streams.prefetch_to_device(
+            stream.skip(self.chunks_done), self.chunk_sharding
+        )
         self.eval_streams = {
-            name: streams.batch_chunks(share.images, share.labels, np.arange(len(share.labels))[None],
-                                    parallel.process_part(config.eval_batch_size), 1, local_eval_rows,
-                                    _batches_per_pass(share.bounds, config.eval_batch_size))
-            for name, share in shares.items()}
+            name: streams.batch_chunks(
+                share.images,
+                share.labels,
+                np.arange(len(share.labels))[None],
+                parallel.process_part(config.eval_batch_size),
+                1,
+                local_eval_rows,
+                _batches_per_pass(share.bounds, config.eval_batch_size),
+            )
+            for name, share in shares.items()
+        }
         # Every chunk has the same shape, so these two programs are all that is compiled.
         self.seed = np.uint32(config.seed)
         self.train_chunk, _ = compile_timed(
-            functools.partial(_train_chunk, steps.train_step,
-                              real_row_counts(train.bounds, config.batch_size) if steps.stateful else None),
+            functools.partial(
+                _train_chunk,
+                steps.train_step,
+                real_row_counts(train.bounds, config.batch_size) if steps.stateful else None,
+            ),
             state,
-            _chunk_spec(config.batches_per_chunk, rows, self.chunk_sharding), self.seed, np.int32(0), np.int32(0),
-            donate_argnums=(0,))
+            _chunk_spec(config.batches_per_chunk, rows, self.chunk_sharding),
+            self.seed,
+            np.int32(0),
+            np.int32(0),
+            donate_argnums=(0,),
+        )
         self.eval_chunk, _ = compile_timed(
-            functools.partial(evaluate_over, steps.eval_step), state.variables,
-            _chunk_spec(1, eval_rows, self.chunk_sharding))
+            functools.partial(evaluate_over, steps.eval_step),
+            state.variables,
+            _chunk_spec(1, eval_rows, self.chunk_sharding),
+        )
 
-    def train_epoch(self, state: TrainState, epoch: int, on_batch: OnBatch,
-                    should_stop: ShouldStop = never_stop) -> EpochRun:
+    def train_epoch(
+        self,
+        state: TrainState,
+        epoch: int,
+        on_batch: OnBatch,
+        should_stop: ShouldStop = never_stop,
+    ) -> EpochRun:
         """Trains on the rest of the epoch, or until `should_stop` says so after a chunk."""
         if epoch != self.next_epoch:
             raise ValueError(f"the stream is at epoch {self.next_epoch}, not {epoch}")
@@ -219,16 +291,24 @@ class StreamPipeline:
         while self.chunks_done < self.chunks_per_epoch:
             first = np.int32(self.chunks_done * self.config.batches_per_chunk)
             state, chunk_losses = jax.block_until_ready(
-                self.train_chunk(state, next(self.train_stream), self.seed, np.int32(epoch), first))
+                self.train_chunk(state, next(self.train_stream), self.seed, np.int32(epoch), first)
+            )
             losses.append(chunk_losses)  # stays on the device until the epoch ends
             self.chunks_done += 1
-            batches_done = min(self.chunks_done * self.config.batches_per_chunk, self.steps_per_epoch)
+            batches_done = min(
+                self.chunks_done * self.config.batches_per_chunk, self.steps_per_epoch
+            )
             on_batch(batches_done)
             if should_stop() and self.chunks_done < self.chunks_per_epoch:
-                return EpochRun(state, False, batches_done, np.concatenate([_on_host(x) for x in losses]),
-                                first_step)
+                return EpochRun(
+                    state,
+                    False,
+                    batches_done,
+                    np.concatenate([_on_host(x) for x in losses]),
+                    first_step,
+                )
         self.next_epoch, self.chunks_done = epoch + 1, 0
-        steps = np.concatenate([_on_host(x) for x in losses])[:self.steps_per_epoch - first_step]
+        steps = np.concatenate([_on_host(x) for x in losses])[: self.steps_per_epoch - first_step]
         return EpochRun(state, True, self.steps_per_epoch, steps, first_step)
 
     def evaluate(self, variables: Variables) -> dict[str, tuple[jax.Array, jax.Array]]:
@@ -239,13 +319,16 @@ class StreamPipeline:
         for split, stream in self.eval_streams.items():
             correct, total_loss = 0, 0.0
             for chunk in streams.prefetch_to_device(stream, self.chunk_sharding):
-                chunk_correct, chunk_loss = jax.block_until_ready(self.eval_chunk(variables, chunk))
+                chunk_correct, chunk_loss = jax.block_until_ready(
+                    self.eval_chunk(variables, chunk)
+                )
                 correct, total_loss = correct + chunk_correct, total_loss + chunk_loss
             totals[split] = (correct, total_loss)
         return totals
 
 
 # The device path ------------------------------------------------------------------------------
+
 
 class DeviceSplit(NamedTuple):
     """A dataset split in device memory, sharded across the mesh, and its rows in base order
@@ -256,14 +339,21 @@ class DeviceSplit(NamedTuple):
     order: jax.Array
 
 
-def shard_splits(config: Config, shares: dict[str, data.Share], mesh: Mesh) -> dict[str, DeviceSplit]:
+def shard_splits(
+    config: Config, shares: dict[str, data.Share], mesh: Mesh
+) -> dict[str, DeviceSplit]:
     """Every split in device memory, each process contributing its share."""
-    return {name: to_device(name, share, mesh, in_file_order=name == "train" and not config.shuffle)
-            for name, share in shares.items()}
+    return {
+        name: to_device(name, share, mesh, in_file_order=name == "train" and not config.shuffle)
+        for name, share in shares.items()
+    }
 
 
-def to_device(split: str, share: data.Share, mesh: Mesh, in_file_order: bool = False) -> DeviceSplit:
-    """One split in device memory, its base order tfds's (or with `in_file_order`, the raw files')."""
+def to_device(
+    split: str, share: data.Share, mesh: Mesh, in_file_order: bool = False
+) -> DeviceSplit:
+    """One split in device memory, its base order tfds's (or with `in_file_order`, the raw
+    files')."""
     images, labels, rows_of = parallel.shard_split(share.images, share.labels, share.bounds, mesh)
     order = rows_of[data.file_order(split, share.total)] if in_file_order else rows_of
     return DeviceSplit(images, labels, parallel.replicate(order, mesh))
@@ -285,18 +375,32 @@ def epoch_program(config: Config, steps: Steps, mesh: Mesh) -> Callable:
     """`(state, split, epoch, seed) -> (state, losses)`: one epoch as a single program, which
     shuffles on the device, then scans the train step over the batches. `seed` is an argument
     (not the config's) so that seed sweeps can vmap it."""
-    rows, sharding = parallel.rows_per_batch(config.batch_size, mesh), parallel.batch_sharding(mesh)
+    rows, sharding = (
+        parallel.rows_per_batch(config.batch_size, mesh),
+        parallel.batch_sharding(mesh),
+    )
 
-    def scan_epoch(state: TrainState, split: DeviceSplit, epoch: jax.Array,
-                   seed: jax.Array) -> tuple[TrainState, jax.Array]:
-        order = split.order[data.epoch_order(seed, epoch, split.order.shape[0])] if config.shuffle else split.order
+    def scan_epoch(
+        state: TrainState, split: DeviceSplit, epoch: jax.Array, seed: jax.Array
+    ) -> tuple[TrainState, jax.Array]:
+        order = (
+            split.order[data.epoch_order(seed, epoch, split.order.shape[0])]
+            if config.shuffle
+            else split.order
+        )
         # Only the last batch holds padding, and not only padding: every batch has the full
         # `batch_size` real rows but the last, which has the remainder.
         num_examples = split.order.shape[0]
         real_rows = {config.batch_size, num_examples % config.batch_size} - {0}
-        return train_over(steps.train_step, state, _batch_rows(order, config.batch_size, rows),
-                          epoch_key(seed, epoch), to_batch=functools.partial(_gather, split, sharding=sharding),
-                          may_be_empty=False, real_rows=tuple(real_rows) if steps.stateful else None)
+        return train_over(
+            steps.train_step,
+            state,
+            _batch_rows(order, config.batch_size, rows),
+            epoch_key(seed, epoch),
+            to_batch=functools.partial(_gather, split, sharding=sharding),
+            may_be_empty=False,
+            real_rows=tuple(real_rows) if steps.stateful else None,
+        )
 
     return scan_epoch
 
@@ -304,13 +408,23 @@ def epoch_program(config: Config, steps: Steps, mesh: Mesh) -> Callable:
 def evaluation_program(config: Config, steps: Steps, mesh: Mesh) -> Callable:
     """`(variables, splits) -> {split: (correct, summed loss)}` over every split given, as a single
     program."""
-    rows, sharding = parallel.rows_per_batch(config.eval_batch_size, mesh), parallel.batch_sharding(mesh)
+    rows, sharding = (
+        parallel.rows_per_batch(config.eval_batch_size, mesh),
+        parallel.batch_sharding(mesh),
+    )
 
-    def evaluate(variables: Variables, splits: dict[str, DeviceSplit]) -> dict[str, tuple[jax.Array, jax.Array]]:
-        return {name: evaluate_over(steps.eval_step, variables,
-                                    _batch_rows(split.order, config.eval_batch_size, rows),
-                                    functools.partial(_gather, split, sharding=sharding))
-                for name, split in splits.items()}
+    def evaluate(
+        variables: Variables, splits: dict[str, DeviceSplit]
+    ) -> dict[str, tuple[jax.Array, jax.Array]]:
+        return {
+            name: evaluate_over(
+                steps.eval_step,
+                variables,
+                _batch_rows(split.order, config.eval_batch_size, rows),
+                functools.partial(_gather, split, sharding=sharding),
+            )
+            for name, split in splits.items()
+        }
 
     return evaluate
 
@@ -320,24 +434,46 @@ class DevicePipeline:
     contributing its share); an epoch and an evaluation are one call each. An epoch cannot
     stop part-way, so a start position must be at an epoch's beginning."""
 
-    def __init__(self, config: Config, steps: Steps, shares: dict[str, data.Share], state: TrainState,
-                 mesh: Mesh, start_epoch: int = 1, batches_done: int = 0):
+    def __init__(
+        self,
+        config: Config,
+        steps: Steps,
+        shares: dict[str, data.Share],
+        state: TrainState,
+        mesh: Mesh,
+        start_epoch: int = 1,
+        batches_done: int = 0,
+    ):
         if batches_done:
-            raise ValueError(f"the device path trains whole epochs; cannot start {batches_done} batches "
-                             f"into epoch {start_epoch}")
+            raise ValueError(
+                f"the device path trains whole epochs; cannot start {batches_done} batches "
+                f"into epoch {start_epoch}"
+            )
         self.splits = shard_splits(config, shares, mesh)
         self.seed = np.uint32(config.seed)
         self.train_program, _ = compile_timed(
-            epoch_program(config, steps, mesh), state, self.splits["train"], np.int32(0), self.seed,
-            donate_argnums=(0,))
-        self.eval_program, _ = compile_timed(evaluation_program(config, steps, mesh), state.variables,
-                                             self.splits)
+            epoch_program(config, steps, mesh),
+            state,
+            self.splits["train"],
+            np.int32(0),
+            self.seed,
+            donate_argnums=(0,),
+        )
+        self.eval_program, _ = compile_timed(
+            evaluation_program(config, steps, mesh), state.variables, self.splits
+        )
 
-    def train_epoch(self, state: TrainState, epoch: int, on_batch: OnBatch,
-                    should_stop: ShouldStop = never_stop) -> EpochRun:
+    def train_epoch(
+        self,
+        state: TrainState,
+        epoch: int,
+        on_batch: OnBatch,
+        should_stop: ShouldStop = never_stop,
+    ) -> EpochRun:
         """Trains on the whole epoch (one call: it cannot stop part-way)."""
         state, batch_losses = jax.block_until_ready(
-            self.train_program(state, self.splits["train"], np.int32(epoch), self.seed))
+            self.train_program(state, self.splits["train"], np.int32(epoch), self.seed)
+        )
         on_batch(batch_losses.shape[0])
         return EpochRun(state, True, batch_losses.shape[0], _on_host(batch_losses), 0)
 
@@ -346,19 +482,32 @@ class DevicePipeline:
         return jax.block_until_ready(self.eval_program(variables, self.splits))
 
 
-PIPELINES: dict[str, type[StreamPipeline] | type[DevicePipeline]] = {"device": DevicePipeline,
-                                                                    "stream": StreamPipeline}
+PIPELINES: dict[str, type[StreamPipeline] | type[DevicePipeline]] = {
+    "device": DevicePipeline,
+    "stream": StreamPipeline,
+}
 
 
 def check_pipeline(config: Config) -> None:
     """Raises ConfigError unless `config.pipeline` names a data path."""
     if config.pipeline not in PIPELINES:
-        raise ConfigError(f"pipeline must be one of {', '.join(PIPELINES)}, got {config.pipeline!r}")
+        raise ConfigError(
+            f"pipeline must be one of {', '.join(PIPELINES)}, got {config.pipeline!r}"
+        )
 
 
-def make_pipeline(config: Config, steps: Steps, shares: dict[str, data.Share], state: TrainState, mesh: Mesh,
-                  start_epoch: int = 1, batches_done: int = 0) -> Pipeline:
+def make_pipeline(
+    config: Config,
+    steps: Steps,
+    shares: dict[str, data.Share],
+    state: TrainState,
+    mesh: Mesh,
+    start_epoch: int = 1,
+    batches_done: int = 0,
+) -> Pipeline:
     """The config's data path over `shares`, compiled for `state`'s shapes and shardings, ready
     to train from `batches_done` batches into epoch `start_epoch`."""
     check_pipeline(config)
-    return PIPELINES[config.pipeline](config, steps, shares, state, mesh, start_epoch, batches_done)
+    return PIPELINES[config.pipeline](
+        config, steps, shares, state, mesh, start_epoch, batches_done
+    )

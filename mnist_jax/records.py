@@ -47,7 +47,9 @@ class Result:
     config: Config
     params: Params
     history: list[EpochMetrics]
-    compile_seconds: float  # tracing, lowering and compiling (or loading from the cache) every program
+    compile_seconds: (
+        float  # tracing, lowering and compiling (or loading from the cache) every program
+    )
     device: str
     num_devices: int
     versions: dict[str, str]
@@ -57,7 +59,9 @@ class Result:
     status: str = "completed"  # or "interrupted", "diverged"
     command: list[str] = field(default_factory=list)
     divergence: dict | None = None  # epoch, first_step, last_step, message
-    stopped_by: str | None = None  # the signal an interrupted run stopped on: "SIGINT" or "SIGTERM"
+    stopped_by: str | None = (
+        None  # the signal an interrupted run stopped on: "SIGINT" or "SIGTERM"
+    )
     best_epoch: int | None = None  # of highest validation accuracy, with a validation split
     best_params: Params | None = None  # the parameters after that epoch
     model_state: ModelState = ()  # the model's final state (`()` for a model without one)
@@ -91,7 +95,12 @@ class Result:
         }
 
     def _best(self) -> dict:
-        """The best epoch by validation accuracy and its scores: early stopping without the test set."""
+        """The best epoch by validation accuracy and its scores: early stopping without the test
+        set."""
         metrics = next(m for m in self.history if m.epoch == self.best_epoch)
-        return {"epoch": metrics.epoch, "validation_accuracy": metrics.validation_accuracy,
-                "test_accuracy": metrics.test_accuracy, "test_loss": metrics.test_loss}
+        return {
+            "epoch": metrics.epoch,
+            "validation_accuracy": metrics.validation_accuracy,
+            "test_accuracy": metrics.test_accuracy,
+            "test_loss": metrics.test_loss,
+        }

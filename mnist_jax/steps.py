@@ -1,4 +1,5 @@
-"""The pure, jit-ready training step and evaluation step, bound once to a model and an optimizer."""
+"""The pure, jit-ready training step and evaluation step, bound once to a model and an
+optimizer."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from mnist_jax.models import Model, ModelState, Params, Variables, make_model
 from mnist_jax.models.interface import Apply, stateful_form
 from mnist_jax.optimizers import decays, make_optimizer
 
-_STEP_KEYS = 0xFFFFFFFF  # folded into the seed's key: the per-step keys' stream, apart from epoch orders
+_STEP_KEYS = (
+    0xFFFFFFFF  # folded into the seed's key: the per-step keys' stream, apart from epoch orders
+)
 
 
 class Batch(NamedTuple):
@@ -48,8 +51,12 @@ class TrainState(NamedTuple):
 class Steps(NamedTuple):
     """A run's model and optimizer, bound once: what every data path, sweep and score calls."""
 
-    init: Callable[[int], TrainState]  # seed (or a uint32 array of them, under vmap) -> initial state
-    train_step: Callable[..., tuple[TrainState, jax.Array]]  # (state, batch, key=None) -> new state, loss
+    init: Callable[
+        [int], TrainState
+    ]  # seed (or a uint32 array of them, under vmap) -> initial state
+    train_step: Callable[
+        ..., tuple[TrainState, jax.Array]
+    ]  # (state, batch, key=None) -> new state, loss
     eval_step: Callable[[Variables, Batch], tuple[jax.Array, jax.Array]]  # -> correct, summed loss
     params_shape: Any  # the parameters' shapes and dtypes (jax.ShapeDtypeStruct leaves)
     state_shape: Any  # the model state's (`()` for a model without one)
@@ -78,22 +85,42 @@ def epoch_key(seed: jax.Array | int, epoch: jax.Array | int) -> jax.Array:
 
 
 def l2_penalty(params, l2: float) -> jax.Array:
-    """`l2 / 2` times the squared norm of the weights (every parameter of two dimensions or more)."""
-    return l2 / 2 * sum(jnp.sum(jnp.square(w)) for w, decayed in zip(jax.tree.leaves(params),
-                                                                     jax.tree.leaves(decays(params)), strict=True)
-                        if decayed)
+    """`l2 / 2` times the squared norm of the weights (every parameter of two dimensions or
+    more)."""
+    return (
+        l2
+        / 2
+        * sum(
+            jnp.sum(jnp.square(w))
+            for w, decayed in zip(
+                jax.tree.leaves(params), jax.tree.leaves(decays(params)), strict=True
+            )
+            if decayed
+        )
+    )
 
 
-def train_step(state: TrainState, batch: Batch, key: jax.Array | None = None, *, apply: Apply,
-               optimizer: optax.GradientTransformation, dtype: jnp.dtype, mean: bool = False,
-               label_smoothing: float = 0.0, l2: float = 0.0) -> tuple[TrainState, jax.Array]:
+def train_step(
+    state: TrainState,
+    batch: Batch,
+    key: jax.Array | None = None,
+    *,
+    apply: Apply,
+    optimizer: optax.GradientTransformation,
+    dtype: jnp.dtype,
+    mean: bool = False,
+    label_smoothing: float = 0.0,
+    l2: float = 0.0,
+) -> tuple[TrainState, jax.Array]:
     """One optimizer step on the batch's loss (summed, or with `mean` averaged over its real rows;
     against smoothed labels if `label_smoothing`; plus the L2 penalty if `l2`); returns the new
     state, the model's state as the training pass left it, and that objective.
     `apply(params, model_state, images, key, training)` gives the logits and the model state."""
+
     def objective(params):
-        logits, model_state = apply(params, state.model_state, to_floats(batch.images, dtype), key,
-                                    True)
+        logits, model_state = apply(
+            params, state.model_state, to_floats(batch.images, dtype), key, True
+        )
         total = smoothed_nll(log_softmax(logits), batch.labels, batch.mask, label_smoothing)
         loss = total / jnp.maximum(batch.mask.sum(), 1) if mean else total
         return (loss + l2_penalty(params, l2) if is_on(l2) else loss), model_state
@@ -115,7 +142,11 @@ def on_real_rows(train_step: Callable, counts: Sequence[int]) -> Callable:
 
         def on(count: int) -> Callable:
             def run(state):
-                part = batch if count == rows else jax.tree.map(lambda a: a[real_first[:count]], batch)
+                part = (
+                    batch
+                    if count == rows
+                    else jax.tree.map(lambda a: a[real_first[:count]], batch)
+                )
                 return train_step(state, part, key)
 
             return run
@@ -128,13 +159,18 @@ def on_real_rows(train_step: Callable, counts: Sequence[int]) -> Callable:
     return step
 
 
-def eval_step(variables: Variables, batch: Batch, *, apply: Apply,
-              dtype: jnp.dtype) -> tuple[jax.Array, jax.Array]:
+def eval_step(
+    variables: Variables, batch: Batch, *, apply: Apply, dtype: jnp.dtype
+) -> tuple[jax.Array, jax.Array]:
     """Correct predictions and summed loss over the batch's real rows, the model in evaluation
     mode (its state read, not updated)."""
-    logits, _ = apply(variables.params, variables.state, to_floats(batch.images, dtype), None, False)
+    logits, _ = apply(
+        variables.params, variables.state, to_floats(batch.images, dtype), None, False
+    )
     log_probs = log_softmax(logits)
-    correct = jnp.sum((jnp.argmax(log_probs, axis=1) == batch.labels) & batch.mask, dtype=jnp.int32)
+    correct = jnp.sum(
+        (jnp.argmax(log_probs, axis=1) == batch.labels) & batch.mask, dtype=jnp.int32
+    )
     return correct, summed_nll(log_probs, batch.labels, batch.mask)
 
 
@@ -149,8 +185,9 @@ class CheckedModel(NamedTuple):
     activations_per_example: int  # values the model's forward pass computes for one image
 
 
-def check_model(config: Config, model: Model | None = None,
-                hyperparameters: Hyperparameters | None = None) -> CheckedModel:
+def check_model(
+    config: Config, model: Model | None = None, hyperparameters: Hyperparameters | None = None
+) -> CheckedModel:
     """The model (`config.model`, or the `model` object), checked without allocating anything:
     `init` must give pytrees of arrays and `apply` logits of shape (N, 10)."""
     name = f"model {describe(model)}" if model is not None else f"model {config.model!r}"
@@ -161,36 +198,47 @@ def check_model(config: Config, model: Model | None = None,
     with precision(config):
         params_shape, state_shape = jax.tree.map(
             lambda a: jax.ShapeDtypeStruct(a.shape, _run_dtype(a.dtype, dtype)),
-            jax.eval_shape(lambda: init(jax.random.key(0))))
+            jax.eval_shape(lambda: init(jax.random.key(0))),
+        )
         images = jax.ShapeDtypeStruct((2, 28, 28, 1), dtype)
         graph, (logits, _) = jax.make_jaxpr(apply, static_argnums=(3, 4), return_shape=True)(
-            params_shape, state_shape, images, None, False)
+            params_shape, state_shape, images, None, False
+        )
     if len(jax.tree.leaves(logits)) != 1 or jax.tree.leaves(logits)[0].shape != (2, 10):
         shapes = ", ".join(str(a.shape) for a in jax.tree.leaves(logits))
-        raise ConfigError(f"{name}: apply returned {shapes} for 2 images, not logits of shape (2, 10)")
+        raise ConfigError(
+            f"{name}: apply returned {shapes} for 2 images, not logits of shape (2, 10)"
+        )
     activations = sum(math.prod(v.aval.shape) for eqn in graph.eqns for v in eqn.outvars) // 2
     return CheckedModel(init, apply, params_shape, state_shape, activations)
 
 
-def make_steps(config: Config, model: Model | CheckedModel | None = None,
-               optimizer: optax.GradientTransformation | None = None, train_size: int | None = None,
-               hyperparameters: Hyperparameters | None = None) -> Steps:
+def make_steps(
+    config: Config,
+    model: Model | CheckedModel | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    train_size: int | None = None,
+    hyperparameters: Hyperparameters | None = None,
+) -> Steps:
     """The model (`config.model`, or the `model` object) and the optimizer (`config.optimizer`, or
     the `optimizer` object; its schedule over epochs of `train_size`) bound into the steps. The
     model is checked first (`check_model`; a model checked already is not traced again). A grid
     cell's traced `hyperparameters` (`config.TRACEABLE`) replace the config's numbers. The
     steps carry `config.matmul_precision`; jit them under `precision(config)` (for float64)."""
-    checked = (model if isinstance(model, CheckedModel)
-               else check_model(config, model, hyperparameters))
-    optimizer = (optimizer if optimizer is not None
-                 else make_optimizer(config, train_size, hyperparameters))
+    checked = (
+        model if isinstance(model, CheckedModel) else check_model(config, model, hyperparameters)
+    )
+    optimizer = (
+        optimizer if optimizer is not None else make_optimizer(config, train_size, hyperparameters)
+    )
     values = numbers(config, hyperparameters)
     dtype = jnp.dtype(config.dtype)
 
     @jax.jit
     def init_program(seed: jax.Array) -> TrainState:
-        params, model_state = jax.tree.map(lambda a: a.astype(_run_dtype(a.dtype, dtype)),
-                                           checked.init(jax.random.key(seed)))
+        params, model_state = jax.tree.map(
+            lambda a: a.astype(_run_dtype(a.dtype, dtype)), checked.init(jax.random.key(seed))
+        )
         return TrainState(params, optimizer.init(params), model_state)
 
     def init_state(seed: int | jax.Array) -> TrainState:
@@ -198,13 +246,24 @@ def make_steps(config: Config, model: Model | CheckedModel | None = None,
         with precision(config):
             return init_program(seed if isinstance(seed, jax.Array) else np.uint32(seed))
 
-    step = functools.partial(train_step, apply=checked.apply, optimizer=optimizer, dtype=dtype,
-                             mean=config.loss_reduction == "mean",
-                             label_smoothing=values["label_smoothing"], l2=values["l2"])
+    step = functools.partial(
+        train_step,
+        apply=checked.apply,
+        optimizer=optimizer,
+        dtype=dtype,
+        mean=config.loss_reduction == "mean",
+        label_smoothing=values["label_smoothing"],
+        l2=values["l2"],
+    )
     evaluate = functools.partial(eval_step, apply=checked.apply, dtype=dtype)
-    return Steps(init=init_state, train_step=_in_precision(config, step),
-                 eval_step=_in_precision(config, evaluate), params_shape=checked.params_shape,
-                 state_shape=checked.state_shape, activations_per_example=checked.activations_per_example)
+    return Steps(
+        init=init_state,
+        train_step=_in_precision(config, step),
+        eval_step=_in_precision(config, evaluate),
+        params_shape=checked.params_shape,
+        state_shape=checked.state_shape,
+        activations_per_example=checked.activations_per_example,
+    )
 
 
 def evaluation_steps(config: Config, model: Model | None = None) -> Steps:
@@ -213,12 +272,17 @@ def evaluation_steps(config: Config, model: Model | None = None) -> Steps:
     return make_steps(config, model, optax.identity())
 
 
-def recorded(config: Config, model: Model | None = None,
-             optimizer: optax.GradientTransformation | None = None) -> Config:
+def recorded(
+    config: Config,
+    model: Model | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+) -> Config:
     """The config as a run records it: a model or optimizer given as an object is written
     `object:<description>` (a run of it needs the same object to resume)."""
     objects = {"model": model, "optimizer": optimizer}
-    return config.replace(**{name: OBJECT_PREFIX + describe(obj) for name, obj in objects.items() if obj is not None})
+    return config.replace(
+        **{name: OBJECT_PREFIX + describe(obj) for name, obj in objects.items() if obj is not None}
+    )
 
 
 def _run_dtype(leaf_dtype: jnp.dtype, run_dtype: jnp.dtype) -> jnp.dtype:
@@ -236,8 +300,10 @@ def split_metrics(split: str, correct, total_loss, num_examples: int) -> dict:
 
     Works on scalars and on arrays (one value per seed of a sweep) alike.
     """
-    return {f"{split}_accuracy": np.asarray(correct, np.float64) / num_examples,
-            f"{split}_loss": np.asarray(total_loss, np.float64) / num_examples}
+    return {
+        f"{split}_accuracy": np.asarray(correct, np.float64) / num_examples,
+        f"{split}_loss": np.asarray(total_loss, np.float64) / num_examples,
+    }
 
 
 @contextlib.contextmanager
@@ -255,6 +321,7 @@ def precision(config: Config) -> Iterator[None]:
 def _in_precision(config: Config, function: Callable) -> Callable:
     """`function`, traced (and called) with `config.matmul_precision`: whoever jits it gets the
     config's precision in every product, whatever their own default."""
+
     @functools.wraps(function)
     def call(*args, **kwargs):
         with jax.default_matmul_precision(config.matmul_precision):

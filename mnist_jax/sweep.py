@@ -1,4 +1,5 @@
-"""Seed sweeps and grids: many models, seeds and grid cells alike, trained as one vmapped compiled program."""
+"""Seed sweeps and grids: many models, seeds and grid cells alike, trained as one vmapped compiled
+program."""
 
 from __future__ import annotations
 
@@ -42,42 +43,69 @@ class SweepResult:
     metrics: tuple[str, ...]
     histories: np.ndarray  # (seeds, epochs + 1, len(metrics))
     params: Params  # every leaf has a leading seed axis
-    seconds: float  # training and evaluation; cells trained together share their program's time evenly
+    seconds: (
+        float  # training and evaluation; cells trained together share their program's time evenly
+    )
     environment: dict
     compile_seconds: float = 0.0  # compiling its programs (shared the same way)
     trained_with: int = 1  # grid cells in its compiled program, itself included
-    model_state: ModelState = ()  # every leaf has a leading seed axis (`()` for a model without one)
+    # every leaf has a leading seed axis (`()` for a model without one)
+    model_state: ModelState = ()
 
     def statistics(self) -> list[dict]:
         """Per epoch, the statistics of each metric over the seeds."""
-        return [{"epoch": epoch, **{name: statistics(self.histories[:, epoch, i])
-                                    for i, name in enumerate(self.metrics)}}
-                for epoch in range(self.histories.shape[1])]
+        return [
+            {
+                "epoch": epoch,
+                **{
+                    name: statistics(self.histories[:, epoch, i])
+                    for i, name in enumerate(self.metrics)
+                },
+            }
+            for epoch in range(self.histories.shape[1])
+        ]
 
     def best(self) -> dict | None:
         """Each seed's best epoch by validation accuracy (None without a validation split), and
         the statistics of the test accuracy there: early stopping, chosen without the test set."""
         if "validation_accuracy" not in self.metrics:
             return None
-        validation, test = (self.histories[:, :, self.metrics.index(f"{split}_accuracy")]
-                            for split in ("validation", "test"))
+        validation, test = (
+            self.histories[:, :, self.metrics.index(f"{split}_accuracy")]
+            for split in ("validation", "test")
+        )
         epochs = np.argmax(validation, axis=1)  # the earliest of equals, as for a run
-        return {"epochs": epochs.tolist(),
-                "test_accuracy": statistics(test[np.arange(len(self.seeds)), epochs])}
+        return {
+            "epochs": epochs.tolist(),
+            "test_accuracy": statistics(test[np.arange(len(self.seeds)), epochs]),
+        }
 
     def summary(self) -> dict:
         best = self.best()
-        return {"config": self.config.to_dict(), "seeds": self.seeds, "statistics": self.statistics(),
-                **({"best": best} if best else {}),
-                "per_seed": {str(seed): [dict(zip(("epoch", *self.metrics), (epoch, *map(float, row)), strict=True))
-                                         for epoch, row in enumerate(history)]
-                             for seed, history in zip(self.seeds, self.histories, strict=True)},
-                "seconds": self.seconds, "compile_seconds": self.compile_seconds, "trained_with": self.trained_with,
-                **self.environment}
+        return {
+            "config": self.config.to_dict(),
+            "seeds": self.seeds,
+            "statistics": self.statistics(),
+            **({"best": best} if best else {}),
+            "per_seed": {
+                str(seed): [
+                    dict(zip(("epoch", *self.metrics), (epoch, *map(float, row)), strict=True))
+                    for epoch, row in enumerate(history)
+                ]
+                for seed, history in zip(self.seeds, self.histories, strict=True)
+            },
+            "seconds": self.seconds,
+            "compile_seconds": self.compile_seconds,
+            "trained_with": self.trained_with,
+            **self.environment,
+        }
 
 
-def traced_settings(config: Config, model: Model | None = None,
-                    optimizer: optax.GradientTransformation | None = None) -> tuple[str, ...]:
+def traced_settings(
+    config: Config,
+    model: Model | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+) -> tuple[str, ...]:
     """The settings a grid passes to its compiled program as traced values, one per model: those in
     use (`is_on`) among label smoothing, the optimizer's (when built by name: a factory or object
     reads its own) and the dropout rates (of a built-in model). Cells that differ only in these,
@@ -90,41 +118,75 @@ def traced_settings(config: Config, model: Model | None = None,
     return tuple(name for name in TRACEABLE if name in names and is_on(getattr(config, name)))
 
 
-def program_key(config: Config, model: Model | None = None,
-                optimizer: optax.GradientTransformation | None = None) -> str:
-    """What a cell's compiled program depends on: every setting but the seed and the traced values."""
+def program_key(
+    config: Config,
+    model: Model | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+) -> str:
+    """What a cell's compiled program depends on: every setting but the seed and the traced
+    values."""
     traced = traced_settings(config, model, optimizer)
-    return json.dumps({name: "traced" if name in traced else value for name, value in config.to_dict().items()
-                       if name != "seed"}, sort_keys=True)
+    return json.dumps(
+        {
+            name: "traced" if name in traced else value
+            for name, value in config.to_dict().items()
+            if name != "seed"
+        },
+        sort_keys=True,
+    )
 
 
-def _train_together(configs: Sequence[Config], seeds: Sequence[int], shares: dict[str, data.Share], mesh,
-                    model: Model | None, optimizer: optax.GradientTransformation | None,
-                    events_dir: str | None = None, cells: Sequence[dict] = ({},),
-                    on_epoch: Callable[[int, int], None] = lambda epoch, num_epochs: None) -> list[SweepResult]:
+def _train_together(
+    configs: Sequence[Config],
+    seeds: Sequence[int],
+    shares: dict[str, data.Share],
+    mesh,
+    model: Model | None,
+    optimizer: optax.GradientTransformation | None,
+    events_dir: str | None = None,
+    cells: Sequence[dict] = ({},),
+    on_epoch: Callable[[int, int], None] = lambda epoch, num_epochs: None,
+) -> list[SweepResult]:
     """Every (config, seed) pair as one model of a single vmapped program; the configs share one
     `program_key`, their traced settings entering as one value per model. One result per config.
     With `events_dir`, TensorBoard events for each model in `events_dir/<cell settings>/seed-N`."""
     base = configs[0]
     train_size = shares["train"].total
-    steps = make_steps(base, model, optimizer, train_size=train_size)  # init and evaluation use no traced value
+    steps = make_steps(
+        base, model, optimizer, train_size=train_size
+    )  # init and evaluation use no traced value
     # One config (a plain sweep) keeps its settings as constants, exactly as its runs do.
     traced = traced_settings(base, model, optimizer) if len(configs) > 1 else ()
     with precision(base):
         dtype = jnp.dtype(base.dtype)
-        values = {name: np.asarray([getattr(c, name) for c in configs for _ in seeds], dtype) for name in traced}
+        values = {
+            name: np.asarray([getattr(c, name) for c in configs for _ in seeds], dtype)
+            for name in traced
+        }
         seed_array = np.asarray([seed for _ in configs for seed in seeds], np.uint32)
 
         def train_epoch(state, split, epoch, seed, cell_values):
-            cell_steps = make_steps(base, model, optimizer, train_size, hyperparameters=cell_values)
+            cell_steps = make_steps(
+                base, model, optimizer, train_size, hyperparameters=cell_values
+            )
             return epoch_program(base, cell_steps, mesh)(state, split, epoch, seed)
 
         splits = shard_splits(base, shares, mesh)
         state = jax.jit(jax.vmap(steps.init))(seed_array)
-        epoch_fn, train_seconds = compile_timed(jax.vmap(train_epoch, in_axes=(0, None, None, 0, 0)), state,
-                                                splits["train"], np.int32(0), seed_array, values, donate_argnums=(0,))
-        eval_fn, eval_seconds = compile_timed(jax.vmap(evaluation_program(base, steps, mesh), in_axes=(0, None)),
-                                              state.variables, splits)
+        epoch_fn, train_seconds = compile_timed(
+            jax.vmap(train_epoch, in_axes=(0, None, None, 0, 0)),
+            state,
+            splits["train"],
+            np.int32(0),
+            seed_array,
+            values,
+            donate_argnums=(0,),
+        )
+        eval_fn, eval_seconds = compile_timed(
+            jax.vmap(evaluation_program(base, steps, mesh), in_axes=(0, None)),
+            state.variables,
+            splits,
+        )
         metrics = metric_names([split for split in SPLITS if split in shares])
 
         def evaluate(variables) -> np.ndarray:
@@ -138,8 +200,12 @@ def _train_together(configs: Sequence[Config], seeds: Sequence[int], shares: dic
 
         events = None
         if events_dir:
-            events = TrainingEvents(events_dir, [stream_name(cell, seed) for cell in cells for seed in seeds],
-                                    [config for config in configs for _ in seeds], train_size)
+            events = TrainingEvents(
+                events_dir,
+                [stream_name(cell, seed) for cell in cells for seed in seeds],
+                [config for config in configs for _ in seeds],
+                train_size,
+            )
         with events or contextlib.nullcontext():
             start = time.perf_counter()
             history = [evaluate(state.variables)]
@@ -147,9 +213,13 @@ def _train_together(configs: Sequence[Config], seeds: Sequence[int], shares: dic
                 events.metrics(0, by_model(history[0]))
             for epoch in range(1, base.num_epochs + 1):
                 epoch_start = time.perf_counter()
-                state, losses = epoch_fn(state, splits["train"], np.int32(epoch), seed_array, values)
+                state, losses = epoch_fn(
+                    state, splits["train"], np.int32(epoch), seed_array, values
+                )
                 if events:
-                    losses = np.asarray(losses)  # waits for the epoch, to time it apart from evaluation
+                    losses = np.asarray(
+                        losses
+                    )  # waits for the epoch, to time it apart from evaluation
                     epoch_seconds = time.perf_counter() - epoch_start
                 history.append(evaluate(state.variables))
                 on_epoch(epoch, base.num_epochs)
@@ -160,24 +230,44 @@ def _train_together(configs: Sequence[Config], seeds: Sequence[int], shares: dic
     histories, env, n = np.stack(history, axis=1), environment(mesh), len(seeds)
     share = 1 / len(configs)  # the cells trained together split the program's time evenly
     params, model_state = jax.tree.map(np.asarray, (state.params, state.model_state))
-    return [SweepResult(config, list(seeds), metrics, histories[rows],
-                        jax.tree.map(lambda leaf, rows=rows: leaf[rows], params), seconds * share, env,
-                        compile_seconds=(train_seconds + eval_seconds) * share, trained_with=len(configs),
-                        model_state=jax.tree.map(lambda leaf, rows=rows: leaf[rows], model_state))
-            for config, rows in zip(configs, (slice(i * n, (i + 1) * n) for i in range(len(configs))), strict=True)]
+    return [
+        SweepResult(
+            config,
+            list(seeds),
+            metrics,
+            histories[rows],
+            jax.tree.map(lambda leaf, rows=rows: leaf[rows], params),
+            seconds * share,
+            env,
+            compile_seconds=(train_seconds + eval_seconds) * share,
+            trained_with=len(configs),
+            model_state=jax.tree.map(lambda leaf, rows=rows: leaf[rows], model_state),
+        )
+        for config, rows in zip(
+            configs, (slice(i * n, (i + 1) * n) for i in range(len(configs))), strict=True
+        )
+    ]
 
 
-def sweep(config: Config, seeds: Sequence[int], out_dir: str | None = None,
-          shares: dict[str, data.Share] | None = None, *, model: Model | None = None,
-          optimizer: optax.GradientTransformation | None = None, tensorboard: bool = False,
-          on_epoch: Callable[[int, int], None] = lambda epoch, num_epochs: None) -> SweepResult:
+def sweep(
+    config: Config,
+    seeds: Sequence[int],
+    out_dir: str | None = None,
+    shares: dict[str, data.Share] | None = None,
+    *,
+    model: Model | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    tensorboard: bool = False,
+    on_epoch: Callable[[int, int], None] = lambda epoch, num_epochs: None,
+) -> SweepResult:
     """Trains one model per seed (initialization, shuffles and step keys all seeded) on one
-    device, as a single vmapped program per epoch; each model matches a separate run with that seed.
+    device, as a single vmapped program per epoch; each model matches a separate run with that
+    seed.
 
     Writes `out_dir/sweep.json` if given (and, with `tensorboard`, event files in
     `out_dir/tensorboard/seed-N`). `shares` (from `data.load`) skips reading the data;
-    `model` and `optimizer` objects replace the config's, as in `train`. `on_epoch(epoch, num_epochs)`
-    is called as each epoch ends (for progress).
+    `model` and `optimizer` objects replace the config's, as in `train`.
+    `on_epoch(epoch, num_epochs)` is called as each epoch ends (for progress).
     """
     config = recorded(config, model, optimizer)
     if config.deterministic:
@@ -185,12 +275,18 @@ def sweep(config: Config, seeds: Sequence[int], out_dir: str | None = None,
     events_dir = _events_dir(out_dir, tensorboard)
     with Compilations() as compilations:
         mesh = parallel.make_mesh(1, config.platform)
-        memory.check_fits(config, mesh, num_models=len(seeds), steps=make_steps(config, model, optimizer))
+        memory.check_fits(
+            config, mesh, num_models=len(seeds), steps=make_steps(config, model, optimizer)
+        )
         shares = shares or data.load(config.data_dir, config.validation_size)
-        result, = _train_together([config], seeds, shares, mesh, model, optimizer, events_dir, on_epoch=on_epoch)
+        (result,) = _train_together(
+            [config], seeds, shares, mesh, model, optimizer, events_dir, on_epoch=on_epoch
+        )
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
-        write_json(os.path.join(out_dir, "sweep.json"), {**result.summary(), **_compiled(compilations)})
+        write_json(
+            os.path.join(out_dir, "sweep.json"), {**result.summary(), **_compiled(compilations)}
+        )
     return result
 
 
@@ -199,16 +295,23 @@ def _events_dir(out_dir: str | None, tensorboard: bool) -> str | None:
         raise ConfigError("TensorBoard's event files go in the sweep's folder: give it (--out)")
     if not tensorboard:
         return None
-    shutil.rmtree(os.path.join(out_dir, TENSORBOARD), ignore_errors=True)  # a sweep replaces its folder's last one
+    shutil.rmtree(
+        os.path.join(out_dir, TENSORBOARD), ignore_errors=True
+    )  # a sweep replaces its folder's last one
     return os.path.join(out_dir, TENSORBOARD)
 
 
 def _compiled(compilations: Compilations) -> dict:
-    return {"compilations": compilations.programs, "compilations_from_cache": compilations.from_cache,
-            "compile_seconds": compilations.seconds}
+    return {
+        "compilations": compilations.programs,
+        "compilations_from_cache": compilations.from_cache,
+        "compile_seconds": compilations.seconds,
+    }
 
 
-Axes = dict  # setting name -> values; or a tuple of names -> tuples of their values, varied together
+Axes = (
+    dict  # setting name -> values; or a tuple of names -> tuples of their values, varied together
+)
 
 
 def grid_configs(config: Config, axes: Axes) -> list[tuple[dict, Config]]:
@@ -219,24 +322,37 @@ def grid_configs(config: Config, axes: Axes) -> list[tuple[dict, Config]]:
     for values in itertools.product(*axes.values()):
         cell = {}
         for name, value in zip(axes, values, strict=True):
-            cell.update(zip(name, value, strict=True) if isinstance(name, tuple) else {name: value})
+            cell.update(
+                zip(name, value, strict=True) if isinstance(name, tuple) else {name: value}
+            )
         cells.append(cell)
     return [(cell, config.replace(**cell)) for cell in cells]
 
 
 def _axes_record(axes: Axes) -> dict[str, list]:
     """The axes as JSON: a tuple of names joined by `/`."""
-    return {"/".join(name) if isinstance(name, tuple) else name: [list(v) if isinstance(v, tuple) else v
-                                                                  for v in values]
-            for name, values in axes.items()}
+    return {
+        "/".join(name) if isinstance(name, tuple) else name: [
+            list(v) if isinstance(v, tuple) else v for v in values
+        ]
+        for name, values in axes.items()
+    }
 
 
-def grid(config: Config, axes: Axes, seeds: Sequence[int], out_dir: str | None = None,
-         on_cell: Callable[[dict, SweepResult], None] = lambda settings, result: None, *,
-         model: Model | None = None, optimizer: optax.GradientTransformation | None = None,
-         tensorboard: bool = False, on_epoch: Callable[[int, int], None] = lambda epoch, num_epochs: None,
-         ) -> list[SweepResult]:
-    """A seed sweep in every cell of the grid `axes` (setting name -> values; see `grid_configs`) over `config`.
+def grid(
+    config: Config,
+    axes: Axes,
+    seeds: Sequence[int],
+    out_dir: str | None = None,
+    on_cell: Callable[[dict, SweepResult], None] = lambda settings, result: None,
+    *,
+    model: Model | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    tensorboard: bool = False,
+    on_epoch: Callable[[int, int], None] = lambda epoch, num_epochs: None,
+) -> list[SweepResult]:
+    """A seed sweep in every cell of the grid `axes` (setting name -> values; see `grid_configs`)
+    over `config`.
 
     Every cell is validated before any is trained. Cells that differ only in traced settings
     (`traced_settings`: learning rate, the optimizer's other numbers, weight decay, clipping,
@@ -248,7 +364,11 @@ def grid(config: Config, axes: Axes, seeds: Sequence[int], out_dir: str | None =
     num_epochs)` is called as each epoch of each compiled program ends.
     """
     varied = {name for axis in axes for name in (axis if isinstance(axis, tuple) else (axis,))}
-    given = [name for name, obj in (("model", model), ("optimizer", optimizer)) if obj is not None and name in varied]
+    given = [
+        name
+        for name, obj in (("model", model), ("optimizer", optimizer))
+        if obj is not None and name in varied
+    ]
     if given:
         raise ConfigError(f"the grid varies {', '.join(given)}, which is also given as an object")
     cells = grid_configs(recorded(config, model, optimizer), axes)
@@ -260,7 +380,11 @@ def grid(config: Config, axes: Axes, seeds: Sequence[int], out_dir: str | None =
     steps = [make_steps(cell_config, model, optimizer) for _, cell_config in cells]
     for index, (_, cell_config) in enumerate(cells):
         memory.check_fits(cell_config, mesh, num_models=len(seeds), steps=steps[index])
-        key = (program_key(cell_config, model, optimizer), cell_config.validation_size, cell_config.data_dir)
+        key = (
+            program_key(cell_config, model, optimizer),
+            cell_config.validation_size,
+            cell_config.data_dir,
+        )
         groups.setdefault(key, []).append(index)
     results: dict[int, SweepResult] = {}
     reported = 0  # cells passed to on_cell, in the grid's order
@@ -268,11 +392,22 @@ def grid(config: Config, axes: Axes, seeds: Sequence[int], out_dir: str | None =
         for (_, validation_size, data_dir), indices in groups.items():
             shares = data.load(data_dir, validation_size)
             fit = memory.models_that_fit(cells[indices[0]][1], mesh, steps[indices[0]])
-            per_program = len(indices) if fit is None else max(1, min(len(indices), fit // len(seeds)))
+            per_program = (
+                len(indices) if fit is None else max(1, min(len(indices), fit // len(seeds)))
+            )
             for part in range(0, len(indices), per_program):
-                chunk = indices[part:part + per_program]
-                trained = _train_together([cells[i][1] for i in chunk], seeds, shares, mesh, model, optimizer,
-                                          events_dir, [cells[i][0] for i in chunk], on_epoch)
+                chunk = indices[part : part + per_program]
+                trained = _train_together(
+                    [cells[i][1] for i in chunk],
+                    seeds,
+                    shares,
+                    mesh,
+                    model,
+                    optimizer,
+                    events_dir,
+                    [cells[i][0] for i in chunk],
+                    on_epoch,
+                )
                 results.update(zip(chunk, trained, strict=True))
                 while reported in results:
                     on_cell(cells[reported][0], results[reported])
@@ -282,11 +417,25 @@ def grid(config: Config, axes: Axes, seeds: Sequence[int], out_dir: str | None =
     return [results[i] for i in range(len(cells))]
 
 
-def _write_grid(out_dir: str, cells, results: dict[int, SweepResult], axes: Axes, seeds: Sequence[int],
-                compilations: Compilations) -> None:
-    """grid.json: the axes, the seeds, what was compiled, and every finished cell in the grid's order."""
-    summary = {"axes": _axes_record(axes), "seeds": list(seeds), **_compiled(compilations),
-               "cells": [{"settings": settings, **results[i].summary()} for i, (settings, _) in enumerate(cells)
-                         if i in results]}
+def _write_grid(
+    out_dir: str,
+    cells,
+    results: dict[int, SweepResult],
+    axes: Axes,
+    seeds: Sequence[int],
+    compilations: Compilations,
+) -> None:
+    """grid.json: the axes, the seeds, what was compiled, and every finished cell in the grid's
+    order."""
+    summary = {
+        "axes": _axes_record(axes),
+        "seeds": list(seeds),
+        **_compiled(compilations),
+        "cells": [
+            {"settings": settings, **results[i].summary()}
+            for i, (settings, _) in enumerate(cells)
+            if i in results
+        ],
+    }
     os.makedirs(out_dir, exist_ok=True)
     write_json(os.path.join(out_dir, "grid.json"), summary)

@@ -20,7 +20,14 @@ from mnist_jax.config import Config, steps_per_epoch
 from mnist_jax.errors import ConfigError
 from mnist_jax.models import Model, ModelState, Params, Variables
 from mnist_jax.optimizers import make_optimizer
-from mnist_jax.pipelines import EpochRun, Pipeline, check_pipeline, evaluation_program, make_pipeline, to_device
+from mnist_jax.pipelines import (
+    EpochRun,
+    Pipeline,
+    check_pipeline,
+    evaluation_program,
+    make_pipeline,
+    to_device,
+)
 from mnist_jax.records import EpochMetrics, Result, best_epoch
 from mnist_jax.reporters import Reporter, Reporters, TensorBoardReporter
 from mnist_jax.runs import checkpoints
@@ -43,16 +50,24 @@ from mnist_jax.steps import (
 __all__ = ["TrainState", "enable_compilation_cache", "score", "train"]
 
 
-def score(params: Params, config: Config, split: str = "test", *, model_state: ModelState = (),
-          model: Model | None = None) -> tuple[float, float]:
+def score(
+    params: Params,
+    config: Config,
+    split: str = "test",
+    *,
+    model_state: ModelState = (),
+    model: Model | None = None,
+) -> tuple[float, float]:
     """Accuracy and mean loss of `params` (and the model's state, for a model with one) over a
     whole split, on one device; `model` replaces `config.model`, as in `train`."""
     mesh = parallel.make_mesh(1, config.platform)
     with precision(config):
         share = data.load(config.data_dir)[split]
         evaluate = jax.jit(evaluation_program(config, evaluation_steps(config, model), mesh))
-        totals = evaluate(parallel.replicate(Variables(params, model_state), mesh),
-                          {split: to_device(split, share, mesh)})
+        totals = evaluate(
+            parallel.replicate(Variables(params, model_state), mesh),
+            {split: to_device(split, share, mesh)},
+        )
         metrics = split_metrics(split, *totals[split], share.total)
     return float(metrics[f"{split}_accuracy"]), float(metrics[f"{split}_loss"])
 
@@ -69,7 +84,9 @@ class _StopOnSignal:
         self.agreed: str | None = None  # the signal the run stops on, once a boundary has seen one
         self._previous = {}
         if threading.current_thread() is threading.main_thread():
-            self._previous = {signum: signal.signal(signum, self._on_signal) for signum in self.SIGNALS}
+            self._previous = {
+                signum: signal.signal(signum, self._on_signal) for signum in self.SIGNALS
+            }
         return self
 
     def _on_signal(self, signum, frame):
@@ -83,7 +100,9 @@ class _StopOnSignal:
             if jax.process_count() > 1:
                 from jax.experimental import multihost_utils
 
-                received = np.ravel(multihost_utils.process_allgather(np.array([self._signum], np.int32)))
+                received = np.ravel(
+                    multihost_utils.process_allgather(np.array([self._signum], np.int32))
+                )
             self.agreed = next((signal.Signals(int(s)).name for s in received if s), None)
         return self.agreed is not None
 
@@ -92,9 +111,17 @@ class _StopOnSignal:
             signal.signal(signum, previous)
 
 
-def train(config: Config = Config(), out_dir: str | None = None, *, model: Model | None = None,
-          optimizer: optax.GradientTransformation | None = None, overwrite: bool = False,
-          resume: bool = False, reporter: Reporter | None = None, tensorboard: bool = False) -> Result:
+def train(
+    config: Config = Config(),
+    out_dir: str | None = None,
+    *,
+    model: Model | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    reporter: Reporter | None = None,
+    tensorboard: bool = False,
+) -> Result:
     """Trains the model as `config` says (or the `model` and `optimizer` objects given); writes
     the run folder if `out_dir` is given.
 
@@ -116,7 +143,9 @@ def train(config: Config = Config(), out_dir: str | None = None, *, model: Model
         check_pipeline(config)
         mesh = parallel.make_mesh(config.devices, config.platform)
         for batch_size in (config.batch_size, config.eval_batch_size):
-            parallel.rows_per_batch(batch_size, mesh)  # fails early if smaller than the device count
+            parallel.rows_per_batch(
+                batch_size, mesh
+            )  # fails early if smaller than the device count
         if resume and not out_dir:
             raise ConfigError("resuming needs the run folder")
         if tensorboard and not out_dir:
@@ -135,15 +164,35 @@ def train(config: Config = Config(), out_dir: str | None = None, *, model: Model
         # In a run of several processes, process 0 alone writes (and locks) the run folder.
         run_dir = None
         if out_dir and jax.process_index() == 0:
-            run_dir = stack.enter_context(RunDir.open(out_dir, config, resume=resume, overwrite=overwrite,
-                                                      on_warning=reporter.on_warning))
+            run_dir = stack.enter_context(
+                RunDir.open(
+                    out_dir,
+                    config,
+                    resume=resume,
+                    overwrite=overwrite,
+                    on_warning=reporter.on_warning,
+                )
+            )
             if tensorboard:
-                events = stack.enter_context(TensorBoardReporter(os.path.join(out_dir, TENSORBOARD),
-                                                                 shares["train"].total))
+                events = stack.enter_context(
+                    TensorBoardReporter(os.path.join(out_dir, TENSORBOARD), shares["train"].total)
+                )
                 reporter = Reporters([reporter, events])
-        return _train(config, steps, shares, mesh, run_dir, out_dir if resume else None, reporter,
-                      lambda: {"compile_seconds": compilations.seconds, "compilations": compilations.programs,
-                               "compilations_from_cache": compilations.from_cache, "data_seconds": data_seconds})
+        return _train(
+            config,
+            steps,
+            shares,
+            mesh,
+            run_dir,
+            out_dir if resume else None,
+            reporter,
+            lambda: {
+                "compile_seconds": compilations.seconds,
+                "compilations": compilations.programs,
+                "compilations_from_cache": compilations.from_cache,
+                "data_seconds": data_seconds,
+            },
+        )
 
 
 class Saved(NamedTuple):
@@ -155,27 +204,54 @@ class Saved(NamedTuple):
     best: Variables | None
 
 
-def _train(config: Config, steps: Steps, shares: dict[str, data.Share], mesh, run_dir: RunDir | None,
-           resume_from: str | None, reporter: Reporter, costs: Callable[[], dict]) -> Result:
+def _train(
+    config: Config,
+    steps: Steps,
+    shares: dict[str, data.Share],
+    mesh,
+    run_dir: RunDir | None,
+    resume_from: str | None,
+    reporter: Reporter,
+    costs: Callable[[], dict],
+) -> Result:
     with precision(config):
         sizes = {name: share.total for name, share in shares.items()}
         tracks_best = "validation" in shares
         initial = steps.init(config.seed)
         saved_template = Saved(initial, initial.variables if tracks_best else None)
-        checkpoint = checkpoints.latest(resume_from, saved_template, reporter.on_warning) if resume_from else None
+        checkpoint = (
+            checkpoints.latest(resume_from, saved_template, reporter.on_warning)
+            if resume_from
+            else None
+        )
         saved = checkpoint.restore(saved_template) if checkpoint else saved_template
         state, best = parallel.replicate(saved.state, mesh), _host_copy(saved.best)
-        start_epoch, history = (checkpoint.epoch + 1, list(checkpoint.history)) if checkpoint else (1, [])
-        pipeline = make_pipeline(config, steps, shares, state, mesh, start_epoch,
-                                 checkpoint.batches_done if checkpoint else 0)
+        start_epoch, history = (
+            (checkpoint.epoch + 1, list(checkpoint.history)) if checkpoint else (1, [])
+        )
+        pipeline = make_pipeline(
+            config,
+            steps,
+            shares,
+            state,
+            mesh,
+            start_epoch,
+            checkpoint.batches_done if checkpoint else 0,
+        )
         env = environment(mesh)
         reporter.on_start(config, env, steps_per_epoch=steps_per_epoch(config, sizes["train"]))
         reporter.on_history(history)
 
         def record(epoch: int, scores: dict, epoch_seconds: float | None) -> None:
             nonlocal best
-            history.append(EpochMetrics(epoch=epoch, **scores, epoch_seconds=epoch_seconds,
-                                        examples_per_second=epoch_seconds and sizes["train"] / epoch_seconds))
+            history.append(
+                EpochMetrics(
+                    epoch=epoch,
+                    **scores,
+                    epoch_seconds=epoch_seconds,
+                    examples_per_second=epoch_seconds and sizes["train"] / epoch_seconds,
+                )
+            )
             if tracks_best and best_epoch(history) == epoch:
                 best = _host_copy(state.variables)
             reporter.on_epoch(history[-1])
@@ -190,31 +266,51 @@ def _train(config: Config, steps: Steps, shares: dict[str, data.Share], mesh, ru
         with _StopOnSignal() as interrupt:
             for epoch in range(start_epoch, config.num_epochs + 1):
                 start = time.perf_counter()
-                run = pipeline.train_epoch(state, epoch, functools.partial(reporter.on_batch, epoch),
-                                           interrupt.requested)
+                run = pipeline.train_epoch(
+                    state, epoch, functools.partial(reporter.on_batch, epoch), interrupt.requested
+                )
                 state, seconds = run.state, time.perf_counter() - start
                 scores = _evaluate(pipeline, state.variables, sizes) if run.completed else None
-                divergence = _divergence(epoch, run, scores, history[-1].epoch,
-                                         run_dir.last_saved if run_dir else None)
+                divergence = _divergence(
+                    epoch, run, scores, history[-1].epoch, run_dir.last_saved if run_dir else None
+                )
                 if divergence:
                     status = "diverged"
                     break
                 reporter.on_steps(epoch, run.first_step, run.losses)
                 if run.completed:
                     record(epoch, scores, seconds)
-                stopping = interrupt.requested()  # once per boundary: a collective across processes
+                stopping = (
+                    interrupt.requested()
+                )  # once per boundary: a collective across processes
                 if run_dir:
-                    run_dir.end_epoch(epoch, Saved(state, best), history,
-                                      batches_done=None if run.completed else run.batches_done, stopping=stopping)
+                    run_dir.end_epoch(
+                        epoch,
+                        Saved(state, best),
+                        history,
+                        batches_done=None if run.completed else run.batches_done,
+                        stopping=stopping,
+                    )
                 if stopping and epoch < config.num_epochs:
                     status = "interrupted"
                     break
     stopped_by = interrupt.agreed if status == "interrupted" else None
     best_epoch_number = best_epoch(history)
     kept = best if best_epoch_number is not None else None
-    result = Result(config, state.params, history, status=status, divergence=divergence, stopped_by=stopped_by,
-                    best_epoch=best_epoch_number, best_params=kept.params if kept else None,
-                    model_state=state.model_state, best_model_state=kept.state if kept else None, **env, **costs())
+    result = Result(
+        config,
+        state.params,
+        history,
+        status=status,
+        divergence=divergence,
+        stopped_by=stopped_by,
+        best_epoch=best_epoch_number,
+        best_params=kept.params if kept else None,
+        model_state=state.model_state,
+        best_model_state=kept.state if kept else None,
+        **env,
+        **costs(),
+    )
     if run_dir:
         run_dir.write_result(result)
     reporter.on_end(result)
@@ -223,8 +319,10 @@ def _train(config: Config, steps: Steps, shares: dict[str, data.Share], mesh, ru
 
 def _host_copy(variables: Variables | None) -> Variables | None:
     """A host copy of (replicated) variables, safe from the donation of the device buffers."""
-    return jax.tree.map(lambda leaf: np.array(leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf),
-                        variables)
+    return jax.tree.map(
+        lambda leaf: np.array(leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf),
+        variables,
+    )
 
 
 def _evaluate(pipeline: Pipeline, variables: Variables, sizes: dict[str, int]) -> dict[str, float]:
@@ -232,11 +330,14 @@ def _evaluate(pipeline: Pipeline, variables: Variables, sizes: dict[str, int]) -
     start, scores = time.perf_counter(), {}
     for name, totals in pipeline.evaluate(variables).items():
         scores.update(split_metrics(name, *totals, sizes[name]))
-    return {name: float(value) for name, value in scores.items()} | {"eval_seconds": time.perf_counter() - start}
+    return {name: float(value) for name, value in scores.items()} | {
+        "eval_seconds": time.perf_counter() - start
+    }
 
 
-def _divergence(epoch: int, run: EpochRun, scores: dict | None, last_good_epoch: int,
-                last_saved: int | None) -> dict | None:
+def _divergence(
+    epoch: int, run: EpochRun, scores: dict | None, last_good_epoch: int, last_saved: int | None
+) -> dict | None:
     """Where the epoch's loss turned non-finite, or None if it stayed finite."""
     last_step = run.first_step + len(run.losses)
     bad = np.flatnonzero(~np.isfinite(run.losses))
@@ -248,6 +349,8 @@ def _divergence(epoch: int, run: EpochRun, scores: dict | None, last_good_epoch:
     else:
         return None
     kept = f"the checkpoint of epoch {last_saved}" if last_saved is not None else "no checkpoint"
-    message = (f"diverged in epoch {epoch}, steps {first_step}-{last_step}: {cause}; kept the history "
-               f"to epoch {last_good_epoch} and {kept}; try a smaller learning rate")
+    message = (
+        f"diverged in epoch {epoch}, steps {first_step}-{last_step}: {cause}; kept the history "
+        f"to epoch {last_good_epoch} and {kept}; try a smaller learning rate"
+    )
     return {"epoch": epoch, "first_step": first_step, "last_step": last_step, "message": message}

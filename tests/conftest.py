@@ -1,4 +1,5 @@
-"""Shared fixtures: small synthetic IDX files, their prepared tfds dataset, and the tiny run's config."""
+"""Shared fixtures: small synthetic IDX files, their prepared tfds dataset, and the tiny run's
+config."""
 
 import fcntl
 import importlib.util
@@ -21,10 +22,13 @@ OPT_LEVEL_FLAG = "--xla_backend_optimization_level"
 
 
 def cpu_only() -> bool:
-    """Whether JAX can only use the CPU here: told so, or no accelerator plugin or libtpu installed."""
+    """Whether JAX can only use the CPU here: told so, or no accelerator plugin or libtpu
+    installed."""
     return os.environ.get("JAX_PLATFORMS", "").split(",")[0] == "cpu" or not (
-        entry_points(group="jax_plugins") or importlib.util.find_spec("libtpu")
-        or importlib.util.find_spec("jax_plugins"))
+        entry_points(group="jax_plugins")
+        or importlib.util.find_spec("libtpu")
+        or importlib.util.find_spec("jax_plugins")
+    )
 
 
 # The command keeps compiled programs in the user's cache folder: the tests' commands share one of
@@ -33,13 +37,13 @@ def cpu_only() -> bool:
 if "PYTEST_XDIST_WORKER" in os.environ or CACHE_ENV not in os.environ:
     os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="mnist-jax-tests-compilation-")
 use_the_tests_compilation_cache()
-# The real files' folder as the README sets it may be relative to the repository; the notebooks' kernels
-# and some commands the tests start run elsewhere.
+# The real files' folder as the README sets it may be relative to the repository; the notebooks'
+# kernels and some commands the tests start run elsewhere.
 if os.environ.get(data.IDX_DIR_ENV):
     os.environ[data.IDX_DIR_ENV] = os.path.abspath(os.environ[data.IDX_DIR_ENV])
-# The suite holds on any platform: runs compared bit for bit are bit-reproducible on a GPU too (XLA's
-# deterministic ops, set before JAX starts its backends, and inherited by subprocesses), and the
-# tests' own reference computations take true float32 products, as the runs they check do.
+# The suite holds on any platform: runs compared bit for bit are bit-reproducible on a GPU too
+# (XLA's deterministic ops, set before JAX starts its backends, and inherited by subprocesses), and
+# the tests' own reference computations take true float32 products, as the runs they check do.
 make_deterministic()
 jax.config.update("jax_default_matmul_precision", "highest")
 # On a CPU most of the suite's time is XLA compiling its many small programs, and most of that is
@@ -52,9 +56,9 @@ if cpu_only() and OPT_LEVEL_FLAG not in os.environ.get("XLA_FLAGS", ""):
 
 
 def pytest_xdist_auto_num_workers(config) -> int:
-    """`-n auto` (pyproject's default): two worker processes where JAX can only use the CPU, none (the
-    suite in this one process) where an accelerator plugin is installed, since a TPU belongs to one
-    process and each process would preallocate most of a GPU's memory."""
+    """`-n auto` (pyproject's default): two worker processes where JAX can only use the CPU, none
+    (the suite in this one process) where an accelerator plugin is installed, since a TPU belongs
+    to one process and each process would preallocate most of a GPU's memory."""
     return min(2, os.cpu_count() or 1) if cpu_only() else 0
 
 
@@ -89,7 +93,9 @@ def idx_dir(tmp_path_factory, synthetic):
     return str(path)
 
 
-def prepared_once(tmp_path_factory, worker_id: str, name: str, idx_dir: str, verify_checksums: bool) -> str:
+def prepared_once(
+    tmp_path_factory, worker_id: str, name: str, idx_dir: str, verify_checksums: bool
+) -> str:
     """A tfds folder prepared from `idx_dir` once per test session and shared by its xdist workers
     (in their common temporary folder; the first to take the lock prepares it). Tests must not
     change it: those that damage a dataset copy it first."""
@@ -108,7 +114,9 @@ def prepared_once(tmp_path_factory, worker_id: str, name: str, idx_dir: str, ver
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory, worker_id, idx_dir):
     """A tfds data folder holding `mnist` prepared from the synthetic files."""
-    return prepared_once(tmp_path_factory, worker_id, "tfds-synthetic", idx_dir, verify_checksums=False)
+    return prepared_once(
+        tmp_path_factory, worker_id, "tfds-synthetic", idx_dir, verify_checksums=False
+    )
 
 
 @pytest.fixture
@@ -121,7 +129,8 @@ def bad_dir(tmp_path, synthetic):
 
 @pytest.fixture(scope="session")
 def tiny_config(data_dir):
-    """The tiny run (`helpers.TINY`) on the synthetic data, two epochs; `.replace` what a test varies."""
+    """The tiny run (`helpers.TINY`) on the synthetic data, two epochs; `.replace` what a test
+    varies."""
     return tiny(data_dir)
 
 
@@ -136,4 +145,6 @@ def real_idx_dir():
 @pytest.fixture(scope="session")
 def real_data_dir(tmp_path_factory, worker_id, real_idx_dir):
     """A tfds folder prepared from the real files, their published MD5s checked."""
-    return prepared_once(tmp_path_factory, worker_id, "tfds-real", real_idx_dir, verify_checksums=True)
+    return prepared_once(
+        tmp_path_factory, worker_id, "tfds-real", real_idx_dir, verify_checksums=True
+    )

@@ -14,13 +14,34 @@ def tiny_cnn(config):
 
     def init(key):
         k1, k2 = jax.random.split(key)
-        return {"conv": {"w": 0.3 * jax.random.normal(k1, (3, 3, 1, 4), dtype), "b": jnp.zeros(4, dtype)},
-                "out": {"w": 0.1 * jax.random.normal(k2, (7 * 7 * 4, 10), dtype), "b": jnp.zeros(10, dtype)}}
+        return {
+            "conv": {
+                "w": 0.3 * jax.random.normal(k1, (3, 3, 1, 4), dtype),
+                "b": jnp.zeros(4, dtype),
+            },
+            "out": {
+                "w": 0.1 * jax.random.normal(k2, (7 * 7 * 4, 10), dtype),
+                "b": jnp.zeros(10, dtype),
+            },
+        }
 
     def apply(params, images, key=None):
-        x = jax.lax.conv_general_dilated(images, params["conv"]["w"], (1, 1), "SAME",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC")) + params["conv"]["b"]
-        x = jax.nn.relu(x).reshape(x.shape[0], 7, 4, 7, 4, 4).mean(axis=(2, 4)).reshape(x.shape[0], -1)
+        x = (
+            jax.lax.conv_general_dilated(
+                images,
+                params["conv"]["w"],
+                (1, 1),
+                "SAME",
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
+            + params["conv"]["b"]
+        )
+        x = (
+            jax.nn.relu(x)
+            .reshape(x.shape[0], 7, 4, 7, 4, 4)
+            .mean(axis=(2, 4))
+            .reshape(x.shape[0], -1)
+        )
         if key is not None:
             keep = jax.random.bernoulli(key, 0.8, x.shape)
             x = jnp.where(keep, x / 0.8, 0)
@@ -32,8 +53,10 @@ def tiny_cnn(config):
 def linear(config):
     """A linear classifier, no key: `apply(params, images)`."""
     dtype = jnp.dtype(config.dtype)
-    return Model(lambda key: {"w": jnp.zeros((784, 10), dtype), "b": jnp.zeros(10, dtype)},
-                 lambda params, images: images.reshape(images.shape[0], -1) @ params["w"] + params["b"])
+    return Model(
+        lambda key: {"w": jnp.zeros((784, 10), dtype), "b": jnp.zeros(10, dtype)},
+        lambda params, images: images.reshape(images.shape[0], -1) @ params["w"] + params["b"],
+    )
 
 
 def nesterov(config):
@@ -53,7 +76,10 @@ def not_a_model(config):
 
 
 def wrong_shape(config):
-    return Model(lambda key: {"w": jnp.zeros((784, 5))}, lambda params, images: images.reshape(-1, 784) @ params["w"])
+    return Model(
+        lambda key: {"w": jnp.zeros((784, 5))},
+        lambda params, images: images.reshape(-1, 784) @ params["w"],
+    )
 
 
 def init_raises(config):
@@ -84,19 +110,24 @@ def adam_nan_at_step(config):
         inner_state, count = state
         updates, inner_state = inner.update(updates, inner_state, params)
         count = count + 1
-        return jax.tree.map(lambda u: jnp.where(count == NAN_STEP, jnp.nan, u), updates), (inner_state, count)
+        return jax.tree.map(lambda u: jnp.where(count == NAN_STEP, jnp.nan, u), updates), (
+            inner_state,
+            count,
+        )
 
     return optax.GradientTransformation(init, update)
 
 
 def key_noise(config):
-    """A linear classifier whose training logits get unit normal noise drawn from the step's key (at the
-    batch's full, padded shape), so what it learns depends on every key the harness hands it; at
-    evaluation (no key) it adds none."""
+    """A linear classifier whose training logits get unit normal noise drawn from the step's key
+    (at the batch's full, padded shape), so what it learns depends on every key the harness hands
+    it; at evaluation (no key) it adds none."""
     dtype = jnp.dtype(config.dtype)
 
     def apply(params, images, key=None):
         logits = images.reshape(images.shape[0], -1) @ params["w"] + params["b"]
-        return logits if key is None else logits + jax.random.normal(key, logits.shape, logits.dtype)
+        return (
+            logits if key is None else logits + jax.random.normal(key, logits.shape, logits.dtype)
+        )
 
     return Model(lambda key: {"w": jnp.zeros((784, 10), dtype), "b": jnp.zeros(10, dtype)}, apply)

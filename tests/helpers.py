@@ -22,14 +22,22 @@ NUM_TRAIN, NUM_TEST = 300, 100  # the synthetic data's splits (conftest.py makes
 # examples; 4 batches a chunk are 3 chunks, the last holding 2 real batches and 2 of padding;
 # 62 rows an evaluation batch leave a short last one in both splits.
 TINY = dict(layer_sizes=(784, 16, 10), batch_size=32, eval_batch_size=62, batches_per_chunk=4)
-TINY_FLAGS = ["--layer-sizes", "784,16,10", "--batch-size", "32", "--eval-batch-size", "62"]  # any command's
+TINY_FLAGS = [
+    "--layer-sizes",
+    "784,16,10",
+    "--batch-size",
+    "32",
+    "--eval-batch-size",
+    "62",
+]  # any command's
 CHUNK_FLAGS = ["--batches-per-chunk", "4"]  # train's alone (a sweep streams nothing)
 MNIST_JAX = [sys.executable, "-m", "mnist_jax.cli"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def tiny(data_dir: str, **changes) -> Config:
-    """The tiny run on the synthetic data in `data_dir`, two epochs unless `changes` say otherwise."""
+    """The tiny run on the synthetic data in `data_dir`, two epochs unless `changes` say
+    otherwise."""
     return Config(**TINY, num_epochs=2, data_dir=data_dir).replace(**changes)
 
 
@@ -47,9 +55,14 @@ def use_the_tests_compilation_cache() -> None:
 
 
 def suite_cache_env() -> dict[str, str]:
-    """The same, as environment variables, for a process that starts JAX itself (a notebook's kernel)."""
+    """The same, as environment variables, for a process that starts JAX itself (a notebook's
+    kernel)."""
     folder = suite_cache()
-    return {name.upper(): str(value) for name, value in cache_settings(folder).items()} if folder else {}
+    return (
+        {name.upper(): str(value) for name, value in cache_settings(folder).items()}
+        if folder
+        else {}
+    )
 
 
 def worker(name: str) -> list[str]:
@@ -78,14 +91,19 @@ def metrics_lines(run_dir) -> list[dict]:
 
 def scores(run_dir) -> list[tuple]:
     """Each epoch's accuracies and losses in metrics.jsonl (timings differ run to run)."""
-    return [(m["epoch"], m["train_accuracy"], m["test_accuracy"], m["train_loss"], m["test_loss"])
-            for m in metrics_lines(run_dir)]
+    return [
+        (m["epoch"], m["train_accuracy"], m["test_accuracy"], m["train_loss"], m["test_loss"])
+        for m in metrics_lines(run_dir)
+    ]
 
 
 def folder_state(path: Path) -> dict:
     """Every file under `path`, with its bytes and modification time."""
-    return {str(p.relative_to(path)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(path.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(path)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def damage(path: Path, change) -> None:
@@ -97,8 +115,11 @@ def damage(path: Path, change) -> None:
 def masked_batch(seed: int = 0, rows: int = 12, real: int = 9) -> Batch:
     """A batch of random images and labels, its last `rows - real` rows padding."""
     rng = np.random.default_rng(seed)
-    return Batch(jnp.asarray(rng.integers(0, 256, (rows, 28, 28, 1)), jnp.uint8),
-                 jnp.asarray(rng.integers(0, 10, rows), jnp.int32), jnp.arange(rows) < real)
+    return Batch(
+        jnp.asarray(rng.integers(0, 256, (rows, 28, 28, 1)), jnp.uint8),
+        jnp.asarray(rng.integers(0, 10, rows), jnp.int32),
+        jnp.arange(rows) < real,
+    )
 
 
 def assert_same_updates(got, want, exact: bool) -> None:
@@ -119,15 +140,23 @@ def png_size(path) -> tuple[int, int]:
 
 
 def assert_models_equal_their_runs(result, config, seeds, rtol: float, atol: float) -> None:
-    """Each seed's model of a sweep or grid cell (`result`) against its own `train` run of `config`:
-    parameters to the tolerances, accuracies exactly, losses to 1e-5."""
+    """Each seed's model of a sweep or grid cell (`result`) against its own `train` run of
+    `config`: parameters to the tolerances, accuracies exactly, losses to 1e-5."""
     from mnist_jax import train
 
     for i, seed in enumerate(seeds):
         alone = train(config.replace(seed=seed))
-        for swept, single in zip(jax.tree.leaves(result.params), jax.tree.leaves(alone.params), strict=True):
+        for swept, single in zip(
+            jax.tree.leaves(result.params), jax.tree.leaves(alone.params), strict=True
+        ):
             np.testing.assert_allclose(np.asarray(swept)[i], single, rtol=rtol, atol=atol)
-        np.testing.assert_allclose(result.histories[i, :, :2], [(m.train_accuracy, m.test_accuracy)
-                                                                for m in alone.history], atol=1e-12)
-        np.testing.assert_allclose(result.histories[i, :, 2:4], [(m.train_loss, m.test_loss)
-                                                                 for m in alone.history], rtol=1e-5)
+        np.testing.assert_allclose(
+            result.histories[i, :, :2],
+            [(m.train_accuracy, m.test_accuracy) for m in alone.history],
+            atol=1e-12,
+        )
+        np.testing.assert_allclose(
+            result.histories[i, :, 2:4],
+            [(m.train_loss, m.test_loss) for m in alone.history],
+            rtol=1e-5,
+        )

@@ -1,6 +1,6 @@
-"""The code's shape: the module table of docs/architecture.md against the package, imports that flow
-one way (modules and subpackages alike) with no cycle, only the data's TensorFlow modules loading it,
-both data paths implementing one interface over the steps they are given."""
+"""The code's shape: the module table of docs/architecture.md against the package, imports that
+flow one way (modules and subpackages alike) with no cycle, only the data's TensorFlow modules
+loading it, both data paths implementing one interface over the steps they are given."""
 
 import ast
 import inspect
@@ -33,7 +33,8 @@ def table_modules() -> list[str]:
 
 
 def resolve(dotted: str) -> str | None:
-    """The package file of a dotted module name (`mnist_jax.data.idx` -> `data/idx.py`), or None."""
+    """The package file of a dotted module name (`mnist_jax.data.idx` -> `data/idx.py`), or
+    None."""
     parts = dotted.split(".")[1:]
     for candidate in ("/".join(parts) + ".py", "/".join([*parts, "__init__.py"])):
         if candidate in MODULES:
@@ -65,14 +66,20 @@ def test_the_table_lists_every_module_once():
 
 def test_imports_flow_one_way_in_the_tables_order():
     rank = {module: i for i, module in enumerate(table_modules())}
-    backwards = [f"{module} imports {target}" for module, targets in GRAPH.items() for target in targets
-                 if rank[target] >= rank[module]]
+    backwards = [
+        f"{module} imports {target}"
+        for module, targets in GRAPH.items()
+        for target in targets
+        if rank[target] >= rank[module]
+    ]
     assert backwards == []
 
 
 def test_each_subpackage_is_one_block_of_the_table():
     packages = [module.split("/")[0] for module in table_modules() if "/" in module]
-    blocks = [package for i, package in enumerate(packages) if i == 0 or packages[i - 1] != package]
+    blocks = [
+        package for i, package in enumerate(packages) if i == 0 or packages[i - 1] != package
+    ]
     assert len(blocks) == len(set(blocks)), blocks
 
 
@@ -92,7 +99,7 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         state[module] = "open"
         for target in sorted(graph[module]):
             if state.get(target) == "open":
-                cycles.append(path[path.index(target):] + [target])
+                cycles.append(path[path.index(target) :] + [target])
             elif target not in state:
                 visit(target, path + [target])
         state[module] = "done"
@@ -113,16 +120,25 @@ def dotted(module: str) -> str:
     return "mnist_jax." + module.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
 
 
-HEAVY = ["mnist_jax.data.tfds_source", "mnist_jax.data.streams"]  # TensorFlow: preparation and the stream path
-LIGHT = ["mnist_jax"] + [dotted(m) for m in MODULES if m != "__init__.py" and dotted(m) not in HEAVY]
+HEAVY = [
+    "mnist_jax.data.tfds_source",
+    "mnist_jax.data.streams",
+]  # TensorFlow: preparation and the stream path
+LIGHT = ["mnist_jax"] + [
+    dotted(m) for m in MODULES if m != "__init__.py" and dotted(m) not in HEAVY
+]
 
 
 def loaded_after_import(modules: list[str]) -> set[str]:
     """Top-level packages in sys.modules after importing `modules` in a fresh interpreter."""
-    code = ("import importlib, json, sys\n"
-            f"for name in {modules!r}: importlib.import_module(name)\n"
-            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return set(json.loads(proc.stdout.strip().splitlines()[-1]))
 
@@ -147,28 +163,36 @@ def test_the_tensorflow_modules_do_load_it(module):
 def test_both_data_paths_have_the_protocol_methods():
     for name, cls in PIPELINES.items():
         for method in ("train_epoch", "evaluate"):
-            assert inspect.signature(getattr(cls, method)) == inspect.signature(getattr(Pipeline, method)), (name,
-                                                                                                            method)
-        assert list(inspect.signature(cls).parameters) == list(inspect.signature(make_pipeline).parameters)
+            assert inspect.signature(getattr(cls, method)) == inspect.signature(
+                getattr(Pipeline, method)
+            ), (name, method)
+        assert list(inspect.signature(cls).parameters) == list(
+            inspect.signature(make_pipeline).parameters
+        )
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES)
 def test_the_data_paths_call_the_steps_they_are_given(data_dir, tiny_config, pipeline):
     config = tiny_config.replace(pipeline=pipeline)
     steps = make_steps(config)
-    doubled = steps._replace(eval_step=lambda variables, batch: tuple(2 * x for x in steps.eval_step(variables, batch)))
+    doubled = steps._replace(
+        eval_step=lambda variables, batch: tuple(2 * x for x in steps.eval_step(variables, batch))
+    )
     shares = data.load(data_dir)
     mesh = parallel.make_mesh(1)
     state = parallel.replicate(steps.init(config.seed), mesh)
-    plain, twice = (make_pipeline(config, s, shares, state, mesh).evaluate(state.variables)["test"]
-                    for s in (steps, doubled))
+    plain, twice = (
+        make_pipeline(config, s, shares, state, mesh).evaluate(state.variables)["test"]
+        for s in (steps, doubled)
+    )
     assert int(twice[0]) == 2 * int(plain[0])
     np.testing.assert_allclose(float(twice[1]), 2 * float(plain[1]), rtol=1e-6)
     assert jax.tree.structure(state) == jax.tree.structure(steps.init(0))
 
 
 def unbounded_waits(path: Path) -> list[str]:
-    """Calls in a file that start or wait for a subprocess with no timeout: one could hang the suite."""
+    """Calls in a file that start or wait for a subprocess with no timeout: one could hang the
+    suite."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
@@ -188,35 +212,57 @@ def test_every_subprocess_the_tests_wait_for_has_a_timeout():
 
 def test_the_timeout_scan_finds_a_call_without_one(tmp_path):
     path = tmp_path / "test_sample.py"
-    path.write_text("import subprocess\nsubprocess.run(['true'])\nproc.wait()\nsubprocess.run(['true'], timeout=5)\n")
+    path.write_text(
+        "import subprocess\nsubprocess.run(['true'])\nproc.wait()\n"
+        "subprocess.run(['true'], timeout=5)\n"
+    )
     assert unbounded_waits(path) == ["test_sample.py:2", "test_sample.py:3"]
 
 
-@pytest.mark.parametrize("platforms, plugins, libtpu, workers", [
-    ("", [], None, 2),              # CPU only: two workers
-    ("", ["cuda12"], None, 0),      # a GPU's plugin: one process
-    ("", [], "libtpu", 0),          # a TPU's library: one process
-    ("cpu", ["cuda12"], "libtpu", 2),  # told to use the CPU: two workers whatever is installed
-])
-def test_the_suite_takes_two_workers_only_without_an_accelerator(monkeypatch, platforms, plugins, libtpu, workers):
+@pytest.mark.parametrize(
+    "platforms, plugins, libtpu, workers",
+    [
+        ("", [], None, 2),  # CPU only: two workers
+        ("", ["cuda12"], None, 0),  # a GPU's plugin: one process
+        ("", [], "libtpu", 0),  # a TPU's library: one process
+        ("cpu", ["cuda12"], "libtpu", 2),  # told to use the CPU: two workers whatever is installed
+    ],
+)
+def test_the_suite_takes_two_workers_only_without_an_accelerator(
+    monkeypatch, platforms, plugins, libtpu, workers
+):
     from tests import conftest
 
     monkeypatch.setenv("JAX_PLATFORMS", platforms)
-    monkeypatch.setattr(conftest, "entry_points", lambda group: plugins if group == "jax_plugins" else [])
-    monkeypatch.setattr(conftest.importlib.util, "find_spec", lambda name: libtpu if name == "libtpu" else None)
+    monkeypatch.setattr(
+        conftest, "entry_points", lambda group: plugins if group == "jax_plugins" else []
+    )
+    monkeypatch.setattr(
+        conftest.importlib.util, "find_spec", lambda name: libtpu if name == "libtpu" else None
+    )
     monkeypatch.setattr(conftest.os, "cpu_count", lambda: 16)
     assert conftest.pytest_xdist_auto_num_workers(None) == workers
 
 
 def test_no_file_of_the_package_or_tests_is_ignored_by_git():
-    """A .gitignore pattern meant for the commands' output folders (runs/, bench/, report/) must not
-    hide the subpackages of the same names from a commit."""
+    """A .gitignore pattern meant for the commands' output folders (runs/, bench/, report/) must
+    not hide the subpackages of the same names from a commit."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
-    files = [str(path.relative_to(ROOT)) for folder in ("mnist_jax", "tests", "docs", "benchmarks")
-             for path in (ROOT / folder).rglob("*") if path.is_file() and "__pycache__" not in path.parts]
-    proc = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], input="\n".join(files), cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    files = [
+        str(path.relative_to(ROOT))
+        for folder in ("mnist_jax", "tests", "docs", "benchmarks")
+        for path in (ROOT / folder).rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    ]
+    proc = subprocess.run(
+        ["git", "check-ignore", "--no-index", "--stdin"],
+        input="\n".join(files),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if proc.returncode == 128:
         pytest.skip(f"not a git checkout: {proc.stderr.strip()}")
     assert proc.stdout.split() == []

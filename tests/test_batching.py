@@ -1,5 +1,5 @@
-"""Epoch orders, the batch layout and the tf.data stream: fixed shapes, every example once per pass."""
-
+"""Epoch orders, the batch layout and the tf.data stream: fixed shapes, every example once per
+pass."""
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +32,7 @@ def passes(split, orders, batches_per_chunk=K):
         assert chunk.labels.shape == chunk.mask.shape == (batches_per_chunk, B)
         np.testing.assert_array_equal(chunk.images[chunk.mask], split[0][chunk.labels[chunk.mask]])
         seen.append(chunk.labels[chunk.mask])
-    return [np.concatenate(seen[i * per_pass:(i + 1) * per_pass]) for i in range(len(orders))]
+    return [np.concatenate(seen[i * per_pass : (i + 1) * per_pass]) for i in range(len(orders))]
 
 
 def test_every_example_once_per_pass_in_the_given_order(split):
@@ -43,7 +43,10 @@ def test_every_example_once_per_pass_in_the_given_order(split):
 
 
 def test_padding_sits_at_the_end_of_each_pass(split):
-    chunks = [Batch(*c) for c in streams.batch_chunks(*split, np.arange(N)[None], B, 1).as_numpy_iterator()]
+    chunks = [
+        Batch(*c)
+        for c in streams.batch_chunks(*split, np.arange(N)[None], B, 1).as_numpy_iterator()
+    ]
     assert len(chunks) == -(-N // B)
     assert all(c.mask.all() for c in chunks[:-1])
     assert chunks[-1].mask.sum() == N % B and chunks[-1].mask[0, : N % B].all()
@@ -74,7 +77,10 @@ def test_pad_to_batches_layout_is_the_same_in_numpy_and_jax():
 
 
 def test_widened_batches_keep_every_example_once(split):
-    chunks = [Batch(*c) for c in streams.batch_chunks(*split, np.arange(N)[None], B, 1, B + 3).as_numpy_iterator()]
+    chunks = [
+        Batch(*c)
+        for c in streams.batch_chunks(*split, np.arange(N)[None], B, 1, B + 3).as_numpy_iterator()
+    ]
     assert all(c.labels.shape == (1, B + 3) for c in chunks)
     np.testing.assert_array_equal(np.concatenate([c.labels[c.mask] for c in chunks]), np.arange(N))
 

@@ -1,5 +1,5 @@
-"""The data's way in and out: preparing the tfds dataset, the checked array file, loading the splits,
-and a damaged or missing dataset reported with its fix."""
+"""The data's way in and out: preparing the tfds dataset, the checked array file, loading the
+splits, and a damaged or missing dataset reported with its fix."""
 
 import hashlib
 import os
@@ -38,7 +38,10 @@ def test_prepared_dataset_is_tfds_mnist(data_dir):
     assert builder.is_prepared()
     info = builder.info
     assert (info.name, str(info.version)) == ("mnist", "3.0.1")
-    assert {s: info.splits[s].num_examples for s in ("train", "test")} == {"train": NUM_TRAIN, "test": NUM_TEST}
+    assert {s: info.splits[s].num_examples for s in ("train", "test")} == {
+        "train": NUM_TRAIN,
+        "test": NUM_TEST,
+    }
     assert str(info.features) == str(tfds.builder_cls("mnist")(data_dir=data_dir).info.features)
     assert info.supervised_keys == ("image", "label")
 
@@ -70,7 +73,10 @@ def test_load_split_prepares_from_the_idx_env_var(idx_dir, tmp_path, monkeypatch
         data.load(str(tmp_path))
     assert not data.is_prepared(str(tmp_path))
     # Declare the synthetic files' own MD5s as the published ones: now it prepares.
-    md5s = {name: hashlib.md5(read_bytes(find_file(idx_dir, name))).hexdigest() for name in idx.MNIST_MD5}
+    md5s = {
+        name: hashlib.md5(read_bytes(find_file(idx_dir, name))).hexdigest()
+        for name in idx.MNIST_MD5
+    }
     monkeypatch.setattr(idx, "MNIST_MD5", md5s)
     _, labels = data.load(str(tmp_path))["test"].in_file_order("test")
     np.testing.assert_array_equal(labels, synthetic["test"][1])
@@ -81,12 +87,20 @@ def test_prepare_verifies_checksums_unless_told_not_to(idx_dir, tmp_path, capsys
     assert main(["prepare", "--idx-dir", idx_dir, "--data-dir", str(tmp_path)]) == 1
     assert "checksum mismatch" in capsys.readouterr().err
     assert not (tmp_path / "mnist" / "3.0.1").exists()
-    assert main(["prepare", "--idx-dir", idx_dir, "--data-dir", str(tmp_path), "--skip-checksums"]) == 0
+    assert (
+        main(["prepare", "--idx-dir", idx_dir, "--data-dir", str(tmp_path), "--skip-checksums"])
+        == 0
+    )
     assert (tmp_path / "mnist" / "3.0.1" / "dataset_info.json").exists()
 
 
 def _damage(folder: str, how: str) -> None:
-    record = next(os.path.join(root, f) for root, _, files in os.walk(folder) for f in files if "train.tfrecord" in f)
+    record = next(
+        os.path.join(root, f)
+        for root, _, files in os.walk(folder)
+        for f in files
+        if "train.tfrecord" in f
+    )
     if how == "delete":
         os.remove(record)
     elif how == "truncate":
@@ -114,7 +128,8 @@ def test_a_damaged_dataset_is_reported_with_the_fix(data_dir, idx_dir, tmp_path,
 
 @pytest.fixture
 def dataset(tmp_path, data_dir) -> tuple[str, str]:
-    """A copy of the prepared synthetic dataset (its data dir and version folder), free to damage."""
+    """A copy of the prepared synthetic dataset (its data dir and version folder), free to
+    damage."""
     shutil.copytree(data_dir, tmp_path / "tfds")
     folder = str(tmp_path / "tfds")
     return folder, os.path.join(folder, "mnist", VERSION)
@@ -200,8 +215,12 @@ def test_an_array_file_changed_under_its_old_digest_is_rebuilt(dataset):
     assert state == "ok"
     stale_digest = array_file.content_digest(arrays)
     arrays["test_labels"] = (arrays["test_labels"] + 1) % 10
-    np.savez(array_file.path(version_dir), **arrays, source_digest=np.array(source),
-             content_digest=np.array(stale_digest))
+    np.savez(
+        array_file.path(version_dir),
+        **arrays,
+        source_digest=np.array(source),
+        content_digest=np.array(stale_digest),
+    )
     assert array_file.read(version_dir, source) == (None, "damaged")
     expected = through_tfds(folder)
     np.testing.assert_array_equal(data.load(folder)["test"].labels, expected["test_labels"])

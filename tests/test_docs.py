@@ -21,7 +21,9 @@ render = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(render)
 
 
-@pytest.mark.parametrize("page", render.PAGES, ids=[str(p.relative_to(ROOT)) for p in render.PAGES])
+@pytest.mark.parametrize(
+    "page", render.PAGES, ids=[str(p.relative_to(ROOT)) for p in render.PAGES]
+)
 def test_every_rendered_block_is_what_the_code_renders(page):
     text = page.read_text()
     assert all(name in render.BLOCKS for name, _, _ in render.blocks(text))
@@ -40,11 +42,22 @@ def test_the_flag_tables_show_every_flag_of_every_command():
 
     page = (ROOT / "docs" / "command-line.md").read_text()
     tables = {tuple(args) for name, args, _ in render.blocks(page) if name == "flags"}
-    assert tables == {("train",), ("sweep",), ("eval",), ("report",), ("bench",), ("bench", "compare"),
-                      ("prepare",)}
+    assert tables == {
+        ("train",),
+        ("sweep",),
+        ("eval",),
+        ("report",),
+        ("bench",),
+        ("bench", "compare"),
+        ("prepare",),
+    }
     train = next(content for name, args, content in render.blocks(page) if args == ["train"])
-    flags = {flag for action in build_parser()._subparsers._group_actions[0].choices["train"]._actions
-             for flag in action.option_strings if flag not in ("-h", "--help")}
+    flags = {
+        flag
+        for action in build_parser()._subparsers._group_actions[0].choices["train"]._actions
+        for flag in action.option_strings
+        if flag not in ("-h", "--help")
+    }
     assert all(f"`{flag}`" in train for flag in flags)
     assert "| `--lr` | 0.001 | the learning rate (the peak of a schedule) |" in train
 
@@ -61,26 +74,40 @@ def test_the_readme_is_a_short_front_door():
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 150
     commands = [line for line in lines if line.startswith(("python3 -m venv", "python -m pytest"))]
-    assert commands == ['python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" && '
-                        "mnist-jax train --out runs/default", "python -m pytest"]
+    assert commands == [
+        'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" && '
+        "mnist-jax train --out runs/default",
+        "python -m pytest",
+    ]
 
 
 # The committed results the pages render ----------------------------------------------------------
 
+
 def test_the_committed_cnn_runs_are_complete():
     names = [Path(folder).name for folder in render.cnn_runs()]
-    assert names == ["cnn-cosine-1", "cnn-cosine-2", "cnn-cosine-3", "cnn-run-1", "cnn-run-2", "cnn-run-3",
-                     "mlp-default"]
+    assert names == [
+        "cnn-cosine-1",
+        "cnn-cosine-2",
+        "cnn-cosine-3",
+        "cnn-run-1",
+        "cnn-run-2",
+        "cnn-run-3",
+        "mlp-default",
+    ]
     for folder in render.cnn_runs():
         summary = json.loads((Path(folder) / "summary.json").read_text())
         assert summary["status"] == "completed"
-        # Today's preset, and Flax's recipe as it is: the preset at a constant learning rate (settings
-        # added since a run was made take their defaults).
+        # Today's preset, and Flax's recipe as it is: the preset at a constant learning rate
+        # (settings added since a run was made take their defaults).
         if Path(folder).name.startswith(("cnn-cosine", "cnn-run")):
             schedule = "cosine" if Path(folder).name.startswith("cnn-cosine") else "constant"
-            assert Config.from_dict(summary["config"]) == preset("cnn").replace(seed=summary["config"]["seed"],
-                                                                                 schedule=schedule)
-        assert [m["epoch"] for m in summary["history"]] == list(range(summary["config"]["num_epochs"] + 1))
+            assert Config.from_dict(summary["config"]) == preset("cnn").replace(
+                seed=summary["config"]["seed"], schedule=schedule
+            )
+        assert [m["epoch"] for m in summary["history"]] == list(
+            range(summary["config"]["num_epochs"] + 1)
+        )
 
 
 def test_the_committed_seed_run_is_the_seed_preset():
@@ -89,16 +116,29 @@ def test_the_committed_seed_run_is_the_seed_preset():
     assert Config.from_dict(summary["config"]) == preset("seed")
 
 
-TUNING = ["tuning-fast", "tuning-fast-2", "tuning-fast-3", "tuning-strong", "tuning-strong-2", "tuning-strong-3",
-          "tuning-strong-4", "tuning-cnn", "tuning-speedrun", "tuning-speedrun-2", "tuning-speedrun-3"]
+TUNING = [
+    "tuning-fast",
+    "tuning-fast-2",
+    "tuning-fast-3",
+    "tuning-strong",
+    "tuning-strong-2",
+    "tuning-strong-3",
+    "tuning-strong-4",
+    "tuning-cnn",
+    "tuning-speedrun",
+    "tuning-speedrun-2",
+    "tuning-speedrun-3",
+]
 
 
 @pytest.mark.parametrize("name", TUNING)
 def test_each_printed_grid_table_is_what_the_code_renders_from_its_grid_json(name):
     printed = (RESULTS / "recipes" / f"{name}.txt").read_text().splitlines()
     rendered = grid_table(name).splitlines()
-    assert printed[:len(rendered)] == rendered
-    assert len(rendered) == 2 + len(json.loads((RESULTS / "recipes" / name / "grid.json").read_text())["cells"])
+    assert printed[: len(rendered)] == rendered
+    assert len(rendered) == 2 + len(
+        json.loads((RESULTS / "recipes" / name / "grid.json").read_text())["cells"]
+    )
 
 
 def test_the_presets_results_are_todays_presets():
@@ -110,12 +150,17 @@ def test_the_presets_results_are_todays_presets():
 
 def test_the_startup_results_have_both_versions():
     saved = json.loads((RESULTS / "startup" / "results.json").read_text())
-    assert {"train", "sweep", "grid"} <= set(saved["before"]) and "train, first run" in saved["after"]
+    assert {"train", "sweep", "grid"} <= set(saved["before"]) and "train, first run" in saved[
+        "after"
+    ]
 
 
 def test_the_committed_benchmark_is_a_full_run():
     results = json.loads((RESULTS / "results.json").read_text())
-    listed = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(FULL_BENCH).items()}
+    listed = {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in dataclasses.asdict(FULL_BENCH).items()
+    }
     assert results["settings"] == listed and results["config"]["num_epochs"] == FULL_BENCH.epochs
     assert results["fingerprint"]["versions"]["mnist-jax"] and results["fingerprint"]["git_commit"]
     assert (RESULTS / "results.md").read_text() == render.bench_markdown(results)

@@ -34,15 +34,26 @@ def _set_count(raw, n):
     return raw
 
 
-@pytest.mark.parametrize("name, change, message", [
-    (TRAIN_IMAGES, lambda raw: raw[:-100], "truncated"),
-    (TRAIN_IMAGES, lambda raw: raw[:10], "truncated header"),
-    (TRAIN_IMAGES, lambda raw: raw + b"\0", "trailing bytes"),
-    (TRAIN_IMAGES, lambda raw: b"\0\0\x08\x01" + raw[4:], "wrong magic number 0x00000801, expected 0x00000803"),
-    (TRAIN_LABELS, lambda raw: b"\x12\x34" + raw[2:], "wrong magic number"),
-    (TRAIN_LABELS, lambda raw: _set_count(raw, NUM_TRAIN - 1)[:-1], "holds 300 images but .* 299 labels"),
-    (TRAIN_LABELS, lambda raw: raw[:-1] + b"\x0c", "label 12 is out of range"),
-])
+@pytest.mark.parametrize(
+    "name, change, message",
+    [
+        (TRAIN_IMAGES, lambda raw: raw[:-100], "truncated"),
+        (TRAIN_IMAGES, lambda raw: raw[:10], "truncated header"),
+        (TRAIN_IMAGES, lambda raw: raw + b"\0", "trailing bytes"),
+        (
+            TRAIN_IMAGES,
+            lambda raw: b"\0\0\x08\x01" + raw[4:],
+            "wrong magic number 0x00000801, expected 0x00000803",
+        ),
+        (TRAIN_LABELS, lambda raw: b"\x12\x34" + raw[2:], "wrong magic number"),
+        (
+            TRAIN_LABELS,
+            lambda raw: _set_count(raw, NUM_TRAIN - 1)[:-1],
+            "holds 300 images but .* 299 labels",
+        ),
+        (TRAIN_LABELS, lambda raw: raw[:-1] + b"\x0c", "label 12 is out of range"),
+    ],
+)
 def test_bad_files_name_the_file_and_the_problem(bad_dir, name, change, message):
     damage(bad_dir / name, change)
     with pytest.raises(DataError, match=message) as error:
@@ -67,7 +78,7 @@ def _mutations(rng: random.Random, valid: bytes):
         for _ in range(rng.randint(1, 8)):
             data[rng.randrange(len(data))] = rng.randrange(256)
     elif kind == 1:  # cut it short
-        del data[rng.randrange(len(data)):]
+        del data[rng.randrange(len(data)) :]
     elif kind == 2:  # trailing junk
         data += bytes(rng.randrange(256) for _ in range(rng.randint(1, 50)))
     elif kind == 3:  # a random header (magic, dims and sizes), up to huge

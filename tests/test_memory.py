@@ -11,16 +11,22 @@ from mnist_jax.pipelines import make_pipeline
 from mnist_jax.steps import make_steps
 
 
-@pytest.mark.parametrize("command, flags", [
-    ("train", ["--layer-sizes", "784,4000000000,10"]),
-    ("train", ["--batch-size", "20000000000"]),
-    ("sweep", ["--seeds", "4000", "--layer-sizes", "784,100000,10"]),
-])
+@pytest.mark.parametrize(
+    "command, flags",
+    [
+        ("train", ["--layer-sizes", "784,4000000000,10"]),
+        ("train", ["--batch-size", "20000000000"]),
+        ("sweep", ["--seeds", "4000", "--layer-sizes", "784,100000,10"]),
+    ],
+)
 def test_memory_is_checked_before_allocation(data_dir, tmp_path, capsys, command, flags):
     out = tmp_path / "run"
     assert main([command, *flags, "--data-dir", data_dir, "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "needs about" in err and "GiB available: use narrower layers or a smaller batch size" in err
+    assert (
+        "needs about" in err
+        and "GiB available: use narrower layers or a smaller batch size" in err
+    )
     assert not out.exists()
 
 
@@ -32,11 +38,23 @@ def test_memory_estimate_counts_the_state_and_batches():
     assert parts["training state"] == 5 * (784 * 10 + 10) * 4
     # The forward pass's values per image: at least the flattened image and the logits.
     assert 784 + 10 <= per_example <= 2 * (784 + 10)
-    assert parts["activations"] == 3 * 100 * per_example * 4 and parts["evaluation"] == 50 * per_example * 4
-    assert estimate_bytes(config.replace(batch_size=200))["activations"] == 2 * parts["activations"]
-    assert estimate_bytes(Config(dtype="float64", layer_sizes=(784, 10)))["training state"] == 5 * 7850 * 8
-    cnn = estimate_bytes(Config(model="cnn"))  # 1.66 M parameters; 28x28x32 + 14x14x64 values at least
-    assert cnn["training state"] == 5 * (9 * 32 + 32 + 9 * 32 * 64 + 64 + 3136 * 256 + 256 + 2570) * 4
+    assert (
+        parts["activations"] == 3 * 100 * per_example * 4
+        and parts["evaluation"] == 50 * per_example * 4
+    )
+    assert (
+        estimate_bytes(config.replace(batch_size=200))["activations"] == 2 * parts["activations"]
+    )
+    assert (
+        estimate_bytes(Config(dtype="float64", layer_sizes=(784, 10)))["training state"]
+        == 5 * 7850 * 8
+    )
+    cnn = estimate_bytes(
+        Config(model="cnn")
+    )  # 1.66 M parameters; 28x28x32 + 14x14x64 values at least
+    assert (
+        cnn["training state"] == 5 * (9 * 32 + 32 + 9 * 32 * 64 + 64 + 3136 * 256 + 256 + 2570) * 4
+    )
     assert cnn["activations"] >= 3 * 256 * (28 * 28 * 32 + 14 * 14 * 64) * 4
     with pytest.raises(ConfigError, match="needs about"):
         from mnist_jax.runtime.memory import check_fits
@@ -56,13 +74,19 @@ def test_memory_estimate_against_the_arrays_a_run_holds(data_dir):
     from mnist_jax.steps import make_steps
 
     def live_bytes() -> int:
-        """Bytes of the live device buffers (an array put on the device it is on shares its buffer)."""
+        """Bytes of the live device buffers (an array put on the device it is on shares its
+        buffer)."""
         gc.collect()
-        buffers = {shard.data.unsafe_buffer_pointer(): shard.data.nbytes for array in jax.live_arrays()
-                   for shard in array.addressable_shards}
+        buffers = {
+            shard.data.unsafe_buffer_pointer(): shard.data.nbytes
+            for array in jax.live_arrays()
+            for shard in array.addressable_shards
+        }
         return sum(buffers.values())
 
-    config = Config(layer_sizes=(784, 64, 10), batch_size=32, platform="cpu", devices=1, data_dir=data_dir)
+    config = Config(
+        layer_sizes=(784, 64, 10), batch_size=32, platform="cpu", devices=1, data_dir=data_dir
+    )
     shares = data.load(data_dir)
     steps, mesh = make_steps(config), parallel.make_mesh(1, "cpu")
     estimate = estimate_bytes(config, steps=steps)

@@ -1,5 +1,5 @@
-"""The seed notebook's MLP as plain functions (`mnist_jax.models.mlp`), against independent NumPy computations."""
-
+"""The seed notebook's MLP as plain functions (`mnist_jax.models.mlp`), against independent NumPy
+computations."""
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +44,9 @@ def test_numpy_init_follows_the_seed_notebook_order():
 def test_jax_init_is_deterministic_with_the_right_scale():
     a, b = init_params(0, SIZES, 0.5), init_params(0, SIZES, 0.5)
     c = init_params(1, SIZES, 0.5)
-    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+    assert all(
+        np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
     assert not np.array_equal(a[0][0], c[0][0])
     assert a[0][0].dtype == jnp.float32 and a[0][0].shape == (784, 20)
     assert abs(float(jnp.std(a[0][0])) - 0.5) < 0.02
@@ -64,10 +66,14 @@ def test_loss_is_the_seeds_summed_nll(params64, batch):
     one_hot = np.eye(10)[y]
     expected = -np.sum(one_hot * numpy_predict(params64, x))
     with jax.enable_x64(True):
-        np.testing.assert_allclose(loss(params64, jnp.asarray(x), jnp.asarray(y)), expected, rtol=1e-12)
+        np.testing.assert_allclose(
+            loss(params64, jnp.asarray(x), jnp.asarray(y)), expected, rtol=1e-12
+        )
         mask = jnp.arange(7) < 4
         masked = loss(params64, jnp.asarray(x), jnp.asarray(y), mask)
-    np.testing.assert_allclose(masked, -np.sum(one_hot[:4] * numpy_predict(params64, x[:4])), rtol=1e-12)
+    np.testing.assert_allclose(
+        masked, -np.sum(one_hot[:4] * numpy_predict(params64, x[:4])), rtol=1e-12
+    )
 
 
 def test_gradient_matches_finite_differences(params64, batch):
@@ -88,7 +94,9 @@ def test_gradient_matches_finite_differences(params64, batch):
                     return f([tuple(pair) for pair in p])
 
                 numeric = (shifted(h) - shifted(-h)) / (2 * h)
-                np.testing.assert_allclose(grads[layer][which][index], numeric, rtol=1e-5, atol=1e-8)
+                np.testing.assert_allclose(
+                    grads[layer][which][index], numeric, rtol=1e-5, atol=1e-8
+                )
 
 
 def test_accuracy_matches_numpy(params64, batch):
@@ -97,7 +105,9 @@ def test_accuracy_matches_numpy(params64, batch):
     labels = predicted.copy()
     labels[:3] = (labels[:3] + 1) % 10
     with jax.enable_x64(True):
-        assert float(accuracy(params64, jnp.asarray(x), jnp.asarray(labels))) == pytest.approx(4 / 7)
+        assert float(accuracy(params64, jnp.asarray(x), jnp.asarray(labels))) == pytest.approx(
+            4 / 7
+        )
 
 
 def test_relu_predict_matches_numpy():
@@ -106,18 +116,29 @@ def test_relu_predict_matches_numpy():
     (W0, b0), (W1, b1) = [tuple(map(np.asarray, layer)) for layer in params]
     logits = np.maximum(x @ W0 + b0, 0) @ W1 + b1
     expected = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    np.testing.assert_allclose(predict(params, jnp.asarray(x), "relu"), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        predict(params, jnp.asarray(x), "relu"), expected, rtol=1e-5, atol=1e-6
+    )
 
 
-@pytest.mark.parametrize("method, std", [("glorot", lambda m, n: np.sqrt(2 / (m + n))),
-                                         ("he", lambda m, n: np.sqrt(2 / m))])
+@pytest.mark.parametrize(
+    "method, std",
+    [("glorot", lambda m, n: np.sqrt(2 / (m + n))), ("he", lambda m, n: np.sqrt(2 / m))],
+)
 def test_fan_scaled_inits_have_their_scale_and_zero_biases(method, std):
     sizes = (784, 1000, 1000, 10)
     params = init_params(0, sizes, method=method)
     for (W, b), m, n in zip(params, sizes[:-1], sizes[1:], strict=True):
-        assert abs(float(jnp.std(W)) - std(m, n)) < 0.05 * std(m, n) and float(jnp.abs(b).max()) == 0
+        assert (
+            abs(float(jnp.std(W)) - std(m, n)) < 0.05 * std(m, n) and float(jnp.abs(b).max()) == 0
+        )
     if method == "glorot":  # uniform within sqrt(6 / (fan_in + fan_out))
-        assert all(float(jnp.abs(W).max()) <= np.sqrt(6 / (m + n)) for (W, _), m, n in
-                   zip(params, sizes[:-1], sizes[1:], strict=True))
+        assert all(
+            float(jnp.abs(W).max()) <= np.sqrt(6 / (m + n))
+            for (W, _), m, n in zip(params, sizes[:-1], sizes[1:], strict=True)
+        )
     again = init_params(0, sizes, method=method)
-    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(again), strict=True))
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(again), strict=True)
+    )

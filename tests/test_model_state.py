@@ -29,15 +29,20 @@ def path_of(name: str) -> str:
 def counting_model(config) -> Model:
     """A linear classifier whose state counts the training examples it has seen and sums their
     pixels: exactly what the harness fed it, padding included if any got through."""
+
     def init(key):
-        return ({"w": jnp.zeros((784, 10)), "b": jnp.zeros(10)},
-                {"examples": jnp.zeros((), jnp.int32), "pixel_sum": jnp.zeros((), jnp.float64)})
+        return (
+            {"w": jnp.zeros((784, 10)), "b": jnp.zeros(10)},
+            {"examples": jnp.zeros((), jnp.int32), "pixel_sum": jnp.zeros((), jnp.float64)},
+        )
 
     def apply(params, state, images, *, key, training):
         logits = images.reshape(images.shape[0], -1) @ params["w"] + params["b"]
         if training:
-            state = {"examples": state["examples"] + images.shape[0],
-                     "pixel_sum": state["pixel_sum"] + images.astype(state["pixel_sum"].dtype).sum()}
+            state = {
+                "examples": state["examples"] + images.shape[0],
+                "pixel_sum": state["pixel_sum"] + images.astype(state["pixel_sum"].dtype).sum(),
+            }
         return logits, state
 
     return Model(init, apply, stateful=True)
@@ -51,12 +56,17 @@ def test_padding_rows_never_reach_a_models_state(data_dir, pipeline):
     result = train(config, model=counting_model(config))
     images = data.load(data_dir)["train"].images.astype(np.float64) / 255
     assert int(result.model_state["examples"]) == config.num_epochs * NUM_TRAIN
-    np.testing.assert_allclose(float(result.model_state["pixel_sum"]), config.num_epochs * images.sum(),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        float(result.model_state["pixel_sum"]), config.num_epochs * images.sum(), rtol=1e-12
+    )
 
 
 def floating_leaves(tree) -> list[np.ndarray]:
-    return [np.asarray(leaf) for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.floating)]
+    return [
+        np.asarray(leaf)
+        for leaf in jax.tree.leaves(tree)
+        if jnp.issubdtype(leaf.dtype, jnp.floating)
+    ]
 
 
 @pytest.mark.parametrize("name", FRAMEWORKS)
@@ -67,8 +77,10 @@ def test_a_frameworks_batchnorm_statistics_move_and_evaluation_reads_them(data_d
     result = train(config)
     assert result.history[-1].test_accuracy > result.history[0].test_accuracy
     moved = floating_leaves(result.model_state)
-    assert moved and all(not np.array_equal(a, b) for a, b in zip(moved, floating_leaves(initial.model_state),
-                                                                   strict=True))
+    assert moved and all(
+        not np.array_equal(a, b)
+        for a, b in zip(moved, floating_leaves(initial.model_state), strict=True)
+    )
 
     init, apply = stateful_form(getattr(framework_models, name)(config))
     test = data.load(data_dir)["test"]
@@ -83,19 +95,32 @@ def test_a_frameworks_batchnorm_statistics_move_and_evaluation_reads_them(data_d
     assert result.history[-1].test_accuracy == correct / len(test.labels)
 
 
-@pytest.mark.parametrize("name, pipeline", [("nnx_cnn", "stream"), ("linen_cnn", "device"),
-                                            ("equinox_cnn", "stream")])
+@pytest.mark.parametrize(
+    "name, pipeline", [("nnx_cnn", "stream"), ("linen_cnn", "device"), ("equinox_cnn", "stream")]
+)
 def test_a_frameworks_model_resumes_after_sigkill_bit_for_bit(data_dir, tmp_path, name, pipeline):
     killed, whole = str(tmp_path / "killed"), str(tmp_path / "whole")
     # Killed in its third and last epoch: on the stream path after a chunk, mid-epoch.
-    proc = subprocess.run([*worker("kill"), data_dir, killed, "3", pipeline, "5", "3", "0", path_of(name)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [*worker("kill"), data_dir, killed, "3", pipeline, "5", "3", "0", path_of(name)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert checkpoints.latest(killed).epoch == 2
-    resumed = subprocess.run([*MNIST_JAX, "train", "--resume", killed, "--quiet"], capture_output=True,
-                             text=True, timeout=300)
+    resumed = subprocess.run(
+        [*MNIST_JAX, "train", "--resume", killed, "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    train(tiny(data_dir, num_epochs=3, pipeline=pipeline, model=path_of(name)), whole, tensorboard=True)
+    train(
+        tiny(data_dir, num_epochs=3, pipeline=pipeline, model=path_of(name)),
+        whole,
+        tensorboard=True,
+    )
     for npz in ("params.npz", "model-state.npz"):
         got, want = params_of(killed, npz), params_of(whole, npz)
         assert got.keys() == want.keys() and got
@@ -125,8 +150,22 @@ def test_a_frameworks_two_seed_sweep_equals_its_two_runs(data_dir, name):
         for ours, theirs in ((swept.params, alone.params), (swept.model_state, alone.model_state)):
             for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
                 np.testing.assert_allclose(np.asarray(a)[i], b, rtol=1e-5, atol=1e-6)
-        np.testing.assert_array_equal(swept.histories[i, :, :2],
-                                      [(m.train_accuracy, m.test_accuracy) for m in alone.history])
+        np.testing.assert_array_equal(
+            swept.histories[i, :, :2], [(m.train_accuracy, m.test_accuracy) for m in alone.history]
+        )
     # The seeds decide the initial weights: the two models differ.
     first = jax.tree.leaves(swept.params)[0]
     assert not np.array_equal(first[0], first[1])
+
+
+def test_the_best_epochs_state_is_kept_beside_its_parameters(data_dir, tmp_path):
+    # A validation split of 60: each epoch trains on 240 examples, so the counting model's state
+    # after epoch e counts e * 240 of them.
+    config = tiny(data_dir, dtype="float64", validation_size=60, num_epochs=4, learning_rate=0.05)
+    result = train(config, str(tmp_path), model=counting_model(config))
+    best = max(result.history, key=lambda m: m.validation_accuracy).epoch  # the earliest of equals
+    assert 0 < best < config.num_epochs and result.best_epoch == best
+    assert int(result.best_model_state["examples"]) == best * 240
+    assert int(result.model_state["examples"]) == config.num_epochs * 240
+    assert int(params_of(tmp_path, "model-state-best.npz")["examples"]) == best * 240
+    assert int(params_of(tmp_path, "model-state.npz")["examples"]) == config.num_epochs * 240

@@ -1,5 +1,5 @@
-"""The built-in models behind the `Model` interface: the CNN against NumPy, dropout in training only."""
-
+"""The built-in models behind the `Model` interface: the CNN against NumPy, dropout in training
+only."""
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +18,7 @@ from tests.helpers import masked_batch
 def numpy_cnn(params, images, padding="same", pooling="avg"):
     """The configurable CNN written out in NumPy: each convolution as explicit kernel windows,
     pooling by reshaping (an odd last row and column dropped)."""
+
     def conv(x, w, b):
         kh, kw = w.shape[:2]
         if padding == "same":
@@ -26,12 +27,12 @@ def numpy_cnn(params, images, padding="same", pooling="avg"):
         out = np.zeros((n, h, wd, w.shape[-1]))
         for dy in range(kh):
             for dx in range(kw):
-                out += x[:, dy:dy + h, dx:dx + wd, :] @ w[dy, dx]
+                out += x[:, dy : dy + h, dx : dx + wd, :] @ w[dy, dx]
         return out + b
 
     def pool(x):
         n, h, wd, c = x.shape
-        windows = x[:, :h // 2 * 2, :wd // 2 * 2].reshape(n, h // 2, 2, wd // 2, 2, c)
+        windows = x[:, : h // 2 * 2, : wd // 2 * 2].reshape(n, h // 2, 2, wd // 2, 2, c)
         return windows.mean(axis=(2, 4)) if pooling == "avg" else windows.max(axis=(2, 4))
 
     p = {k: {kk: np.asarray(vv, np.float64) for kk, vv in v.items()} for k, v in params.items()}
@@ -43,15 +44,39 @@ def numpy_cnn(params, images, padding="same", pooling="avg"):
 
 
 CNNS = {  # the CNN's options, one change or more at a time, with the parameter shapes each gives
-    "flax": ({}, {"conv0": (3, 3, 1, 32), "conv1": (3, 3, 32, 64), "dense0": (3136, 256), "dense1": (256, 10)}),
-    "speedrun": (dict(cnn_channels=(24, 32), cnn_kernels=(5, 3), cnn_padding="valid", cnn_pooling="max",
-                      cnn_dense=64),
-                 {"conv0": (5, 5, 1, 24), "conv1": (3, 3, 24, 32), "dense0": (800, 64), "dense1": (64, 10)}),
-    "one_conv": (dict(cnn_channels=(8,), cnn_kernels=(5,), cnn_pooling="max", cnn_dense=16),
-                 {"conv0": (5, 5, 1, 8), "dense0": (14 * 14 * 8, 16), "dense1": (16, 10)}),
-    "three_convs_odd_sides": (dict(cnn_channels=(4, 8, 8), cnn_kernels=(3, 3, 3), cnn_padding="valid", cnn_dense=8),
-                              {"conv0": (3, 3, 1, 4), "conv1": (3, 3, 4, 8), "conv2": (3, 3, 8, 8),
-                               "dense0": (8, 8), "dense1": (8, 10)}),
+    "flax": (
+        {},
+        {
+            "conv0": (3, 3, 1, 32),
+            "conv1": (3, 3, 32, 64),
+            "dense0": (3136, 256),
+            "dense1": (256, 10),
+        },
+    ),
+    "speedrun": (
+        dict(
+            cnn_channels=(24, 32),
+            cnn_kernels=(5, 3),
+            cnn_padding="valid",
+            cnn_pooling="max",
+            cnn_dense=64,
+        ),
+        {"conv0": (5, 5, 1, 24), "conv1": (3, 3, 24, 32), "dense0": (800, 64), "dense1": (64, 10)},
+    ),
+    "one_conv": (
+        dict(cnn_channels=(8,), cnn_kernels=(5,), cnn_pooling="max", cnn_dense=16),
+        {"conv0": (5, 5, 1, 8), "dense0": (14 * 14 * 8, 16), "dense1": (16, 10)},
+    ),
+    "three_convs_odd_sides": (
+        dict(cnn_channels=(4, 8, 8), cnn_kernels=(3, 3, 3), cnn_padding="valid", cnn_dense=8),
+        {
+            "conv0": (3, 3, 1, 4),
+            "conv1": (3, 3, 4, 8),
+            "conv2": (3, 3, 8, 8),
+            "dense0": (8, 8),
+            "dense1": (8, 10),
+        },
+    ),
 }
 
 
@@ -75,8 +100,12 @@ def test_the_cnn_matches_an_independent_numpy_computation(case, form):
         config, model, params, images = float64_cnn(case, form)
         got = np.asarray(model.apply(params, jnp.asarray(images)))
     assert got.shape == (3, 10)
-    np.testing.assert_allclose(got, numpy_cnn(params, images, config.cnn_padding, config.cnn_pooling),
-                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        got,
+        numpy_cnn(params, images, config.cnn_padding, config.cnn_pooling),
+        rtol=1e-10,
+        atol=1e-12,
+    )
     shapes = CNNS[case][1]
     assert {name: layer["w"].shape for name, layer in params.items()} == shapes
     assert all(layer["b"].shape == shapes[name][-1:] for name, layer in params.items())
@@ -85,38 +114,60 @@ def test_the_cnn_matches_an_independent_numpy_computation(case, form):
 @pytest.mark.parametrize("form", [form for form in LAYER_FORMS if form != "native"])
 @pytest.mark.parametrize("case", CNNS)
 def test_every_cnn_form_has_the_gradients_of_xlas_own_convolution(case, form):
-    """The forms' gradients (what autodiff makes of each one's slices, windows and reductions) against
-    `lax.conv_general_dilated`'s, in float64, with pooling windows that hold ties (max pooling's
-    gradient shares them)."""
+    """The forms' gradients (what autodiff makes of each one's slices, windows and reductions)
+    against `lax.conv_general_dilated`'s, in float64, with pooling windows that hold ties (max
+    pooling's gradient shares them)."""
+
     def grads(form):
         _, model, params, images = float64_cnn(case, form, flat_rows=8)
         return jax.grad(lambda p: jnp.sum(jnp.sin(model.apply(p, jnp.asarray(images)))))(params)
 
     with jax.enable_x64(True):
         reference, got = grads("native"), grads(form)
-    # Float64 rounding, relative to each gradient's largest value (sums that cancel to near zero differ most).
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * np.abs(b).max()), got, reference)
+    # Float64 rounding, relative to each gradient's largest value (sums that cancel to near zero
+    # differ most).
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * np.abs(b).max()),
+        got,
+        reference,
+    )
 
 
-@jax.default_matmul_precision("highest")  # float32 matmuls in full (a GPU would otherwise take TF32)
+@jax.default_matmul_precision(
+    "highest"
+)  # float32 matmuls in full (a GPU would otherwise take TF32)
 def test_winograd_takes_the_3x3_convolutions_of_several_channels_and_leaves_the_rest_to_im2col():
     rng = np.random.default_rng(0)
     for kernel, channels, taken in ((3, 2, True), (3, 1, False), (5, 2, False)):
         x = jnp.asarray(rng.random((2, 12, 12, channels)), jnp.float32)
         w = jnp.asarray(rng.normal(size=(kernel, kernel, channels, 4)), jnp.float32)
         b = jnp.asarray(rng.normal(size=4), jnp.float32)
-        im2col, winograd = (np.asarray(conv.conv_relu_pool(x, w, b, form=form)) for form in ("im2col", "winograd"))
+        im2col, winograd = (
+            np.asarray(conv.conv_relu_pool(x, w, b, form=form)) for form in ("im2col", "winograd")
+        )
         np.testing.assert_allclose(winograd, im2col, rtol=1e-5, atol=1e-5)
-        jaxpr = str(jax.make_jaxpr(conv.conv_relu_pool, static_argnums=(3, 4, 5))(x, w, b, "same", "avg", "winograd"))
+        jaxpr = str(
+            jax.make_jaxpr(conv.conv_relu_pool, static_argnums=(3, 4, 5))(
+                x, w, b, "same", "avg", "winograd"
+            )
+        )
         # The rest: im2col's forward pass, bit for bit, its weight gradient written out.
         assert ("name=conv_tiles" in jaxpr) == taken, (kernel, channels)
-        assert taken or ("name=_patches_matmul" in jaxpr and np.array_equal(winograd, im2col)), (kernel, channels)
+        assert taken or ("name=_patches_matmul" in jaxpr and np.array_equal(winograd, im2col)), (
+            kernel,
+            channels,
+        )
 
 
 def test_the_cnn_preset_keeps_flaxs_network():
     cnn = preset("cnn")
-    assert (cnn.cnn_channels, cnn.cnn_kernels, cnn.cnn_padding, cnn.cnn_pooling, cnn.cnn_dense) == (
-        (32, 64), (3, 3), "same", "avg", 256)
+    assert (
+        cnn.cnn_channels,
+        cnn.cnn_kernels,
+        cnn.cnn_padding,
+        cnn.cnn_pooling,
+        cnn.cnn_dense,
+    ) == ((32, 64), (3, 3), "same", "avg", 256)
 
 
 def test_dropout_scales_the_kept_units_and_is_off_without_a_key():
@@ -132,17 +183,29 @@ def test_mlp_dropout_masks_differ_per_step_and_per_seed_and_are_off_at_evaluatio
     model = models.mlp(config)
     params = model.init(jax.random.key(0))
     images = jnp.asarray(masked_batch().images, jnp.float32) / 255
-    np.testing.assert_array_equal(model.apply(params, images, None), logits(params, images.reshape(12, -1)))
-    step_keys = {(seed, step): jax.random.fold_in(epoch_key(seed, 1), step) for seed in (42, 43) for step in (0, 1)}
-    outputs = {where: np.asarray(model.apply(params, images, key)) for where, key in step_keys.items()}
+    np.testing.assert_array_equal(
+        model.apply(params, images, None), logits(params, images.reshape(12, -1))
+    )
+    step_keys = {
+        (seed, step): jax.random.fold_in(epoch_key(seed, 1), step)
+        for seed in (42, 43)
+        for step in (0, 1)
+    }
+    outputs = {
+        where: np.asarray(model.apply(params, images, key)) for where, key in step_keys.items()
+    }
     for a in outputs:
         for b in outputs:
             assert (a == b) == np.array_equal(outputs[a], outputs[b]), (a, b)
-    np.testing.assert_array_equal(outputs[(42, 0)], model.apply(params, images, step_keys[(42, 0)]))
+    np.testing.assert_array_equal(
+        outputs[(42, 0)], model.apply(params, images, step_keys[(42, 0)])
+    )
     state = make_steps(config).init(0)
     step = jax.jit(make_steps(config).train_step)
     batch = masked_batch()
-    assert float(step(state, batch, step_keys[(42, 0)])[1]) != float(step(state, batch, step_keys[(42, 1)])[1])
+    assert float(step(state, batch, step_keys[(42, 0)])[1]) != float(
+        step(state, batch, step_keys[(42, 1)])[1]
+    )
 
 
 def test_cnn_dropout_is_off_at_evaluation():

@@ -12,30 +12,49 @@ from nbclient import NotebookClient
 from tests.helpers import suite_cache_env
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-SEED_TABLE = {0: (9.93, 9.62), 1: (94.01, 93.99), 2: (96.08, 95.63), 3: (97.19, 96.50), 4: (97.82, 96.92),
-              5: (98.27, 97.10)}
+SEED_TABLE = {
+    0: (9.93, 9.62),
+    1: (94.01, 93.99),
+    2: (96.08, 95.63),
+    3: (97.19, 96.50),
+    4: (97.82, 96.92),
+    5: (98.27, 97.10),
+}
 
 
 def execute(name: str, monkeypatch, **env) -> nbformat.NotebookNode:
-    """Runs the notebook in a fresh kernel (this interpreter's) with `env` set; errors raise. The kernel
-    keeps its compiled programs in this worker's cache (conftest.py), which is idle while it runs."""
+    """Runs the notebook in a fresh kernel (this interpreter's) with `env` set; errors raise. The
+    kernel keeps its compiled programs in this worker's cache (conftest.py), which is idle while it
+    runs."""
     for key, value in {**suite_cache_env(), **env}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    ).execute()
     return notebook
 
 
 def text_of(notebook) -> str:
-    return "".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
-                   for output in cell.outputs)
+    return "".join(
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    )
 
 
 def images_in(notebook) -> int:
-    return sum("image/png" in output.get("data", {}) for cell in notebook.cells if cell.cell_type == "code"
-               for output in cell.outputs)
+    return sum(
+        "image/png" in output.get("data", {})
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    )
 
 
 def seed_rows(text: str) -> dict[int, tuple[float, float]]:
@@ -53,7 +72,9 @@ def test_notebooks_are_stored_without_outputs(name):
 
 
 def test_the_main_notebook_runs_on_small_data(data_dir, monkeypatch):
-    notebook = execute("mnist_jax.ipynb", monkeypatch, TFDS_DATA_DIR=data_dir, MNIST_JAX_NOTEBOOK_EPOCHS="1")
+    notebook = execute(
+        "mnist_jax.ipynb", monkeypatch, TFDS_DATA_DIR=data_dir, MNIST_JAX_NOTEBOOK_EPOCHS="1"
+    )
     text = text_of(notebook)
     assert "train (300, 28, 28, 1) uint8 | test (100, 28, 28, 1)" in text
     assert sorted(seed_rows(text)) == [0, 1]
@@ -61,7 +82,9 @@ def test_the_main_notebook_runs_on_small_data(data_dir, monkeypatch):
     assert re.search(r"\d+ of 100 test digits misclassified", text)
     assert re.search(r"\| optimizers: optimizer=adam \| 2 \| 1 \| [\d.]+ ± [\d.]+ \|", text)
     assert re.search(r"\| optimizers: optimizer=rmsprop \| 2 \| 1 \| [\d.]+ ± [\d.]+ \|", text)
-    assert images_in(notebook) >= 4  # the digits, the curves, the grid's report, the confusion matrix
+    assert (
+        images_in(notebook) >= 4
+    )  # the digits, the curves, the grid's report, the confusion matrix
 
 
 @pytest.mark.slow
@@ -77,7 +100,9 @@ def test_the_main_notebook_reproduces_the_seed_table(real_data_dir, monkeypatch)
 
 @pytest.mark.slow
 def test_the_devices_notebook_runs_the_benchmarks(data_dir, monkeypatch):
-    notebook = execute("devices.ipynb", monkeypatch, TFDS_DATA_DIR=data_dir, MNIST_JAX_NOTEBOOK_QUICK="1")
+    notebook = execute(
+        "devices.ipynb", monkeypatch, TFDS_DATA_DIR=data_dir, MNIST_JAX_NOTEBOOK_QUICK="1"
+    )
     text = text_of(notebook)
     assert re.search(r"^cpu: \d+ x cpu", text, re.MULTILINE)
     assert "'chart.png', 'results.json', 'results.md', 'sweeps.png'" in text
@@ -85,22 +110,48 @@ def test_the_devices_notebook_runs_the_benchmarks(data_dir, monkeypatch):
     assert images_in(notebook) == 2
 
 
-def test_the_adam_paper_notebook_runs_the_whole_procedure_on_small_data(data_dir, tmp_path, monkeypatch):
+def test_the_adam_paper_notebook_runs_the_whole_procedure_on_small_data(
+    data_dir, tmp_path, monkeypatch
+):
     results = tmp_path / "adam-paper"
-    notebook = execute("adam_paper.ipynb", monkeypatch, TFDS_DATA_DIR=data_dir, MNIST_JAX_NOTEBOOK_QUICK="1",
-                       MNIST_JAX_ADAM_PAPER_DIR=str(results))
+    notebook = execute(
+        "adam_paper.ipynb",
+        monkeypatch,
+        TFDS_DATA_DIR=data_dir,
+        MNIST_JAX_NOTEBOOK_QUICK="1",
+        MNIST_JAX_ADAM_PAPER_DIR=str(results),
+    )
     text = text_of(notebook)
     optimizers = ["adam", "adagrad", "rmsprop", "sgd", "adadelta"]
     # Each optimizer tuned in each panel (at one rate), then its chosen rate run: 20 trainings.
-    assert sum(bool(re.search(rf"^{name} +[\d.e-]+ +trained in [\d.]+ s$", line)) for line in text.splitlines()
-               for name in optimizers) == 2 * (5 + 5)
-    assert sorted(p.name for p in results.iterdir()) == ["a", "a-tuning", "b", "b-tuning", "training-cost.png"]
+    assert sum(
+        bool(re.search(rf"^{name} +[\d.e-]+ +trained in [\d.]+ s$", line))
+        for line in text.splitlines()
+        for name in optimizers
+    ) == 2 * (5 + 5)
+    assert sorted(p.name for p in results.iterdir()) == [
+        "a",
+        "a-tuning",
+        "b",
+        "b-tuning",
+        "training-cost.png",
+    ]
     names = ["Adam", "AdaGrad", "RMSProp", "SGD, Nesterov momentum", "AdaDelta"]
     for panel in ("a", "b"):
-        order = re.search(rf"panel \({panel}\), lowest final training cost first: (.*)$", text, re.MULTILINE).group(1)
-        assert all(order.count(name) == 1 for name in names) and order.count(", ") == len(names)  # one comma is SGD's
+        order = re.search(
+            rf"panel \({panel}\), lowest final training cost first: (.*)$", text, re.MULTILINE
+        ).group(1)
+        assert all(order.count(name) == 1 for name in names) and order.count(", ") == len(
+            names
+        )  # one comma is SGD's
     assert images_in(notebook) == 1
-    markdown = "".join(output.get("data", {}).get("text/markdown", "") for cell in notebook.cells
-                       if cell.cell_type == "code" for output in cell.outputs)
+    markdown = "".join(
+        output.get("data", {}).get("text/markdown", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    )
     assert markdown.count("learning rate: training cost after 1 epochs") == 2
-    assert all(f"| (a) | {name} |" in markdown and f"| (b) | {name} |" in markdown for name in names), markdown
+    assert all(
+        f"| (a) | {name} |" in markdown and f"| (b) | {name} |" in markdown for name in names
+    ), markdown

@@ -1,5 +1,5 @@
-"""A recipe's optimizer: schedules, weight decay and clipping update exactly as Optax's own building
-blocks (or a closed form) would."""
+"""A recipe's optimizer: schedules, weight decay and clipping update exactly as Optax's own
+building blocks (or a closed form) would."""
 
 import math
 
@@ -22,6 +22,7 @@ def schedule_config(**changes) -> Config:
 
 def closed_form(name: str, peak: float, total: int, warmup: int):
     """Each schedule written out by hand."""
+
     def cosine(t, length):
         return 0.5 * (1 + math.cos(math.pi * min(t, length) / length))
 
@@ -31,11 +32,15 @@ def closed_form(name: str, peak: float, total: int, warmup: int):
             return peak + (start - peak) * cosine(t, boundary)
         return end + (peak - end) * cosine(t - boundary, total - boundary)
 
-    return {"constant": lambda t: peak,
-            "cosine": lambda t: peak * cosine(t, total),
-            "linear": lambda t: peak * (1 - min(t, total) / total),
-            "warmup_cosine": lambda t: peak * t / warmup if t < warmup else peak * cosine(t - warmup, total - warmup),
-            "onecycle": onecycle}[name]
+    return {
+        "constant": lambda t: peak,
+        "cosine": lambda t: peak * cosine(t, total),
+        "linear": lambda t: peak * (1 - min(t, total) / total),
+        "warmup_cosine": lambda t: (
+            peak * t / warmup if t < warmup else peak * cosine(t - warmup, total - warmup)
+        ),
+        "onecycle": onecycle,
+    }[name]
 
 
 @pytest.mark.parametrize("name", ["constant", "cosine", "warmup_cosine", "linear", "onecycle"])
@@ -69,24 +74,52 @@ def hand_schedule(name, warmup=2):
     formula = closed_form(name, 0.01, EPOCHS * TRAIN_SIZE // BATCH, warmup)
     return lambda count: jnp.asarray([formula(t) for t in range(40)], jnp.float32)[count]
 
+
 HAND_BUILT = {
-    "schedule": (dict(schedule="cosine"),
-                 lambda: optax.chain(optax.scale_by_adam(), optax.scale_by_learning_rate(hand_schedule("cosine"))),
-                 False),
-    "weight_decay": (dict(weight_decay=0.1),
-                     lambda: optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(0.1, biases_spared),
-                                         optax.scale_by_learning_rate(0.01)), True),
+    "schedule": (
+        dict(schedule="cosine"),
+        lambda: optax.chain(
+            optax.scale_by_adam(), optax.scale_by_learning_rate(hand_schedule("cosine"))
+        ),
+        False,
+    ),
+    "weight_decay": (
+        dict(weight_decay=0.1),
+        lambda: optax.chain(
+            optax.scale_by_adam(),
+            optax.add_decayed_weights(0.1, biases_spared),
+            optax.scale_by_learning_rate(0.01),
+        ),
+        True,
+    ),
     "weight_decay_sgd_nesterov": (
         dict(weight_decay=0.1, optimizer="sgd", momentum=0.9, nesterov=True),
-        lambda: optax.chain(optax.trace(0.9, nesterov=True), optax.add_decayed_weights(0.1, biases_spared),
-                            optax.scale_by_learning_rate(0.01)), True),
-    "clip_norm": (dict(clip_norm=0.5),
-                  lambda: optax.chain(optax.clip_by_global_norm(0.5), optax.scale_by_adam(),
-                                      optax.scale_by_learning_rate(0.01)), True),
-    "everything": (dict(clip_norm=0.5, weight_decay=0.1, schedule="warmup_cosine", warmup_epochs=0.4),
-                   lambda: optax.chain(optax.clip_by_global_norm(0.5), optax.scale_by_adam(),
-                                       optax.add_decayed_weights(0.1, biases_spared),
-                                       optax.scale_by_learning_rate(hand_schedule("warmup_cosine"))), False),
+        lambda: optax.chain(
+            optax.trace(0.9, nesterov=True),
+            optax.add_decayed_weights(0.1, biases_spared),
+            optax.scale_by_learning_rate(0.01),
+        ),
+        True,
+    ),
+    "clip_norm": (
+        dict(clip_norm=0.5),
+        lambda: optax.chain(
+            optax.clip_by_global_norm(0.5),
+            optax.scale_by_adam(),
+            optax.scale_by_learning_rate(0.01),
+        ),
+        True,
+    ),
+    "everything": (
+        dict(clip_norm=0.5, weight_decay=0.1, schedule="warmup_cosine", warmup_epochs=0.4),
+        lambda: optax.chain(
+            optax.clip_by_global_norm(0.5),
+            optax.scale_by_adam(),
+            optax.add_decayed_weights(0.1, biases_spared),
+            optax.scale_by_learning_rate(hand_schedule("warmup_cosine")),
+        ),
+        False,
+    ),
 }
 
 
@@ -100,27 +133,40 @@ def test_each_setting_updates_as_a_hand_built_optax_chain(case):
 
 
 def test_weight_decay_spares_the_biases():
-    plain, decayed = (run_updates(make_optimizer(schedule_config(weight_decay=wd), TRAIN_SIZE))[-1] for wd in (0, 0.1))
+    plain, decayed = (
+        run_updates(make_optimizer(schedule_config(weight_decay=wd), TRAIN_SIZE))[-1]
+        for wd in (0, 0.1)
+    )
     for (W, b), (W_decayed, b_decayed) in zip(plain, decayed, strict=True):
         np.testing.assert_array_equal(b, b_decayed)
         assert not np.allclose(W, W_decayed)
 
 
 def test_the_learning_rate_a_run_applies_is_its_schedules(data_dir, tiny_config, tmp_path):
-    """What a real run applies, read from its parameters: with SGD, full-batch steps (one an epoch) move
-    the parameters by the rate times the gradient, so each step's rate is -<update, g> / <g, g>,
-    against Optax's linear schedule written out: 0.1, then 0.1 * 2/3, then 0.1 / 3."""
+    """What a real run applies, read from its parameters: with SGD, full-batch steps (one an epoch)
+    move the parameters by the rate times the gradient, so each step's rate is
+    -<update, g> / <g, g>, against Optax's linear schedule written out: 0.1, then 0.1 * 2/3, then
+    0.1 / 3."""
     from mnist_jax import data
     from mnist_jax.models.mlp import loss
     from mnist_jax.runs import checkpoints
     from mnist_jax.steps import make_steps, normalise
 
-    config = tiny_config.replace(optimizer="sgd", learning_rate=0.1, schedule="linear", batch_size=300,
-                                 loss_reduction="mean", num_epochs=3, keep_checkpoints=3)
+    config = tiny_config.replace(
+        optimizer="sgd",
+        learning_rate=0.1,
+        schedule="linear",
+        batch_size=300,
+        loss_reduction="mean",
+        num_epochs=3,
+        keep_checkpoints=3,
+    )
     train(config, str(tmp_path))
     template = make_steps(config).init(config.seed)
-    states = [template] + [checkpoints.load(str(tmp_path / "checkpoints" / f"epoch-{e:05d}.npz")).restore(template)
-                           for e in (1, 2, 3)]
+    states = [template] + [
+        checkpoints.load(str(tmp_path / "checkpoints" / f"epoch-{e:05d}.npz")).restore(template)
+        for e in (1, 2, 3)
+    ]
     share = data.load(data_dir)["train"]
     inputs = normalise(share.images, jnp.float32)
 
@@ -130,7 +176,14 @@ def test_the_learning_rate_a_run_applies_is_its_schedules(data_dir, tiny_config,
     applied = []
     for before, after in zip(states[:-1], states[1:], strict=True):
         g = jax.tree.leaves(jax.grad(mean_loss)(before.params))
-        update = [a - b for a, b in zip(jax.tree.leaves(after.params), jax.tree.leaves(before.params), strict=True)]
-        applied.append(-sum(float(jnp.vdot(u, d)) for u, d in zip(update, g, strict=True))
-                       / sum(float(jnp.vdot(d, d)) for d in g))
+        update = [
+            a - b
+            for a, b in zip(
+                jax.tree.leaves(after.params), jax.tree.leaves(before.params), strict=True
+            )
+        ]
+        applied.append(
+            -sum(float(jnp.vdot(u, d)) for u, d in zip(update, g, strict=True))
+            / sum(float(jnp.vdot(d, d)) for d in g)
+        )
     assert applied == pytest.approx([0.1, 0.1 * 2 / 3, 0.1 / 3], rel=1e-3)

@@ -24,7 +24,8 @@ from tests.helpers import NUM_TRAIN, worker
 
 
 def reference_params(config, share):
-    """Plain Optax Adam over the same batches, the last one simply shorter: no padding, no masks."""
+    """Plain Optax Adam over the same batches, the last one simply shorter: no padding, no
+    masks."""
     images, labels = share.images, share.labels
     state = init_state(config)
     params, opt_state = state.params, state.opt_state
@@ -32,8 +33,10 @@ def reference_params(config, share):
     orders = local_orders(config, share, "train", range(1, config.num_epochs + 1))
     for order in orders:
         for start in range(0, len(order), config.batch_size):
-            rows = order[start:start + config.batch_size]
-            grads = jax.grad(loss)(params, normalise(images[rows], params[0][0].dtype), labels[rows])
+            rows = order[start : start + config.batch_size]
+            grads = jax.grad(loss)(
+                params, normalise(images[rows], params[0][0].dtype), labels[rows]
+            )
             updates, opt_state = optimizer.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
     return params
@@ -45,9 +48,13 @@ def test_both_pipelines_match_plain_optax_with_a_short_last_batch(data_dir, tiny
     expected = reference_params(config, data.load(data_dir)["train"])
     results = {p: train(config.replace(pipeline=p)) for p in PIPELINES}
     for result in results.values():
-        for got, want in zip(jax.tree.leaves(result.params), jax.tree.leaves(expected), strict=True):
+        for got, want in zip(
+            jax.tree.leaves(result.params), jax.tree.leaves(expected), strict=True
+        ):
             np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-6)
-    stream, device = ([(m.train_accuracy, m.test_accuracy) for m in r.history] for r in results.values())
+    stream, device = (
+        [(m.train_accuracy, m.test_accuracy) for m in r.history] for r in results.values()
+    )
     assert stream == device
 
 
@@ -65,7 +72,10 @@ class CompileCounter(Reporter):
         jax.monitoring.register_event_duration_secs_listener(self._on_event)
 
     def _on_event(self, event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration" and self.after_first_epoch is not None:
+        if (
+            event == "/jax/core/compile/backend_compile_duration"
+            and self.after_first_epoch is not None
+        ):
             self.after_first_epoch += 1
 
     def on_epoch(self, metrics):
@@ -139,15 +149,33 @@ def test_evaluate_over_padded_batches_counts_every_example_once(tiny_config, dat
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model, param_tolerance, accuracy_tolerance", [
-    ("mlp", 1e-5, 0),
-    ("tests.custom_models:tiny_cnn", 1e-4, 0.011),  # a CNN with dropout: one test example (of 100) at most
-    ("tests.framework_models:equinox_cnn", 1e-4, 0.011),  # and BatchNorm, its statistics over the global batch
-])
-def test_four_devices_follow_the_one_device_trajectory(data_dir, model, param_tolerance, accuracy_tolerance):
+@pytest.mark.parametrize(
+    "model, param_tolerance, accuracy_tolerance",
+    [
+        ("mlp", 1e-5, 0),
+        (
+            "tests.custom_models:tiny_cnn",
+            1e-4,
+            0.011,
+        ),  # a CNN with dropout: one test example (of 100) at most
+        (
+            "tests.framework_models:equinox_cnn",
+            1e-4,
+            0.011,
+        ),  # and BatchNorm, its statistics over the global batch
+    ],
+)
+def test_four_devices_follow_the_one_device_trajectory(
+    data_dir, model, param_tolerance, accuracy_tolerance
+):
     env = parallel.simulated_cpu_env(4)
-    proc = subprocess.run([*worker("multidevice"), data_dir, model], env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [*worker("multidevice"), data_dir, model],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["device_count"] == 4
@@ -161,10 +189,14 @@ def test_four_devices_follow_the_one_device_trajectory(data_dir, model, param_to
 
 
 def test_batch_smaller_than_the_device_count_is_refused(tmp_path):
-    code = ("from mnist_jax import Config, train; "
-            f"train(Config(batch_size=3, data_dir={str(tmp_path)!r}), {str(tmp_path / 'run')!r})")
+    code = (
+        "from mnist_jax import Config, train; "
+        f"train(Config(batch_size=3, data_dir={str(tmp_path)!r}), {str(tmp_path / 'run')!r})"
+    )
     env = parallel.simulated_cpu_env(4)
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
     assert "ConfigError: batch size 3 is smaller than the device count 4" in proc.stderr
     assert not (tmp_path / "run").exists()
 
@@ -172,5 +204,11 @@ def test_batch_smaller_than_the_device_count_is_refused(tmp_path):
 def test_simulated_devices_keep_the_callers_xla_flags(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
     env = parallel.simulated_cpu_env(4)
-    assert env["XLA_FLAGS"].split() == ["--xla_cpu_enable_fast_math=false", "--xla_force_host_platform_device_count=4"]
-    assert env["JAX_PLATFORMS"] == "cpu" and os.environ["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false"
+    assert env["XLA_FLAGS"].split() == [
+        "--xla_cpu_enable_fast_math=false",
+        "--xla_force_host_platform_device_count=4",
+    ]
+    assert (
+        env["JAX_PLATFORMS"] == "cpu"
+        and os.environ["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false"
+    )

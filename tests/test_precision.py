@@ -18,8 +18,11 @@ from tests.helpers import TINY_FLAGS
 
 
 def precisions(text: str) -> set[str]:
-    """The precisions of every matrix product (and convolution) in a lowered program's StableHLO."""
-    found = re.findall(r"stablehlo\.(?:dot_general|convolution)[^\n]*?precision = \[(\w+), (\w+)\]", text)
+    """The precisions of every matrix product (and convolution) in a lowered program's
+    StableHLO."""
+    found = re.findall(
+        r"stablehlo\.(?:dot_general|convolution)[^\n]*?precision = \[(\w+), (\w+)\]", text
+    )
     return {p for pair in found for p in pair}
 
 
@@ -38,15 +41,17 @@ def test_the_steps_carry_the_requested_precision_whatever_the_callers(value):
 
 @pytest.mark.parametrize("command", ["train", "sweep"])
 def test_every_program_a_run_or_sweep_compiles_carries_it(tiny_config, command, monkeypatch):
-    """The programs each path compiles ahead of time, captured as they are lowered: the epoch (a scan
-    of the step), the evaluation of every split, and a sweep's vmapped versions of both."""
+    """The programs each path compiles ahead of time, captured as they are lowered: the epoch (a
+    scan of the step), the evaluation of every split, and a sweep's vmapped versions of both."""
     from mnist_jax import pipelines
     from mnist_jax import sweep as sweeps
 
     lowered = []
 
     def capture(function, *example_args, donate_argnums=()):
-        lowered.append(jax.jit(function, donate_argnums=donate_argnums).lower(*example_args).as_text())
+        lowered.append(
+            jax.jit(function, donate_argnums=donate_argnums).lower(*example_args).as_text()
+        )
         return real(function, *example_args, donate_argnums=donate_argnums)
 
     real = pipelines.compile_timed
@@ -60,8 +65,25 @@ def test_every_program_a_run_or_sweep_compiles_carries_it(tiny_config, command, 
 
 def test_the_precision_is_recorded_and_shown(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", *TINY_FLAGS, "--epochs", "1", "--data-dir", data_dir, "--matmul-precision", "high",
-                 "--deterministic", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *TINY_FLAGS,
+                "--epochs",
+                "1",
+                "--data-dir",
+                data_dir,
+                "--matmul-precision",
+                "high",
+                "--deterministic",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     saved = json.loads((out / "config.json").read_text())
     assert saved["matmul_precision"] == "high" and saved["deterministic"] is True
     assert "float32 (high matmul precision, deterministic)" in capsys.readouterr().out
@@ -73,19 +95,34 @@ class FakeDevice:
         self.platform = platform
 
 
-@pytest.mark.parametrize("started, platforms, outcome", [
-    (False, ["cpu"], "flag added"),  # before the backends start: the flag goes in, for a GPU to read
-    (True, ["cpu"], "nothing"),  # a CPU's runs are bit-identical already
-    (True, ["cpu", "gpu"], "refused"),  # a GPU backend started without it can no longer take it
-])
+@pytest.mark.parametrize(
+    "started, platforms, outcome",
+    [
+        (
+            False,
+            ["cpu"],
+            "flag added",
+        ),  # before the backends start: the flag goes in, for a GPU to read
+        (True, ["cpu"], "nothing"),  # a CPU's runs are bit-identical already
+        (
+            True,
+            ["cpu", "gpu"],
+            "refused",
+        ),  # a GPU backend started without it can no longer take it
+    ],
+)
 def test_deterministic_asks_for_what_the_platform_needs(monkeypatch, started, platforms, outcome):
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
     monkeypatch.setattr(determinism, "_backends_started", lambda: started)
     monkeypatch.setattr(jax, "devices", lambda: [FakeDevice(p) for p in platforms])
     if outcome == "refused":
-        with pytest.raises(ConfigError, match="deterministic needs --xla_gpu_deterministic_ops=true"):
+        with pytest.raises(
+            ConfigError, match="deterministic needs --xla_gpu_deterministic_ops=true"
+        ):
             determinism.make_deterministic()
         return
     determinism.make_deterministic()
-    flags = "--xla_force_host_platform_device_count=2" + (" " + determinism.GPU_FLAG if outcome == "flag added" else "")
+    flags = "--xla_force_host_platform_device_count=2" + (
+        " " + determinism.GPU_FLAG if outcome == "flag added" else ""
+    )
     assert os.environ["XLA_FLAGS"] == flags

@@ -10,24 +10,35 @@ from mnist_jax.models.mlp import init_params
 from mnist_jax.steps import normalise
 
 # The seed notebook's printed table (train %, test %) after 0-4 epochs, and epoch 5.
-SEED_TABLE = [(9.93, 9.62), (94.01, 93.99), (96.08, 95.63), (97.19, 96.50), (97.82, 96.92), (98.27, 97.10)]
+SEED_TABLE = [
+    (9.93, 9.62),
+    (94.01, 93.99),
+    (96.08, 95.63),
+    (97.19, 96.50),
+    (97.82, 96.92),
+    (98.27, 97.10),
+]
 
 
 def test_seed_first_batch_objective(real_idx_dir):
-    # Straight from the raw files (their published MD5s checked): the notebook's own order, no dataset
-    # to prepare. The slow notebook test checks the same value through `data.load`.
+    # Straight from the raw files (their published MD5s checked): the notebook's own order, no
+    # dataset to prepare. The slow notebook test checks the same value through `data.load`.
     train_split = idx.read_split(real_idx_dir, "train")
     with jax.enable_x64(True):
         params = init_params(42, method="numpy", dtype=np.float64)
-        value = loss(params, normalise(train_split.images[:256, ..., None], np.float64),
-                     train_split.labels[:256].astype(np.int32))
+        value = loss(
+            params,
+            normalise(train_split.images[:256, ..., None], np.float64),
+            train_split.labels[:256].astype(np.int32),
+        )
     assert float(value) == pytest.approx(593.5535733141162, rel=1e-12)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("pipeline", ["device", "stream"])
 def test_seed_preset_reproduces_the_notebook_table(real_data_dir, pipeline):
-    # (The same MLP passed as a Model object trains bit for bit as this: tests/test_open_harness.py.)
+    # (The same MLP passed as a Model object trains bit for bit as this:
+    # tests/test_open_harness.py.)
     result = train(preset("seed").replace(data_dir=real_data_dir, pipeline=pipeline))
     got = [(100 * m.train_accuracy, 100 * m.test_accuracy) for m in result.history]
     assert len(got) == len(SEED_TABLE)  # every row, epochs 0 to 5

@@ -1,4 +1,5 @@
-"""The paper report (`mnist-jax report`): tables and figures that parse and match the runs they read."""
+"""The paper report (`mnist-jax report`): tables and figures that parse and match the runs they
+read."""
 
 import csv
 import json
@@ -21,10 +22,42 @@ def experiments(data_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("experiments")
     common = [*TINY_FLAGS, "--epochs", "2", "--data-dir", data_dir]
     for seed in (1, 2):
-        assert main(["train", *common, "--seed", str(seed), "--quiet", "--out", str(root / f"runs-{seed}")]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    *common,
+                    "--seed",
+                    str(seed),
+                    "--quiet",
+                    "--out",
+                    str(root / f"runs-{seed}"),
+                ]
+            )
+            == 0
+        )
     assert main(["sweep", "--seeds", "3", *common, "--out", str(root / "sweep")]) == 0
-    assert main(["sweep", "--seeds", "2", *common, "--out", str(root / "grid"),
-                 "--grid", "optimizer", "adam", "sgd", "--grid", "layer_sizes", "784,16,10", "784,8,8,10"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--seeds",
+                "2",
+                *common,
+                "--out",
+                str(root / "grid"),
+                "--grid",
+                "optimizer",
+                "adam",
+                "sgd",
+                "--grid",
+                "layer_sizes",
+                "784,16,10",
+                "784,8,8,10",
+            ]
+        )
+        == 0
+    )
     return root
 
 
@@ -35,18 +68,31 @@ def test_report_writes_tables_and_figures_that_parse(experiments, tmp_path, caps
 
     with open(tmp_path / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    names = ["runs", "sweep"] + [f"grid: optimizer={o} layer_sizes={s}" for o in ("adam", "sgd")
-                                 for s in ("784,16,10", "784,8,8,10")]
-    assert list(dict.fromkeys(r["experiment"] for r in rows)) == names and len(rows) == len(names) * 3
+    names = ["runs", "sweep"] + [
+        f"grid: optimizer={o} layer_sizes={s}"
+        for o in ("adam", "sgd")
+        for s in ("784,16,10", "784,8,8,10")
+    ]
+    assert (
+        list(dict.fromkeys(r["experiment"] for r in rows)) == names and len(rows) == len(names) * 3
+    )
     swept = json.loads((experiments / "sweep" / "sweep.json").read_text())["statistics"]
     for row in (r for r in rows if r["experiment"] == "sweep"):
         expected = swept[int(row["epoch"])]["test_accuracy"]
         assert float(row["test_accuracy_mean"]) == pytest.approx(expected["mean"])
-        assert float(row["test_accuracy_ci95"]) == pytest.approx(expected["ci95"]) and row["seeds"] == "3"
-    runs = [json.loads((experiments / f"runs-{s}" / "summary.json").read_text())["history"] for s in (1, 2)]
+        assert (
+            float(row["test_accuracy_ci95"]) == pytest.approx(expected["ci95"])
+            and row["seeds"] == "3"
+        )
+    runs = [
+        json.loads((experiments / f"runs-{s}" / "summary.json").read_text())["history"]
+        for s in (1, 2)
+    ]
     last = next(r for r in rows if r["experiment"] == "runs" and r["epoch"] == "2")
     finals = [h[-1]["test_accuracy"] for h in runs]
-    assert last["seeds"] == "2" and float(last["test_accuracy_mean"]) == pytest.approx(np.mean(finals))
+    assert last["seeds"] == "2" and float(last["test_accuracy_mean"]) == pytest.approx(
+        np.mean(finals)
+    )
     assert float(last["test_accuracy_std"]) == pytest.approx(np.std(finals, ddof=1))
 
     markdown = (tmp_path / "table.md").read_text()
@@ -62,14 +108,26 @@ def test_report_writes_tables_and_figures_that_parse(experiments, tmp_path, caps
     assert len(body) == len(names) and all(line.count("&") == 5 for line in body)
     assert "optimizer=adam layer\\_sizes=784,16,10" in latex
     if shutil.which("pdflatex"):
-        document = "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + latex + "\\end{document}\n"
+        document = (
+            "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n"
+            + latex
+            + "\\end{document}\n"
+        )
         (tmp_path / "doc.tex").write_text(document)
-        subprocess.run(["pdflatex", "-interaction=nonstopmode", "doc.tex"], cwd=tmp_path, check=True, timeout=120,
-                       capture_output=True)
+        subprocess.run(
+            ["pdflatex", "-interaction=nonstopmode", "doc.tex"],
+            cwd=tmp_path,
+            check=True,
+            timeout=120,
+            capture_output=True,
+        )
 
     labels = [f"{name} (n={n})" for name, n in zip(names, (2, 3, 2, 2, 2, 2), strict=True)]
     width, height = figure_inches(labels)
-    assert Image.open(tmp_path / "curves.png").size == (round(width * FIGURE_DPI), round(height * FIGURE_DPI))
+    assert Image.open(tmp_path / "curves.png").size == (
+        round(width * FIGURE_DPI),
+        round(height * FIGURE_DPI),
+    )
     assert (tmp_path / "curves.pdf").read_bytes().startswith(b"%PDF")
 
 

@@ -1,5 +1,5 @@
-"""Checkpoints and exact resumes: after a real SIGKILL, SIGINT or SIGTERM, from a damaged checkpoint,
-with every recipe part on, extended to more epochs, and a soak of five kills."""
+"""Checkpoints and exact resumes: after a real SIGKILL, SIGINT or SIGTERM, from a damaged
+checkpoint, with every recipe part on, extended to more epochs, and a soak of five kills."""
 
 import json
 import os
@@ -32,8 +32,8 @@ from tests.helpers import (
 
 @pytest.fixture(scope="module")
 def uninterrupted(data_dir, tmp_path_factory):
-    """The tiny run of 4 epochs trained with no stop, once per data path for the tests that need it: its
-    parameters and each epoch's scores."""
+    """The tiny run of 4 epochs trained with no stop, once per data path for the tests that need
+    it: its parameters and each epoch's scores."""
     runs = {}
 
     def run(pipeline: str) -> tuple[dict, list]:
@@ -49,16 +49,27 @@ def uninterrupted(data_dir, tmp_path_factory):
 @pytest.mark.parametrize("pipeline", ["device", "stream"])
 def test_resume_after_sigkill_is_bit_identical(data_dir, tmp_path, pipeline, uninterrupted):
     killed = str(tmp_path / "killed")
-    proc = subprocess.run([*worker("kill"), data_dir, killed, "3", pipeline],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [*worker("kill"), data_dir, killed, "3", pipeline],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    assert checkpoints.latest(killed).epoch == 2 and not os.path.exists(os.path.join(killed, "summary.json"))
+    assert checkpoints.latest(killed).epoch == 2 and not os.path.exists(
+        os.path.join(killed, "summary.json")
+    )
 
-    resumed = subprocess.run([*MNIST_JAX, "train", "--resume", killed, "--quiet"], capture_output=True, text=True,
-                             timeout=300)
+    resumed = subprocess.run(
+        [*MNIST_JAX, "train", "--resume", killed, "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert [line.split("|")[0].strip() for line in resumed.stdout.splitlines() if "|" in line][1:] == [
-        "0", "1", "2", "3", "4"]  # the restored rows, then the new ones
+    assert [line.split("|")[0].strip() for line in resumed.stdout.splitlines() if "|" in line][
+        1:
+    ] == ["0", "1", "2", "3", "4"]  # the restored rows, then the new ones
     params, epochs = uninterrupted(pipeline)
     assert_same_params(params_of(killed), params)
     assert scores(killed) == epochs
@@ -80,32 +91,96 @@ def test_checkpoints_keep_the_newest(tiny_config, tmp_path):
 def test_resume_refuses_a_changed_config(tiny_config, tmp_path):
     config = tiny_config.replace(num_epochs=1)
     train(config, str(tmp_path))
-    with pytest.raises(ConfigError, match=r"these differ from its config.json: batch_size \(the run's 32, given 16\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"these differ from its config.json: batch_size \(the run's 32, given 16\)",
+    ):
         train(config.replace(batch_size=16), str(tmp_path), resume=True)
 
 
 def test_resume_with_more_epochs_extends_the_run_to_what_a_longer_run_gives(data_dir, tmp_path):
     extended, whole = tmp_path / "extended", tmp_path / "whole"
-    assert main(["train", *TINY_FLAGS, "--quiet", "--data-dir", data_dir, "--epochs", "2", "--out", str(extended)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *TINY_FLAGS,
+                "--quiet",
+                "--data-dir",
+                data_dir,
+                "--epochs",
+                "2",
+                "--out",
+                str(extended),
+            ]
+        )
+        == 0
+    )
     assert main(["train", "--resume", str(extended), "--epochs", "3"]) == 0
-    assert main(["train", *TINY_FLAGS, "--quiet", "--data-dir", data_dir, "--epochs", "3", "--out", str(whole)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *TINY_FLAGS,
+                "--quiet",
+                "--data-dir",
+                data_dir,
+                "--epochs",
+                "3",
+                "--out",
+                str(whole),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((extended / "summary.json").read_text())
-    assert summary["status"] == "completed" and [m["epoch"] for m in summary["history"]] == [0, 1, 2, 3]
+    assert summary["status"] == "completed" and [m["epoch"] for m in summary["history"]] == [
+        0,
+        1,
+        2,
+        3,
+    ]
     assert json.loads((extended / "config.json").read_text())["num_epochs"] == 3
     assert_same_params(params_of(extended), params_of(whole))
     assert scores(extended) == scores(whole)
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--epochs", "4", "--lr", "0.01"], "these differ from its config.json: learning_rate (the run's 0.001, "
-                                        "given 0.01), num_epochs (the run's 2, given 4)"),
-    (["--epochs", "1"], "num_epochs (the run's 2, given 1) (--epochs can only extend a run)"),
-    (["--preset", "fast"], "layer_sizes (the run's [784, 16, 10], given [784, 128, 10])"),
-    (["--overwrite"], "--resume continues the run in its own folder: --out and --overwrite do not apply"),
-])
-def test_resume_refuses_other_settings_naming_them_and_touching_nothing(data_dir, tmp_path, capsys, flags, message):
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--epochs", "4", "--lr", "0.01"],
+            "these differ from its config.json: learning_rate (the run's 0.001, "
+            "given 0.01), num_epochs (the run's 2, given 4)",
+        ),
+        (["--epochs", "1"], "num_epochs (the run's 2, given 1) (--epochs can only extend a run)"),
+        (["--preset", "fast"], "layer_sizes (the run's [784, 16, 10], given [784, 128, 10])"),
+        (
+            ["--overwrite"],
+            "--resume continues the run in its own folder: --out and --overwrite do not apply",
+        ),
+    ],
+)
+def test_resume_refuses_other_settings_naming_them_and_touching_nothing(
+    data_dir, tmp_path, capsys, flags, message
+):
     run = tmp_path / "run"
-    assert main(["train", *TINY_FLAGS, "--quiet", "--data-dir", data_dir, "--epochs", "2", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *TINY_FLAGS,
+                "--quiet",
+                "--data-dir",
+                data_dir,
+                "--epochs",
+                "2",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     before = folder_state(run)
     capsys.readouterr()
     assert main(["train", "--resume", str(run), *flags]) == 2
@@ -116,24 +191,51 @@ def test_resume_refuses_other_settings_naming_them_and_touching_nothing(data_dir
 
 def test_a_run_shaped_over_its_length_is_not_extended(data_dir, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", *TINY_FLAGS, "--quiet", "--data-dir", data_dir, "--epochs", "2", "--schedule", "cosine",
-                     "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *TINY_FLAGS,
+                "--quiet",
+                "--data-dir",
+                data_dir,
+                "--epochs",
+                "2",
+                "--schedule",
+                "cosine",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     before = folder_state(run)
     assert main(["train", "--resume", str(run), "--epochs", "3"]) == 2
-    assert (f"cannot extend {run} from 2 to 3 epochs: its cosine learning-rate schedule is shaped over its 2 epochs"
-            in capsys.readouterr().err)
+    assert (
+        f"cannot extend {run} from 2 to 3 epochs: its cosine learning-rate schedule is shaped "
+        "over its 2 epochs" in capsys.readouterr().err
+    )
     assert folder_state(run) == before
 
 
 # The signals share one handler: SIGTERM on both paths, SIGINT on the path that stops part-way.
-@pytest.mark.parametrize("pipeline, stop_signal, status", [("stream", "SIGINT", 130), ("device", "SIGTERM", 143),
-                                                            ("stream", "SIGTERM", 143)])
-def test_a_signal_stops_saves_and_resumes_exactly(data_dir, tmp_path, pipeline, stop_signal, status, uninterrupted):
+@pytest.mark.parametrize(
+    "pipeline, stop_signal, status",
+    [("stream", "SIGINT", 130), ("device", "SIGTERM", 143), ("stream", "SIGTERM", 143)],
+)
+def test_a_signal_stops_saves_and_resumes_exactly(
+    data_dir, tmp_path, pipeline, stop_signal, status, uninterrupted
+):
     """SIGINT (Ctrl-C) and SIGTERM (a preemption) alike: stop at the next boundary, checkpoint,
     release the lock, exit 128 + the signal's number."""
     stopped = str(tmp_path / "stopped")
-    proc = subprocess.run([*worker("interrupt"), data_dir, stopped, "2", pipeline],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "STOP_SIGNAL": stop_signal})
+    proc = subprocess.run(
+        [*worker("interrupt"), data_dir, stopped, "2", pipeline],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "STOP_SIGNAL": stop_signal},
+    )
     assert proc.returncode == status, proc.stderr[-2000:]
     assert f"stopped by {stop_signal} after epoch" in proc.stderr
     assert f"continue with: mnist-jax train --resume {stopped}" in proc.stderr
@@ -146,20 +248,47 @@ def test_a_signal_stops_saves_and_resumes_exactly(data_dir, tmp_path, pipeline, 
     assert (saved.epoch, saved.batches_done) == ((1, 8) if pipeline == "stream" else (2, 0))
     assert summary["history"][-1]["epoch"] == saved.epoch
 
-    resumed = subprocess.run([*MNIST_JAX, "train", "--resume", stopped, "--quiet"], capture_output=True,
-                             text=True, timeout=300)
+    resumed = subprocess.run(
+        [*MNIST_JAX, "train", "--resume", stopped, "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    params, epochs = uninterrupted(pipeline)  # the worker's run is the tiny run's (4 epochs, 4 batches a chunk)
+    params, epochs = uninterrupted(
+        pipeline
+    )  # the worker's run is the tiny run's (4 epochs, 4 batches a chunk)
     assert_same_params(params_of(stopped), params)
     assert scores(stopped) == epochs
 
 
 @pytest.mark.parametrize("pipeline", ["device", "stream"])
-def test_same_config_gives_identical_results_in_another_process(data_dir, tmp_path, pipeline, uninterrupted):
-    """The same config run by the command in a fresh process, against the tiny run trained in this one."""
+def test_same_config_gives_identical_results_in_another_process(
+    data_dir, tmp_path, pipeline, uninterrupted
+):
+    """The same config run by the command in a fresh process, against the tiny run trained in this
+    one."""
     out = tmp_path / "again"
-    subprocess.run([*MNIST_JAX, "train", *TINY_FLAGS, *CHUNK_FLAGS, "--epochs", "4", "--pipeline", pipeline,
-                    "--data-dir", data_dir, "--quiet", "--out", str(out)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            *MNIST_JAX,
+            "train",
+            *TINY_FLAGS,
+            *CHUNK_FLAGS,
+            "--epochs",
+            "4",
+            "--pipeline",
+            pipeline,
+            "--data-dir",
+            data_dir,
+            "--quiet",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     params, epochs = uninterrupted(pipeline)
     assert scores(out) == epochs
     assert_same_params(params_of(out), params)
@@ -182,12 +311,32 @@ def test_a_damaged_checkpoint_is_named_and_resume_falls_back(data_dir, tmp_path,
 def test_recipes_resume_bit_identically_with_the_best_parameters(data_dir, tmp_path):
     """Dropout, a schedule, weight decay, clipping and label smoothing, stopped part-way through an
     epoch on the stream path and resumed, end exactly where an uninterrupted run ends."""
-    recipe = ["--dropout", "0.3", "--input-dropout", "0.1", "--schedule", "warmup_cosine", "--warmup-epochs", "1",
-              "--weight-decay", "0.01", "--clip-norm", "1", "--label-smoothing", "0.1", "--validation-size", "20",
-              "--l2", "0.001"]
+    recipe = [
+        "--dropout",
+        "0.3",
+        "--input-dropout",
+        "0.1",
+        "--schedule",
+        "warmup_cosine",
+        "--warmup-epochs",
+        "1",
+        "--weight-decay",
+        "0.01",
+        "--clip-norm",
+        "1",
+        "--label-smoothing",
+        "0.1",
+        "--validation-size",
+        "20",
+        "--l2",
+        "0.001",
+    ]
     stopped, whole = str(tmp_path / "stopped"), str(tmp_path / "whole")
     interrupt = [*worker("interrupt"), data_dir]
-    assert subprocess.run([*interrupt, stopped, "2", "stream", *recipe], timeout=300).returncode == 130
+    assert (
+        subprocess.run([*interrupt, stopped, "2", "stream", *recipe], timeout=300).returncode
+        == 130
+    )
     with open(os.path.join(stopped, "summary.json")) as f:
         assert json.load(f)["status"] == "interrupted"
     assert main(["train", "--resume", stopped, "--quiet"]) == 0
@@ -198,7 +347,12 @@ def test_recipes_resume_bit_identically_with_the_best_parameters(data_dir, tmp_p
     histories = []
     for run in (stopped, whole):
         with open(os.path.join(run, "summary.json")) as f:
-            histories.append([{k: v for k, v in m.items() if "second" not in k} for m in json.load(f)["history"]])
+            histories.append(
+                [
+                    {k: v for k, v in m.items() if "second" not in k}
+                    for m in json.load(f)["history"]
+                ]
+            )
     assert histories[0] == histories[1]
 
 
@@ -212,13 +366,31 @@ def test_soak_five_kills_and_resumes_reach_the_uninterrupted_parameters(data_dir
     for kill in range(5):
         kill_epoch = rng.randint(kill_epoch + 1, epochs - (4 - kill))
         kill_batch = rng.choice([1, 5, 9])  # chunks of 4 batches: after the first, second or third
-        proc = subprocess.run([*worker("kill"), data_dir, out, str(kill_epoch), "stream",
-                               str(kill_batch), str(epochs), str(int(kill > 0))],
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [
+                *worker("kill"),
+                data_dir,
+                out,
+                str(kill_epoch),
+                "stream",
+                str(kill_batch),
+                str(epochs),
+                str(int(kill > 0)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == -signal.SIGKILL, (seed, proc.stderr[-2000:])
-    proc = subprocess.run([*MNIST_JAX, "train", "--resume", out, "--quiet"], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [*MNIST_JAX, "train", "--resume", out, "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, (seed, proc.stderr[-2000:])
     train(tiny(data_dir, num_epochs=epochs, pipeline="stream"), whole)
     assert_same_params(params_of(out), params_of(whole))
-    assert [m["test_loss"] for m in metrics_lines(out)] == [m["test_loss"] for m in metrics_lines(whole)]
+    assert [m["test_loss"] for m in metrics_lines(out)] == [
+        m["test_loss"] for m in metrics_lines(whole)
+    ]

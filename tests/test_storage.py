@@ -33,17 +33,23 @@ def test_a_full_disk_at_a_checkpoint_keeps_the_previous_one(data_dir, tmp_path, 
     whole, failed = str(tmp_path / "whole"), str(tmp_path / "failed")
     train(config, whole)
     _fail_writes(monkeypatch, "epoch-00002.npz")
-    with pytest.raises(StorageError, match="cannot write the checkpoint of epoch 2 .*No space left on device; "
-                                           "the folder keeps its checkpoint of epoch 1 intact"):
+    with pytest.raises(
+        StorageError,
+        match="cannot write the checkpoint of epoch 2 .*No space left on device; "
+        "the folder keeps its checkpoint of epoch 1 intact",
+    ):
         train(config, failed)
     monkeypatch.undo()
-    assert checkpoints.latest(failed).epoch == 1 and os.listdir(os.path.join(failed, "checkpoints")) == [
-        "epoch-00001.npz"]  # no temporary file left behind
+    assert checkpoints.latest(failed).epoch == 1 and os.listdir(
+        os.path.join(failed, "checkpoints")
+    ) == ["epoch-00001.npz"]  # no temporary file left behind
     assert [m["epoch"] for m in metrics_lines(failed)] == [0, 1, 2]
     assert not os.path.exists(os.path.join(failed, "run.lock"))
     train(config, failed, resume=True)  # after freeing space: nothing lost
     assert_same_params(params_of(failed), params_of(whole))
-    assert [m["test_loss"] for m in metrics_lines(failed)] == [m["test_loss"] for m in metrics_lines(whole)]
+    assert [m["test_loss"] for m in metrics_lines(failed)] == [
+        m["test_loss"] for m in metrics_lines(whole)
+    ]
 
 
 def test_a_failed_summary_write_loses_nothing(data_dir, tmp_path, monkeypatch):
@@ -65,8 +71,11 @@ def small_tmpfs(tmp_path):
     """A 400 KiB tmpfs (needs root and mount); unmounted afterwards."""
     mount_point = tmp_path / "tmpfs"
     mount_point.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount_point)],
-                      capture_output=True, timeout=60).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount_point)],
+        capture_output=True,
+        timeout=60,
+    ).returncode:
         pytest.skip("cannot mount a tmpfs here (not root, or no mount permission)")
     yield mount_point
     subprocess.run(["umount", str(mount_point)], check=True, timeout=60)
@@ -78,20 +87,43 @@ def test_a_real_full_or_read_only_filesystem(data_dir, tmp_path, small_tmpfs, fa
     out = str(small_tmpfs / "run")
     flags = [*TINY_FLAGS, "--epochs", "4", "--data-dir", data_dir, "--out", out, "--quiet"]
     if fault == "read-only":
-        assert main(["train", *TINY_FLAGS, "--epochs", "2", "--keep-checkpoints", "1", "--data-dir", data_dir,
-                     "--out", out, "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    *TINY_FLAGS,
+                    "--epochs",
+                    "2",
+                    "--keep-checkpoints",
+                    "1",
+                    "--data-dir",
+                    data_dir,
+                    "--out",
+                    out,
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True, timeout=60)
-        proc = subprocess.run([*MNIST_JAX, "train", "--resume", out, "--quiet"], capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run(
+            [*MNIST_JAX, "train", "--resume", out, "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         before = params_of(out)
     else:  # three checkpoints of about 150 KiB each do not fit in 400 KiB
-        proc = subprocess.run([*MNIST_JAX, "train", *flags], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [*MNIST_JAX, "train", *flags], capture_output=True, text=True, timeout=300
+        )
     assert proc.returncode == 1, proc.stderr[-2000:]
     message = "Read-only file system" if fault == "read-only" else "No space left on device"
     assert "mnist-jax train: error: cannot write " in proc.stderr and message in proc.stderr
     saved = checkpoints.latest(out)
-    assert saved is not None and [m["epoch"] for m in metrics_lines(out)][: saved.epoch + 1] == list(
-        range(saved.epoch + 1))
+    assert saved is not None and [m["epoch"] for m in metrics_lines(out)][
+        : saved.epoch + 1
+    ] == list(range(saved.epoch + 1))
     if fault == "read-only":
         assert_same_params(params_of(out), before)
         subprocess.run(["mount", "-o", "remount,rw", str(small_tmpfs)], check=True, timeout=60)
@@ -99,5 +131,7 @@ def test_a_real_full_or_read_only_filesystem(data_dir, tmp_path, small_tmpfs, fa
     shutil.copytree(out, moved)
     assert main(["train", "--resume", moved, "--quiet"]) == 0
     whole = str(tmp_path / "whole")
-    train(config.replace(num_epochs=2, keep_checkpoints=1) if fault == "read-only" else config, whole)
+    train(
+        config.replace(num_epochs=2, keep_checkpoints=1) if fault == "read-only" else config, whole
+    )
     assert_same_params(params_of(moved), params_of(whole))

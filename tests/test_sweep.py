@@ -1,4 +1,5 @@
-"""Seed sweeps: one vmapped program, each model equal to its own run, the statistics printed and saved."""
+"""Seed sweeps: one vmapped program, each model equal to its own run, the statistics printed and
+saved."""
 
 import json
 
@@ -19,14 +20,38 @@ def test_each_model_of_a_sweep_equals_its_own_run(tiny_config, shuffle):
     result = sweep(config, seeds)
     assert result.histories.shape == (3, 3, len(metric_names(("train", "test"))))
     assert_models_equal_their_runs(result, config, seeds, rtol=1e-5, atol=1e-6)
-    assert len({float(result.histories[i, -1, 2]) for i in range(3)}) == 3  # the seeds really differ
+    assert (
+        len({float(result.histories[i, -1, 2]) for i in range(3)}) == 3
+    )  # the seeds really differ
 
 
 def test_sweep_command_prints_the_table_and_writes_json(data_dir, tmp_path, capsys):
-    assert main(["sweep", "--seeds", "3", "--layer-sizes", "784,16,10", "--batch-size", "32", "--epochs", "1",
-                 "--eval-batch-size", "62", "--data-dir", data_dir, "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--seeds",
+                "3",
+                "--layer-sizes",
+                "784,16,10",
+                "--batch-size",
+                "32",
+                "--epochs",
+                "1",
+                "--eval-batch-size",
+                "62",
+                "--data-dir",
+                data_dir,
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    assert "3 seeds (42..44)" in out and out.count(" +- ") == 1 + 4  # the legend, then 2 epochs x 2 splits
+    assert (
+        "3 seeds (42..44)" in out and out.count(" +- ") == 1 + 4
+    )  # the legend, then 2 epochs x 2 splits
     saved = json.loads((tmp_path / "sweep.json").read_text())
     assert saved["seeds"] == [42, 43, 44] and set(saved["per_seed"]) == {"42", "43", "44"}
     last = saved["statistics"][-1]["test_accuracy"]
@@ -42,7 +67,9 @@ def test_a_sweep_reports_the_validation_split_as_train_does(tiny_config):
     column = result.metrics.index("validation_accuracy")
     for i, seed in enumerate((7, 8)):
         alone = train(config.replace(seed=seed)).history
-        np.testing.assert_allclose(result.histories[i, :, column], [m.validation_accuracy for m in alone], atol=1e-12)
+        np.testing.assert_allclose(
+            result.histories[i, :, column], [m.validation_accuracy for m in alone], atol=1e-12
+        )
 
 
 def test_a_sweep_records_each_seeds_best_epoch(data_dir):

@@ -21,8 +21,13 @@ from tests.helpers import NUM_TRAIN, assert_same_params, params_of, tiny
 
 @pytest.fixture(scope="module")
 def config(data_dir):
-    return Config(layer_sizes=(784, 32, 10), batch_size=32, num_epochs=3, eval_batch_size=64,
-                  data_dir=data_dir)
+    return Config(
+        layer_sizes=(784, 32, 10),
+        batch_size=32,
+        num_epochs=3,
+        eval_batch_size=64,
+        data_dir=data_dir,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +65,14 @@ def test_float64_runs_in_float64(config):
 
 def test_run_folder_contents(config, result, run_dir):
     out = run_dir
-    assert sorted(os.listdir(out)) == ["checkpoints", "config.json", "curves.png", "metrics.jsonl", "params.npz",
-                                       "summary.json"]
+    assert sorted(os.listdir(out)) == [
+        "checkpoints",
+        "config.json",
+        "curves.png",
+        "metrics.jsonl",
+        "params.npz",
+        "summary.json",
+    ]
     with open(os.path.join(out, "summary.json")) as f:
         summary = json.load(f)
     assert summary["status"] == "completed"
@@ -71,8 +82,10 @@ def test_run_folder_contents(config, result, run_dir):
     assert summary["num_devices"] == jax.device_count()
     assert summary["device"] == f"{device.platform}:{device.device_kind}"
     assert {"jax", "optax", "tensorflow-datasets"} <= set(summary["versions"])
-    assert [set(m) >= {"epoch", "train_accuracy", "test_accuracy", "train_loss", "epoch_seconds"}
-            for m in summary["history"]] == [True] * 4
+    assert [
+        set(m) >= {"epoch", "train_accuracy", "test_accuracy", "train_loss", "epoch_seconds"}
+        for m in summary["history"]
+    ] == [True] * 4
     with open(os.path.join(out, "metrics.jsonl")) as f:
         lines = [json.loads(line) for line in f]
     assert lines == summary["history"]
@@ -88,7 +101,9 @@ def test_a_run_folder_is_not_overwritten_by_default(config, tmp_path):
     RunDir.open(str(tmp_path), config).close()
     with pytest.raises(RunExistsError, match="--overwrite"):
         train(config, str(tmp_path))
-    assert train(config.replace(num_epochs=1), str(tmp_path), overwrite=True).history[-1].epoch == 1
+    assert (
+        train(config.replace(num_epochs=1), str(tmp_path), overwrite=True).history[-1].epoch == 1
+    )
     with open(tmp_path / "config.json") as f:
         assert json.load(f)["num_epochs"] == 1
 
@@ -97,8 +112,12 @@ def test_validation_is_held_out_and_scored_apart(data_dir, tmp_path, capsys):
     config = tiny(data_dir, validation_size=100)
     result = train(config)
     shares, whole = data.load(data_dir, validation_size=100), data.load(data_dir)["train"]
-    assert sorted(shares) == ["test", "train", "validation"]  # the validation rows are the training split's last
-    np.testing.assert_array_equal(shares["validation"].labels, whole.labels[NUM_TRAIN - 100:])
+    assert sorted(shares) == [
+        "test",
+        "train",
+        "validation",
+    ]  # the validation rows are the training split's last
+    np.testing.assert_array_equal(shares["validation"].labels, whole.labels[NUM_TRAIN - 100 :])
     images, labels = shares["validation"].images, shares["validation"].labels
     assert len(labels) == 100
     expected = float(accuracy(result.params, normalise(images, jnp.float32), labels))
@@ -107,21 +126,48 @@ def test_validation_is_held_out_and_scored_apart(data_dir, tmp_path, capsys):
     train_images, train_labels = shares["train"].images, shares["train"].labels
     assert len(train_labels) == NUM_TRAIN - 100
     assert result.history[-1].train_accuracy == pytest.approx(
-        float(accuracy(result.params, normalise(train_images, jnp.float32), train_labels)), abs=1e-6)
+        float(accuracy(result.params, normalise(train_images, jnp.float32), train_labels)),
+        abs=1e-6,
+    )
     assert all(m.validation_loss is not None for m in result.history)
 
-    assert main(["train", "--layer-sizes", "784,16,10", "--batch-size", "32", "--epochs", "1",
-                 "--eval-batch-size", "62", "--validation-size", "100", "--data-dir", data_dir,
-                 "--out", str(tmp_path / "run"), "--pipeline", "stream"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--layer-sizes",
+                "784,16,10",
+                "--batch-size",
+                "32",
+                "--epochs",
+                "1",
+                "--eval-batch-size",
+                "62",
+                "--validation-size",
+                "100",
+                "--data-dir",
+                data_dir,
+                "--out",
+                str(tmp_path / "run"),
+                "--pipeline",
+                "stream",
+            ]
+        )
+        == 0
+    )
     assert "| Validation accuracy |" in capsys.readouterr().out
     line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
-    _, saved = RunDir(str(tmp_path / "run")).load()  # the stream run's own held-out rows, evaluated here
+    _, saved = RunDir(
+        str(tmp_path / "run")
+    ).load()  # the stream run's own held-out rows, evaluated here
     assert line["validation_accuracy"] == pytest.approx(
-        float(accuracy(saved, normalise(images, jnp.float32), labels)), abs=1e-6)
+        float(accuracy(saved, normalise(images, jnp.float32), labels)), abs=1e-6
+    )
 
 
 def ascent_after(steps: int, learning_rate: float = 0.01) -> optax.GradientTransformation:
-    """Adam for `steps` steps, then the same steps uphill: validation accuracy peaks, then falls."""
+    """Adam for `steps` steps, then the same steps uphill: validation accuracy peaks, then
+    falls."""
     adam = optax.adam(learning_rate)
 
     def update(grads, state, params=None):
@@ -130,28 +176,46 @@ def ascent_after(steps: int, learning_rate: float = 0.01) -> optax.GradientTrans
         sign = jnp.where(count < steps, 1.0, -20.0)
         return jax.tree.map(lambda u: sign * u, updates), (count + 1, inner)
 
-    return optax.GradientTransformation(lambda params: (jnp.zeros((), jnp.int32), adam.init(params)), update)
+    return optax.GradientTransformation(
+        lambda params: (jnp.zeros((), jnp.int32), adam.init(params)), update
+    )
 
 
 def test_the_best_epoch_is_recorded_and_its_parameters_kept(data_dir, tmp_path, capsys):
     """A run whose validation peak is known: Adam for two epochs (10 steps each), then uphill. The
     kept parameters are, bit for bit, those of the same run stopped after its second epoch."""
-    config = Config(layer_sizes=(784, 16, 10), batch_size=20, eval_batch_size=50, num_epochs=5,
-                    validation_size=100, data_dir=data_dir)
+    config = Config(
+        layer_sizes=(784, 16, 10),
+        batch_size=20,
+        eval_batch_size=50,
+        num_epochs=5,
+        validation_size=100,
+        data_dir=data_dir,
+    )
     result = train(config, str(tmp_path / "run"), optimizer=ascent_after(20, 0.001))
     validation = [m.validation_accuracy for m in result.history]
-    assert result.best_epoch == int(np.argmax(validation)) == 2 and max(validation[3:]) < validation[2]
+    assert (
+        result.best_epoch == int(np.argmax(validation)) == 2
+        and max(validation[3:]) < validation[2]
+    )
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["best"] == {"epoch": 2, "validation_accuracy": validation[2],
-                               "test_accuracy": result.history[2].test_accuracy,
-                               "test_loss": result.history[2].test_loss}
+    assert summary["best"] == {
+        "epoch": 2,
+        "validation_accuracy": validation[2],
+        "test_accuracy": result.history[2].test_accuracy,
+        "test_loss": result.history[2].test_loss,
+    }
     with np.load(tmp_path / "run" / "params-best.npz") as f:
         kept = dict(f)
-    peak = train(config.replace(num_epochs=2), str(tmp_path / "peak"), optimizer=ascent_after(20, 0.001))
+    peak = train(
+        config.replace(num_epochs=2), str(tmp_path / "peak"), optimizer=ascent_after(20, 0.001)
+    )
     assert_same_params(kept, params_of(tmp_path / "peak"))
     assert peak.history[-1].validation_accuracy == validation[2]
     assert main(["eval", str(tmp_path / "run"), "--best"]) == 0
-    assert f"test accuracy {100 * summary['best']['test_accuracy']:.2f}%" in capsys.readouterr().out
+    assert (
+        f"test accuracy {100 * summary['best']['test_accuracy']:.2f}%" in capsys.readouterr().out
+    )
     plain = train(config.replace(validation_size=0, num_epochs=1), str(tmp_path / "plain"))
     assert plain.best_epoch is None and not (tmp_path / "plain" / "params-best.npz").exists()
     assert main(["eval", str(tmp_path / "plain"), "--best"]) == 2
@@ -160,7 +224,9 @@ def test_the_best_epoch_is_recorded_and_its_parameters_kept(data_dir, tmp_path, 
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_validates_and_trains_one_epoch(name, data_dir):
-    config = preset(name).replace(num_epochs=1, warmup_epochs=min(preset(name).warmup_epochs, 0.5), data_dir=data_dir)
+    config = preset(name).replace(
+        num_epochs=1, warmup_epochs=min(preset(name).warmup_epochs, 0.5), data_dir=data_dir
+    )
     result = train(config)
     assert [m.epoch for m in result.history] == [0, 1]
     assert all(np.isfinite([m.train_loss, m.test_loss]).all() for m in result.history)

@@ -1,6 +1,7 @@
 """A Griffe extension for the API reference: each dataclass field's `metadata["help"]` becomes its
 attribute's docstring, and its default value its value, so a setting's help is written once (in
-`Config`) and shown everywhere, and the signature shows defaults rather than `setting(...)` calls."""
+`Config`) and shown everywhere, and the signature shows defaults rather than `setting(...)`
+calls."""
 
 from __future__ import annotations
 

@@ -12,6 +12,12 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 def on_files(files: Files, config) -> Files:
     for path in sorted((BENCHMARKS / "results").rglob("*.png")):
-        files.append(File(str(path.relative_to(BENCHMARKS)), str(BENCHMARKS), config["site_dir"],
-                          config["use_directory_urls"]))
+        files.append(
+            File(
+                str(path.relative_to(BENCHMARKS)),
+                str(BENCHMARKS),
+                config["site_dir"],
+                config["use_directory_urls"],
+            )
+        )
     return files

@@ -30,25 +30,34 @@ BLOCK = re.compile(r"(<!-- rendered: ([^>]*?) -->\n)(.*?)(<!-- end -->)", re.DOT
 
 
 def cnn_runs() -> list[str]:
-    """The committed CNN and MLP baseline runs (`mnist-jax train --out benchmarks/results/cnn/NAME`)."""
+    """The committed CNN and MLP baseline runs
+    (`mnist-jax train --out benchmarks/results/cnn/NAME`)."""
     return sorted(str(path.parent) for path in (RESULTS / "cnn").glob("*/summary.json"))
 
 
 def cnn_timing() -> str:
-    """The `cnn` preset's and the MLP's median training seconds per epoch over their committed runs."""
+    """The `cnn` preset's and the MLP's median training seconds per epoch over their committed
+    runs."""
+
     def median_epoch(prefix: str) -> float:
-        summaries = [json.loads(Path(folder, "summary.json").read_text()) for folder in cnn_runs()
-                     if Path(folder).name.startswith(prefix)]
+        summaries = [
+            json.loads(Path(folder, "summary.json").read_text())
+            for folder in cnn_runs()
+            if Path(folder).name.startswith(prefix)
+        ]
         return statistics.median(m["epoch_seconds"] for s in summaries for m in s["history"][1:])
 
-    return (f"Training took a median {median_epoch('cnn-cosine'):.1f} s per epoch for the `cnn` preset and "
-            f"{median_epoch('mlp'):.2f} s for the default MLP on this 2-core CPU (each epoch's training seconds, "
-            "evaluation apart, over the preset's three runs).\n")
+    return (
+        f"Training took a median {median_epoch('cnn-cosine'):.1f} s per epoch for the `cnn` "
+        f"preset and {median_epoch('mlp'):.2f} s for the default MLP on this 2-core CPU "
+        "(each epoch's training seconds, evaluation apart, over the preset's three runs).\n"
+    )
 
 
 def seed_run() -> str:
-    """The committed seed-preset run (`mnist-jax train --preset seed --out benchmarks/results/seed`),
-    printed by the console reporter from its summary.json."""
+    """The committed seed-preset run
+    (`mnist-jax train --preset seed --out benchmarks/results/seed`), printed by the console
+    reporter from its summary.json."""
     import io
 
     from mnist_jax.config import Config
@@ -57,12 +66,22 @@ def seed_run() -> str:
 
     summary = json.loads((RESULTS / "seed" / "summary.json").read_text())
     history = [EpochMetrics(**m) for m in summary["history"]]
-    result = Result(Config.from_dict(summary["config"]), None, history, summary["compile_seconds"],
-                    summary["device"], summary["num_devices"], summary["versions"],
-                    compilations=summary["compilations"], compilations_from_cache=summary["compilations_from_cache"])
+    result = Result(
+        Config.from_dict(summary["config"]),
+        None,
+        history,
+        summary["compile_seconds"],
+        summary["device"],
+        summary["num_devices"],
+        summary["versions"],
+        compilations=summary["compilations"],
+        compilations_from_cache=summary["compilations_from_cache"],
+    )
     stream = io.StringIO()
     reporter = ConsoleReporter(stream, progress=False)
-    reporter.on_start(result.config, {"device": result.device, "num_devices": result.num_devices}, 0)
+    reporter.on_start(
+        result.config, {"device": result.device, "num_devices": result.num_devices}, 0
+    )
     reporter.on_history(history)
     reporter.on_end(result)
     return "```console\n$ mnist-jax train --preset seed\n" + stream.getvalue() + "```\n"
@@ -84,8 +103,10 @@ BLOCKS: dict[str, Callable[..., str]] = {
     "adam-length": lambda: adam_paper.length(),
     "adam-results": lambda: adam_paper.results_table(),
     "adam-agreement": lambda: adam_paper.agreement(),
-    "adam-order": lambda: "".join(f"- Panel ({panel}), lowest final training cost first: {adam_paper.order(panel)}.\n"
-                                  for panel in adam_paper.PANELS),
+    "adam-order": lambda: "".join(
+        f"- Panel ({panel}), lowest final training cost first: {adam_paper.order(panel)}.\n"
+        for panel in adam_paper.PANELS
+    ),
     "startup": lambda: startup.render(),
     "conv-forms": lambda: conv_forms.render(),
     "bench": lambda: bench_markdown(bench_results()),
@@ -95,11 +116,14 @@ BLOCKS: dict[str, Callable[..., str]] = {
 
 def blocks(text: str) -> list[tuple[str, list[str], str]]:
     """Each rendered block of a page: its name, its arguments and its committed content."""
-    return [(spec.split()[0], spec.split()[1:], content) for _, spec, content, _ in BLOCK.findall(text)]
+    return [
+        (spec.split()[0], spec.split()[1:], content) for _, spec, content, _ in BLOCK.findall(text)
+    ]
 
 
 def render_page(text: str) -> str:
     """The page with every block rendered afresh."""
+
     def render(match: re.Match) -> str:
         name, *args = match.group(2).split()
         return match.group(1) + BLOCKS[name](*args) + match.group(4)

@@ -1,4 +1,5 @@
-"""The benchmark's charts: seconds per epoch per implementation, the sweeps, and machines compared."""
+"""The benchmark's charts: seconds per epoch per implementation, the sweeps, and machines
+compared."""
 
 from __future__ import annotations
 
@@ -18,34 +19,81 @@ def _log_ticks(ax, values: Sequence[float]) -> None:
 def epoch_chart(rows: Sequence[tuple[str, str, dict]], platforms: dict, path: str) -> None:
     """A bar per timed implementation, (platform, name, timing): the median with min-max whiskers,
     and each platform's FLOP floors (the MLP's, the CNN's) as lines."""
-    timed = [(f"{platform}: {name}", t["seconds_per_epoch"]) for platform, name, t in rows if "seconds_per_epoch" in t]
+    timed = [
+        (f"{platform}: {name}", t["seconds_per_epoch"])
+        for platform, name, t in rows
+        if "seconds_per_epoch" in t
+    ]
     fig = Figure(figsize=(9, 0.5 * len(timed) + 1.5), layout="constrained")
     ax = fig.subplots()
-    ax.barh([name for name, _ in timed], [s["median"] for _, s in timed], color="tab:blue",
-            xerr=[[s["median"] - s["min"] for _, s in timed], [s["max"] - s["median"] for _, s in timed]])
+    ax.barh(
+        [name for name, _ in timed],
+        [s["median"] for _, s in timed],
+        color="tab:blue",
+        xerr=[
+            [s["median"] - s["min"] for _, s in timed],
+            [s["max"] - s["median"] for _, s in timed],
+        ],
+    )
     for platform, entry in platforms.items():
-        ax.axvline(entry["floor_seconds_per_epoch"], ls="--", color="tab:red", label=f"{platform} MLP floor")
+        ax.axvline(
+            entry["floor_seconds_per_epoch"],
+            ls="--",
+            color="tab:red",
+            label=f"{platform} MLP floor",
+        )
         if "cnn_floor_seconds_per_epoch" in entry:
-            ax.axvline(entry["cnn_floor_seconds_per_epoch"], ls=":", color="tab:purple", label=f"{platform} CNN floor")
-    ax.set(xlabel="seconds per epoch (median, min-max bars)", xscale="log", title="Seconds per training epoch")
+            ax.axvline(
+                entry["cnn_floor_seconds_per_epoch"],
+                ls=":",
+                color="tab:purple",
+                label=f"{platform} CNN floor",
+            )
+    ax.set(
+        xlabel="seconds per epoch (median, min-max bars)",
+        xscale="log",
+        title="Seconds per training epoch",
+    )
     ax.invert_yaxis()
     ax.legend()
     fig.savefig(path, dpi=120)
 
 
 def sweep_charts(platforms: dict, path: str) -> None:
-    """Seconds per epoch (and GFLOP/s) against batch size and hidden width; then against device count."""
+    """Seconds per epoch (and GFLOP/s) against batch size and hidden width; then against device
+    count."""
     fig = Figure(figsize=(15, 4), layout="constrained")
     axes = fig.subplots(1, 3)
-    for ax, field, label in zip(axes[:2], ("batch_size", "width_scale"), ("batch size", "hidden width (x default)"),
-                                strict=True):
+    for ax, field, label in zip(
+        axes[:2],
+        ("batch_size", "width_scale"),
+        ("batch size", "hidden width (x default)"),
+        strict=True,
+    ):
         for platform, entry in platforms.items():
             rows = entry["sweeps"][field]
-            ax.plot([r[field] for r in rows], [r["seconds_per_epoch"] for r in rows], "o-", label=f"{platform} s/epoch")
+            ax.plot(
+                [r[field] for r in rows],
+                [r["seconds_per_epoch"] for r in rows],
+                "o-",
+                label=f"{platform} s/epoch",
+            )
             twin = ax.twinx()
-            twin.plot([r[field] for r in rows], [r["gflops"] for r in rows], "s--", color="tab:green", label="GFLOP/s")
+            twin.plot(
+                [r[field] for r in rows],
+                [r["gflops"] for r in rows],
+                "s--",
+                color="tab:green",
+                label="GFLOP/s",
+            )
             twin.set_ylabel("matmul GFLOP/s", color="tab:green")
-        ax.set(xlabel=label, ylabel="seconds per epoch", xscale="log", yscale="log", title=f"Cost vs {label}")
+        ax.set(
+            xlabel=label,
+            ylabel="seconds per epoch",
+            xscale="log",
+            yscale="log",
+            title=f"Cost vs {label}",
+        )
         _log_ticks(ax, [r[field] for r in next(iter(platforms.values()))["sweeps"][field]])
         ax.legend(loc="upper left")
     ax, counts = axes[2], set()
@@ -54,9 +102,15 @@ def sweep_charts(platforms: dict, path: str) -> None:
         for pipeline in dict.fromkeys(r["pipeline"] for r in scaling["rows"]):
             rows = [r for r in scaling["rows"] if r["pipeline"] == pipeline]
             counts |= {r["devices"] for r in rows}
-            ax.plot([r["devices"] for r in rows], [r["seconds_per_epoch"] for r in rows], "o-",
-                    label=f"{platform}{' (simulated)' if scaling['simulated'] else ''} {pipeline}")
-    ax.set(xlabel="devices", ylabel="seconds per epoch", xscale="log", title="Cost vs device count")
+            ax.plot(
+                [r["devices"] for r in rows],
+                [r["seconds_per_epoch"] for r in rows],
+                "o-",
+                label=f"{platform}{' (simulated)' if scaling['simulated'] else ''} {pipeline}",
+            )
+    ax.set(
+        xlabel="devices", ylabel="seconds per epoch", xscale="log", title="Cost vs device count"
+    )
     _log_ticks(ax, sorted(counts))
     ax.legend()
     fig.savefig(path, dpi=120)
@@ -70,22 +124,38 @@ def results_charts(rows: Sequence[tuple[str, str, dict]], platforms: dict, out: 
 
 def compare_chart(rows: Sequence[dict], baseline: str, path: str) -> None:
     """Seconds per epoch (median), a bar per row of the comparison: the results' rows of each
-    implementation together, coloured by result, each labelled with its time over the baseline's."""
+    implementation together, coloured by result, each labelled with its time over the
+    baseline's."""
     results = list(dict.fromkeys(row["result"] for row in rows))
     names = list(dict.fromkeys(row["implementation"] for row in rows))
-    ordered = sorted(rows, key=lambda row: (names.index(row["implementation"]), results.index(row["result"])))
+    ordered = sorted(
+        rows, key=lambda row: (names.index(row["implementation"]), results.index(row["result"]))
+    )
     colours = {result: f"C{i}" for i, result in enumerate(results)}
     fig = Figure(figsize=(10, 0.32 * len(rows) + 1.6), layout="constrained")
     ax = fig.subplots()
     positions = range(len(ordered))
-    ax.barh(positions, [row["seconds"] for row in ordered], color=[colours[row["result"]] for row in ordered])
-    ax.set_yticks(positions, labels=[f"{row['implementation']} [{row['platform']}]" for row in ordered])
+    ax.barh(
+        positions,
+        [row["seconds"] for row in ordered],
+        color=[colours[row["result"]] for row in ordered],
+    )
+    ax.set_yticks(
+        positions, labels=[f"{row['implementation']} [{row['platform']}]" for row in ordered]
+    )
     for position, row in zip(positions, ordered, strict=True):
         ratio = f" ({row['vs_baseline']:.2f}x)" if row["vs_baseline"] is not None else ""
-        ax.annotate(f" {row['seconds']:.3f} s{ratio}", (row["seconds"], position), va="center", fontsize=7)
-    ax.set(xlabel=f"seconds per epoch (median); in brackets, the time over {baseline}'s",
-           title="Seconds per training epoch, by result")
+        ax.annotate(
+            f" {row['seconds']:.3f} s{ratio}", (row["seconds"], position), va="center", fontsize=7
+        )
+    ax.set(
+        xlabel=f"seconds per epoch (median); in brackets, the time over {baseline}'s",
+        title="Seconds per training epoch, by result",
+    )
     ax.margins(x=0.2)
     ax.invert_yaxis()
-    ax.legend(handles=[Patch(color=colour, label=result) for result, colour in colours.items()], fontsize=7)
+    ax.legend(
+        handles=[Patch(color=colour, label=result) for result, colour in colours.items()],
+        fontsize=7,
+    )
     fig.savefig(path, dpi=120)

@@ -16,14 +16,17 @@ _WHERE = ("data_dir",)
 
 
 def differences(a: dict, b: dict) -> list[str]:
-    """The measured settings (the model's config and the benchmark's own) in which two results differ.
-    A setting newer than a result counts at its default there, as `Config.from_dict` reads it."""
+    """The measured settings (the model's config and the benchmark's own) in which two results
+    differ. A setting newer than a result counts at its default there, as `Config.from_dict` reads
+    it."""
     found, defaults = [], {"config": Config().to_dict(), "settings": {}}
     for part in ("config", "settings"):
         left, right = defaults[part] | a[part], defaults[part] | b[part]
         for key in sorted(set(left) | set(right)):
             if key not in _WHERE and left.get(key, "missing") != right.get(key, "missing"):
-                found.append(f"{part}.{key}: {left.get(key, 'missing')} against {right.get(key, 'missing')}")
+                found.append(
+                    f"{part}.{key}: {left.get(key, 'missing')} against {right.get(key, 'missing')}"
+                )
     return found
 
 
@@ -32,7 +35,9 @@ def result_names(named: dict[str, dict]) -> dict[str, str]:
     file beside it only where two results share a machine."""
     machines = {path: machine_name(results["fingerprint"]) for path, results in named.items()}
     shared = {name for name in machines.values() if list(machines.values()).count(name) > 1}
-    return {path: f"{name} ({path})" if name in shared else name for path, name in machines.items()}
+    return {
+        path: f"{name} ({path})" if name in shared else name for path, name in machines.items()
+    }
 
 
 def _baseline_row(baseline: dict, platform: str, implementation: str) -> dict | None:
@@ -40,7 +45,9 @@ def _baseline_row(baseline: dict, platform: str, implementation: str) -> dict | 
     its default platform (the last it benchmarked)."""
     platforms = list(baseline["platforms"])
     on = platform if platform in platforms else platforms[-1]
-    return next((t for p, name, t in timed_rows(baseline) if p == on and name == implementation), None)
+    return next(
+        (t for p, name, t in timed_rows(baseline) if p == on and name == implementation), None
+    )
 
 
 def comparison_rows(named: dict[str, dict], baseline: str) -> list[dict]:
@@ -52,12 +59,19 @@ def comparison_rows(named: dict[str, dict], baseline: str) -> list[dict]:
             if seconds is None:
                 continue
             reference = median(_baseline_row(named[baseline], platform, implementation))
-            rows.append({"result": label, "machine": machine(results["fingerprint"]), "platform": platform,
-                         "implementation": implementation, "seconds": seconds,
-                         "examples_per_second": timing.get("examples_per_second"),
-                         "compile_seconds": (timing.get("compile_seconds") or {}).get("median"),
-                         "final_test_accuracy": (timing.get("final_test_accuracy") or {}).get("median"),
-                         "vs_baseline": seconds / reference if reference else None})
+            rows.append(
+                {
+                    "result": label,
+                    "machine": machine(results["fingerprint"]),
+                    "platform": platform,
+                    "implementation": implementation,
+                    "seconds": seconds,
+                    "examples_per_second": timing.get("examples_per_second"),
+                    "compile_seconds": (timing.get("compile_seconds") or {}).get("median"),
+                    "final_test_accuracy": (timing.get("final_test_accuracy") or {}).get("median"),
+                    "vs_baseline": seconds / reference if reference else None,
+                }
+            )
     return rows
 
 
@@ -65,32 +79,59 @@ def _cell(value, form: str) -> str:
     return "" if value is None else format(value, form)
 
 
-def comparison_markdown(named: dict[str, dict], baseline: str, rows: list[dict], mismatches: dict[str, list],
-                        files: dict[str, str] | None = None) -> str:
+def comparison_markdown(
+    named: dict[str, dict],
+    baseline: str,
+    rows: list[dict],
+    mismatches: dict[str, list],
+    files: dict[str, str] | None = None,
+) -> str:
     """compare.md: each result's machine in full (and its file), then the table of rows."""
     files = files or {}
-    lines = [f"Seconds per epoch (median of each result's timed runs). `vs {baseline}` is each row's time over the "
-             "baseline's for the same implementation, on the same platform where the baseline has it, else on "
-             "its default platform: below 1 is faster.", ""]
+    lines = [
+        f"Seconds per epoch (median of each result's timed runs). `vs {baseline}` is each row's "
+        "time over the baseline's for the same implementation, on the same platform where the "
+        "baseline has it, else on its default platform: below 1 is faster.",
+        "",
+    ]
     for label, results in named.items():
         fp = results["fingerprint"]
-        versions = ", ".join(f"{name} {version}" for name, version in fp["platform_versions"].items())
+        versions = ", ".join(
+            f"{name} {version}" for name, version in fp["platform_versions"].items()
+        )
         source = f" (`{files[label]}`)" if label in files else ""
-        lines.append(f"- **{label}**{source}: {machine(fp)}; jax {fp['versions'].get('jax')}; {versions}; commit "
-                     f"{(fp['git_commit'] or 'none')[:7]}; {fp['date'][:10]}; XLA_FLAGS='{fp['xla_flags']}'")
-    lines += ["", f"| result | platform | implementation | s/epoch | examples/s | compile s | final test % | "
-                  f"vs {baseline} |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {row['result']} | {row['platform']} | {row['implementation']} | {row['seconds']:.3f} | "
-              f"{_cell(row['examples_per_second'], ',.0f')} | {_cell(row['compile_seconds'], '.2f')} | "
-              f"{_cell(row['final_test_accuracy'] and 100 * row['final_test_accuracy'], '.2f')} | "
-              f"{_cell(row['vs_baseline'], '.2f')} |" for row in rows]
+        lines.append(
+            f"- **{label}**{source}: {machine(fp)}; jax {fp['versions'].get('jax')}; {versions}; "
+            f"commit {(fp['git_commit'] or 'none')[:7]}; {fp['date'][:10]}; "
+            f"XLA_FLAGS='{fp['xla_flags']}'"
+        )
+    lines += [
+        "",
+        "| result | platform | implementation | s/epoch | examples/s | compile s | final test % "
+        f"| vs {baseline} |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {row['result']} | {row['platform']} | {row['implementation']} | {row['seconds']:.3f} "
+        f"| {_cell(row['examples_per_second'], ',.0f')} | {_cell(row['compile_seconds'], '.2f')} "
+        f"| {_cell(row['final_test_accuracy'] and 100 * row['final_test_accuracy'], '.2f')} | "
+        f"{_cell(row['vs_baseline'], '.2f')} |"
+        for row in rows
+    ]
     for label, found in mismatches.items():
-        lines += ["", f"Compared despite different settings (--allow-mismatch): `{label}` against `{baseline}`:", ""]
+        lines += [
+            "",
+            f"Compared despite different settings (--allow-mismatch): `{label}` against "
+            f"`{baseline}`:",
+            "",
+        ]
         lines += [f"- {difference}" for difference in found]
     return "\n".join(lines) + "\n"
 
 
-def compare(paths: Sequence[str], out: str, baseline: str | None = None, allow_mismatch: bool = False) -> str:
+def compare(
+    paths: Sequence[str], out: str, baseline: str | None = None, allow_mismatch: bool = False
+) -> str:
     """Writes compare.md and compare.png in `out` for the results.json files at `paths` (the
     first is the baseline unless `baseline` names one of them); returns the Markdown. Results of
     different settings are refused (ConfigError naming them) unless `allow_mismatch`."""
@@ -101,16 +142,28 @@ def compare(paths: Sequence[str], out: str, baseline: str | None = None, allow_m
         named = {path: read_results(path) for path in paths}
     except (OSError, ValueError) as e:
         raise InputError(str(e)) from None
-    mismatches = {path: found for path in paths if (found := differences(named[baseline], named[path]))}
+    mismatches = {
+        path: found for path in paths if (found := differences(named[baseline], named[path]))
+    }
     if mismatches and not allow_mismatch:
-        raise ConfigError("results of different settings, " + "; ".join(
-            f"{path} against {baseline}: " + ", ".join(found) for path, found in mismatches.items())
-            + " (--allow-mismatch compares them anyway)")
+        raise ConfigError(
+            "results of different settings, "
+            + "; ".join(
+                f"{path} against {baseline}: " + ", ".join(found)
+                for path, found in mismatches.items()
+            )
+            + " (--allow-mismatch compares them anyway)"
+        )
     names = result_names(named)
     by_name = {names[path]: results for path, results in named.items()}
     rows = comparison_rows(by_name, names[baseline])
-    text = comparison_markdown(by_name, names[baseline], rows, {names[p]: found for p, found in mismatches.items()},
-                               {name: path for path, name in names.items()})
+    text = comparison_markdown(
+        by_name,
+        names[baseline],
+        rows,
+        {names[p]: found for p, found in mismatches.items()},
+        {name: path for path, name in names.items()},
+    )
     baseline = names[baseline]
     from mnist_jax.bench.charts import compare_chart
 

@@ -11,5 +11,14 @@ from mnist_jax.data.batches import epoch_order, pad_to_batches
 from mnist_jax.data.dataset import IDX_DIR_ENV, is_prepared, prepare, resolve_data_dir
 from mnist_jax.data.shares import Share, file_order, load
 
-__all__ = ["IDX_DIR_ENV", "Share", "epoch_order", "file_order", "is_prepared", "load", "pad_to_batches", "prepare",
-           "resolve_data_dir"]
+__all__ = [
+    "IDX_DIR_ENV",
+    "Share",
+    "epoch_order",
+    "file_order",
+    "is_prepared",
+    "load",
+    "pad_to_batches",
+    "prepare",
+    "resolve_data_dir",
+]

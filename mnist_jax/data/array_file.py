@@ -28,7 +28,8 @@ def path(version_dir: str) -> str:
 
 
 def source_digest(version_dir: str) -> str:
-    """SHA-256 over the names and bytes of the dataset's own files (not this file, nor hidden ones)."""
+    """SHA-256 over the names and bytes of the dataset's own files (not this file, nor hidden
+    ones)."""
     digest = hashlib.sha256()
     for name in sorted(os.listdir(version_dir)):
         if name == FILE_NAME or name.startswith("."):
@@ -50,7 +51,12 @@ def content_digest(arrays: dict[str, np.ndarray]) -> str:
 def write(version_dir: str, arrays: dict[str, np.ndarray], source: str) -> None:
     """Writes `arrays` (decoded from the dataset whose `source_digest` is `source`) atomically."""
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays, source_digest=np.array(source), content_digest=np.array(content_digest(arrays)))
+    np.savez(
+        buffer,
+        **arrays,
+        source_digest=np.array(source),
+        content_digest=np.array(content_digest(arrays)),
+    )
     write_atomic(path(version_dir), buffer.getvalue())
 
 

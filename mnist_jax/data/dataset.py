@@ -1,4 +1,5 @@
-"""The prepared tfds `mnist` dataset on disk: building it from raw IDX files, and its decoded arrays.
+"""The prepared tfds `mnist` dataset on disk: building it from raw IDX files, and its decoded
+arrays.
 
 The arrays come from the checked array file beside the dataset (`array_file`), which needs no
 TensorFlow; only when that file is missing, stale or damaged, and at preparation, are they
@@ -23,7 +24,9 @@ VERSION = "3.0.1"  # of tfds's mnist builder (a test checks it against tfds)
 
 def resolve_data_dir(data_dir: str | None) -> str:
     """tfds's convention: the given folder, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
-    return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
+    return os.path.expanduser(
+        data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+    )
 
 
 def version_dir(data_dir: str | None) -> str:
@@ -77,7 +80,9 @@ def decoded(data_dir: str | None = None) -> dict[str, np.ndarray]:
     arrays = {}
     for split in array_file.SPLITS:
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = read_through_tfds(split, data_dir)
-    with contextlib.suppress(OSError):  # a read-only dataset folder: every load decodes through tfds
+    with contextlib.suppress(
+        OSError
+    ):  # a read-only dataset folder: every load decodes through tfds
         array_file.write(folder, arrays, source)
     return arrays
 
@@ -89,20 +94,31 @@ def read_through_tfds(split: str, data_dir: str | None) -> tuple[np.ndarray, np.
 
     try:
         images, labels, expected = tfds_source.read(split, resolve_data_dir(data_dir))
-    except Exception as e:  # tfds raises many kinds: a failed download, a missing or damaged folder
+    except (
+        Exception
+    ) as e:  # tfds raises many kinds: a failed download, a missing or damaged folder
         raise unreadable(data_dir, e) from e
     if len(labels) != expected or images.shape[1:] != (28, 28, 1):
-        raise unreadable(data_dir, f"split {split!r} holds {len(labels)} examples of shape {images.shape[1:]}, "
-                                   f"its metadata says {expected} of (28, 28, 1)")
+        raise unreadable(
+            data_dir,
+            f"split {split!r} holds {len(labels)} examples of shape {images.shape[1:]}, "
+            f"its metadata says {expected} of (28, 28, 1)",
+        )
     return images, labels.astype(np.int32)
 
 
 def unreadable(data_dir: str | None, error) -> DataError:
     """The error for a dataset that cannot be read: damaged if prepared, else missing."""
     folder = resolve_data_dir(data_dir)
-    reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    reason = (
+        str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    )
     if is_prepared(folder):
-        return DataError(f"the tfds mnist dataset in {folder} is damaged ({reason}); rebuild it with "
-                         f"`mnist-jax prepare --idx-dir DIR --data-dir {folder}`")
-    return DataError(f"cannot read the tfds mnist dataset in {folder}: {reason}; prepare it with "
-                     f"`mnist-jax prepare --idx-dir DIR` or set ${IDX_DIR_ENV}")
+        return DataError(
+            f"the tfds mnist dataset in {folder} is damaged ({reason}); rebuild it with "
+            f"`mnist-jax prepare --idx-dir DIR --data-dir {folder}`"
+        )
+    return DataError(
+        f"cannot read the tfds mnist dataset in {folder}: {reason}; prepare it with "
+        f"`mnist-jax prepare --idx-dir DIR` or set ${IDX_DIR_ENV}"
+    )

@@ -71,7 +71,8 @@ def parse_idx(data: bytes, path: str, ndim: int) -> np.ndarray:
     if len(data) != expected_len:
         kind = "truncated" if len(data) < expected_len else "has trailing bytes"
         raise DataError(
-            f"{path}: {kind}: header says {shape} ({expected_len} bytes), file has {len(data)} bytes"
+            f"{path}: {kind}: header says {shape} ({expected_len} bytes), "
+            f"file has {len(data)} bytes"
         )
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
 
@@ -94,7 +95,8 @@ def read_split(idx_dir: str, split: str, verify_checksums: bool = True) -> Split
         raise DataError(f"{images_path}: images are {images.shape[1:]}, expected {_IMAGE_SHAPE}")
     if len(images) != len(labels):
         raise DataError(
-            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels"
+            f"{images_path} holds {len(images)} images but "
+            f"{labels_path} holds {len(labels)} labels"
         )
     if labels.size and labels.max() >= _NUM_CLASSES:
         raise DataError(f"{labels_path}: label {labels.max()} is out of range 0-9")

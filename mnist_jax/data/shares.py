@@ -8,7 +8,14 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
-from mnist_jax.data.dataset import IDX_DIR_ENV, decoded, is_prepared, prepare, read_through_tfds, resolve_data_dir
+from mnist_jax.data.dataset import (
+    IDX_DIR_ENV,
+    decoded,
+    is_prepared,
+    prepare,
+    read_through_tfds,
+    resolve_data_dir,
+)
 from mnist_jax.errors import ConfigError
 
 
@@ -28,13 +35,15 @@ class Share:
         return self.bounds[-1]
 
     def local_file_order(self, split: str) -> np.ndarray:
-        """This share's examples (local indices) in the raw files' order (`split`: `train` or `test`)."""
+        """This share's examples (local indices) in the raw files' order (`split`: `train` or
+        `test`)."""
         start, end = self.bounds[jax.process_index()], self.bounds[jax.process_index() + 1]
         order = file_order(split, self.total)
         return order[(order >= start) & (order < end)] - start
 
     def in_file_order(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """This share's images and labels in the raw files' order, as the seed notebook read them."""
+        """This share's images and labels in the raw files' order, as the seed notebook read
+        them."""
         order = self.local_file_order(split)
         return self.images[order], self.labels[order]
 
@@ -63,14 +72,22 @@ def load(data_dir: str | None = None, validation_size: int = 0) -> dict[str, Sha
     return shares
 
 
-def split_ranges(validation_size: int, total: int) -> dict[str, tuple[str, int | None, int | None]]:
+def split_ranges(
+    validation_size: int, total: int
+) -> dict[str, tuple[str, int | None, int | None]]:
     """Each split as (tfds split, first example, end) of a training split of `total` examples."""
     if validation_size >= total:
-        raise ConfigError(f"validation_size {validation_size} leaves no training examples of {total}")
+        raise ConfigError(
+            f"validation_size {validation_size} leaves no training examples of {total}"
+        )
     if not validation_size:
         return {"train": ("train", None, None), "test": ("test", None, None)}
     cut = total - validation_size
-    return {"train": ("train", None, cut), "test": ("test", None, None), "validation": ("train", cut, None)}
+    return {
+        "train": ("train", None, cut),
+        "test": ("test", None, None),
+        "validation": ("train", cut, None),
+    }
 
 
 def _tfds_name(split: tuple[str, int | None, int | None]) -> str:
@@ -82,8 +99,9 @@ def _process_share(split: tuple[str, int | None, int | None], data_dir: str | No
     """This process's share of a split, through tfds's even division of it among the processes."""
     from mnist_jax.data import tfds_source
 
-    subsplits, sizes = tfds_source.even_split_sizes(_tfds_name(split), jax.process_count(),
-                                                    resolve_data_dir(data_dir))
+    subsplits, sizes = tfds_source.even_split_sizes(
+        _tfds_name(split), jax.process_count(), resolve_data_dir(data_dir)
+    )
     images, labels = read_through_tfds(subsplits[jax.process_index()], data_dir)
     return Share(images, labels, tuple(int(b) for b in np.cumsum([0] + sizes)))
 

@@ -36,7 +36,9 @@ class _LocalMNIST(MNIST, skip_registration=True):
 
     def _split_generators(self, dl_manager):
         # Read and verify both splits before tfds writes anything.
-        splits = {s: read_split(self._idx_dir, s, self._verify_checksums) for s in ("train", "test")}
+        splits = {
+            s: read_split(self._idx_dir, s, self._verify_checksums) for s in ("train", "test")
+        }
         return [
             tfds.core.SplitGenerator(name=s, gen_kwargs={"split": split})
             for s, split in splits.items()
@@ -50,7 +52,9 @@ class _LocalMNIST(MNIST, skip_registration=True):
 def build(idx_dir: str, data_dir: str, verify_checksums: bool) -> str:
     """Writes the tfds `mnist` dataset into `data_dir` from the IDX files; returns its folder."""
     builder = _LocalMNIST(idx_dir=idx_dir, verify_checksums=verify_checksums, data_dir=data_dir)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+    )
     return builder.data_dir
 
 

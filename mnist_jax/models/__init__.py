@@ -11,8 +11,20 @@ from mnist_jax.models.cnn import check_cnn_form, cnn
 from mnist_jax.models.interface import Model, ModelState, Params, Variables, takes_key
 from mnist_jax.models.mlp import mlp
 
-__all__ = ["BUILT_IN", "Model", "ModelState", "Params", "Variables", "cnn", "from_equinox",
-           "from_linen", "from_nnx", "make_model", "mlp", "takes_key"]
+__all__ = [
+    "BUILT_IN",
+    "Model",
+    "ModelState",
+    "Params",
+    "Variables",
+    "cnn",
+    "from_equinox",
+    "from_linen",
+    "from_nnx",
+    "make_model",
+    "mlp",
+    "takes_key",
+]
 
 BUILT_IN = {"mlp": mlp, "cnn": cnn}  # the models `Config.model` names
 
@@ -25,13 +37,19 @@ def make_model(config: Config, hyperparameters: Hyperparameters | None = None) -
     if config.model in BUILT_IN:
         return BUILT_IN[config.model](config, hyperparameters)
     if config.model.startswith(OBJECT_PREFIX):
-        raise ConfigError(f"model {config.model!r} was a Python object: pass the same object "
-                          "again (train(config, model=...)); the command line cannot rebuild it")
+        raise ConfigError(
+            f"model {config.model!r} was a Python object: pass the same object "
+            "again (train(config, model=...)); the command line cannot rebuild it"
+        )
     if ":" not in config.model:
-        raise ConfigError(f"model must be one of {', '.join(BUILT_IN)} or "
-                          f"package.module:factory, got {config.model!r}")
+        raise ConfigError(
+            f"model must be one of {', '.join(BUILT_IN)} or "
+            f"package.module:factory, got {config.model!r}"
+        )
     model = call_factory(config.model, config, "model")
     if not isinstance(model, Model):
-        raise ConfigError(f"model {config.model!r}: the factory returned "
-                          f"{type(model).__name__}, not mnist_jax.Model(init, apply)")
+        raise ConfigError(
+            f"model {config.model!r}: the factory returned "
+            f"{type(model).__name__}, not mnist_jax.Model(init, apply)"
+        )
     return model

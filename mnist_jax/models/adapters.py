@@ -39,8 +39,9 @@ def from_nnx(build: Callable[..., Any]) -> Model:
     abstract = nnx.eval_shape(lambda: build(nnx.Rngs(0)))
     graphdef, abstract_params, abstract_state = nnx.split(abstract, nnx.Param, ...)
     key_leaves = jax.tree.map(_is_key, nnx.to_pure_dict(abstract_state))
-    streams = sorted({node.tag for _, node in nnx.iter_graph(abstract)
-                      if isinstance(node, nnx.RngStream)})
+    streams = sorted(
+        {node.tag for _, node in nnx.iter_graph(abstract) if isinstance(node, nnx.RngStream)}
+    )
 
     def as_state(template, values):
         state = jax.tree.map(lambda leaf: leaf, template)  # a copy, filled in place below
@@ -52,15 +53,24 @@ def from_nnx(build: Callable[..., Any]) -> Model:
         return nnx.to_pure_dict(params), _keys_as_data(nnx.to_pure_dict(state))
 
     def apply(params, state, images, *, key, training):
-        keys = jax.tree.map(lambda data, is_key: jax.random.wrap_key_data(data) if is_key else data,
-                            state, key_leaves)
-        module = nnx.merge(graphdef, as_state(abstract_params, params),
-                           as_state(abstract_state, keys))
-        module = nnx.view(module, deterministic=not training, use_running_average=not training,
-                          raise_if_not_found=False)
+        keys = jax.tree.map(
+            lambda data, is_key: jax.random.wrap_key_data(data) if is_key else data,
+            state,
+            key_leaves,
+        )
+        module = nnx.merge(
+            graphdef, as_state(abstract_params, params), as_state(abstract_state, keys)
+        )
+        module = nnx.view(
+            module,
+            deterministic=not training,
+            use_running_average=not training,
+            raise_if_not_found=False,
+        )
         if training and streams:
-            nnx.reseed(module, **{name: jax.random.fold_in(key, i)
-                                  for i, name in enumerate(streams)})
+            nnx.reseed(
+                module, **{name: jax.random.fold_in(key, i) for i, name in enumerate(streams)}
+            )
         logits = module(images)
         _, _, new_state = nnx.split(module, nnx.Param, ...)
         return logits, _keys_as_data(nnx.to_pure_dict(new_state))
@@ -84,10 +94,14 @@ def from_linen(module: Any) -> Model:
     are the model's state, mutable in training. Its mode is switched by the `train`,
     `training` or `deterministic` argument of its `__call__`, whichever it has, and its
     `dropout` RNG is the step's key."""
+
     def init(key: jax.Array):
         params_key, dropout_key = jax.random.split(key)
-        variables = module.init({"params": params_key, "dropout": dropout_key},
-                                jnp.zeros((1, *MNIST_SHAPE)), **_mode_flag(module.__call__, False))
+        variables = module.init(
+            {"params": params_key, "dropout": dropout_key},
+            jnp.zeros((1, *MNIST_SHAPE)),
+            **_mode_flag(module.__call__, False),
+        )
         variables = dict(variables)
         return variables.pop("params"), variables
 
@@ -117,7 +131,8 @@ def from_equinox(build: Callable[[jax.Array], Any], *, axis_name: str = "batch")
 
     def trained(leaf) -> bool:
         return isinstance(leaf, jax.Array | jax.ShapeDtypeStruct) and jnp.issubdtype(
-            leaf.dtype, jnp.inexact)
+            leaf.dtype, jnp.inexact
+        )
 
     abstract_module, abstract_state = eqx.filter_eval_shape(make, jax.random.key(0))
     _, static = eqx.partition(abstract_module, trained)
@@ -137,7 +152,11 @@ def from_equinox(build: Callable[[jax.Array], Any], *, axis_name: str = "batch")
             extra = {"key": image_key} if takes_key else {}
             return module(image, state, **extra) if has_state else (module(image, **extra), state)
 
-        return jax.vmap(one, in_axes=(0, None if keys is None else 0, None), out_axes=(0, None),
-                        axis_name=axis_name)(images, keys, state)
+        return jax.vmap(
+            one,
+            in_axes=(0, None if keys is None else 0, None),
+            out_axes=(0, None),
+            axis_name=axis_name,
+        )(images, keys, state)
 
     return Model(init, apply, stateful=True)

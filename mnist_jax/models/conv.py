@@ -6,11 +6,11 @@ A convolution of HWIO kernel `w` can reach XLA three ways, the same sums each ti
 matmul of all of them); `shifted`, one matmul per kernel position, summed. A fourth form,
 `space_to_depth`, computes the convolution and its pooling together: one `im2col` convolution of
 the image's 2x2 blocks, each output pixel a whole pooling window. A fifth, `winograd`, computes
-each 3x3 convolution of more than one input channel by Winograd's F(2x2, 3x3) (`mnist_jax.models.winograd`),
-its 2x2 output tiles the pooling windows, and the rest as `im2col` (its weight gradient written
-out). Which is fastest inside an epoch's scan depends on XLA's backend and on the network
-(jax-ml/jax#12868 reports convolutions in loops far slower than matmuls on the CPU);
-`benchmarks/conv_forms.py` measures them.
+each 3x3 convolution of more than one input channel by Winograd's F(2x2, 3x3)
+(`mnist_jax.models.winograd`), its 2x2 output tiles the pooling windows, and the rest as `im2col`
+(its weight gradient written out). Which is fastest inside an epoch's scan depends on XLA's backend
+and on the network (jax-ml/jax#12868 reports convolutions in loops far slower than matmuls on the
+CPU); `benchmarks/conv_forms.py` measures them.
 """
 
 from __future__ import annotations
@@ -26,13 +26,16 @@ SPACE_TO_DEPTH, WINOGRAD = "space_to_depth", "winograd"
 
 
 def _windows(x: jax.Array, kh: int, kw: int) -> list[jax.Array]:
-    """Every kernel position's shifted view of `x` (already padded), row by row: (N, H', W', C) each."""
+    """Every kernel position's shifted view of `x` (already padded), row by row: (N, H', W', C)
+    each."""
     h, w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
-    return [x[:, dy:dy + h, dx:dx + w, :] for dy in range(kh) for dx in range(kw)]
+    return [x[:, dy : dy + h, dx : dx + w, :] for dy in range(kh) for dx in range(kw)]
 
 
 def _native(x: jax.Array, w: jax.Array) -> jax.Array:
-    return jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.lax.conv_general_dilated(
+        x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
 
 def _patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
@@ -70,8 +73,12 @@ def _shifted(x: jax.Array, w: jax.Array) -> jax.Array:
 
 
 FORMS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
-    "im2col": _im2col, "shifted": _shifted, "native": _native}
-# The forms a CNN layer can take (`Config.cnn_form`): a convolution's, then the two that fold in its pooling.
+    "im2col": _im2col,
+    "shifted": _shifted,
+    "native": _native,
+}
+# The forms a CNN layer can take (`Config.cnn_form`): a convolution's, then the two that fold in
+# its pooling.
 LAYER_FORMS = (*FORMS, SPACE_TO_DEPTH, WINOGRAD)
 
 
@@ -79,7 +86,9 @@ def _pad_same(x: jax.Array, kh: int, kw: int) -> jax.Array:
     return jnp.pad(x, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
 
 
-def conv2d(x: jax.Array, w: jax.Array, b: jax.Array, padding: str = "same", form: str = "im2col") -> jax.Array:
+def conv2d(
+    x: jax.Array, w: jax.Array, b: jax.Array, padding: str = "same", form: str = "im2col"
+) -> jax.Array:
     """A stride-1 convolution of NHWC images `x` with an HWIO kernel `w`, plus bias `b`: `same`
     padding keeps the size (odd kernels), `valid` shrinks it by the kernel's size less one.
     `form` (one of `FORMS`) picks how XLA is given it."""
@@ -90,7 +99,7 @@ def pool2d(x: jax.Array, kind: str = "avg") -> jax.Array:
     """2x2 pooling with stride 2 (`avg` or `max`); an odd last row or column is dropped, as 'VALID'
     pooling does."""
     n, h, w, c = x.shape
-    x = x[:, :h // 2 * 2, :w // 2 * 2]
+    x = x[:, : h // 2 * 2, : w // 2 * 2]
     if kind == "max":
         return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
     # The mean as adds of each window's rows, then of its columns (the two halves of a row pair's
@@ -101,9 +110,14 @@ def pool2d(x: jax.Array, kind: str = "avg") -> jax.Array:
 
 
 def _space_to_depth(x: jax.Array) -> jax.Array:
-    """(N, H, W, C) -> (N, H/2, W/2, 4C): each 2x2 block of pixels as one pixel, its channels row by row."""
+    """(N, H, W, C) -> (N, H/2, W/2, 4C): each 2x2 block of pixels as one pixel, its channels row
+    by row."""
     n, h, w, c = x.shape
-    return x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h // 2, w // 2, 4 * c)
+    return (
+        x.reshape(n, h // 2, 2, w // 2, 2, c)
+        .transpose(0, 1, 3, 2, 4, 5)
+        .reshape(n, h // 2, w // 2, 4 * c)
+    )
 
 
 def _block_kernel(w: jax.Array) -> jax.Array:
@@ -112,23 +126,45 @@ def _block_kernel(w: jax.Array) -> jax.Array:
     2j + b + v) for u, v < k: `w` shifted by (a, b) in a window of 2s x 2s pixels."""
     k, _, c, o = w.shape
     s = k // 2 + 1
-    shifted = jnp.stack([jnp.pad(w, ((a, 2 * s - k - a), (b, 2 * s - k - b), (0, 0), (0, 0)))
-                         for a in (0, 1) for b in (0, 1)], axis=-2)  # (2s, 2s, C, 4, O)
-    return shifted.reshape(s, 2, s, 2, c, 4 * o).transpose(0, 2, 1, 3, 4, 5).reshape(s, s, 4 * c, 4 * o)
+    shifted = jnp.stack(
+        [
+            jnp.pad(w, ((a, 2 * s - k - a), (b, 2 * s - k - b), (0, 0), (0, 0)))
+            for a in (0, 1)
+            for b in (0, 1)
+        ],
+        axis=-2,
+    )  # (2s, 2s, C, 4, O)
+    return (
+        shifted.reshape(s, 2, s, 2, c, 4 * o)
+        .transpose(0, 2, 1, 3, 4, 5)
+        .reshape(s, s, 4 * c, 4 * o)
+    )
 
 
-def _conv_relu_pool_space_to_depth(x: jax.Array, w: jax.Array, b: jax.Array, pooling: str) -> jax.Array:
+def _conv_relu_pool_space_to_depth(
+    x: jax.Array, w: jax.Array, b: jax.Array, pooling: str
+) -> jax.Array:
     k = w.shape[0]
     # The rows and columns the pools read (an odd last output row is dropped), padded to even.
     h, wd = (x.shape[1] - k + 1) // 2 * 2 + k - 1, (x.shape[2] - k + 1) // 2 * 2 + k - 1
-    x = jnp.pad(x[:, :h, :wd], ((0, 0), (0, h % 2), (0, wd % 2), (0, 0)))  # the padding meets zero weights only
-    blocks = _im2col(_space_to_depth(x), _block_kernel(w))  # (N, H/2, W/2, 4O): each pixel a 2x2 window
+    x = jnp.pad(
+        x[:, :h, :wd], ((0, 0), (0, h % 2), (0, wd % 2), (0, 0))
+    )  # the padding meets zero weights only
+    blocks = _im2col(
+        _space_to_depth(x), _block_kernel(w)
+    )  # (N, H/2, W/2, 4O): each pixel a 2x2 window
     blocks = jax.nn.relu(blocks.reshape(*blocks.shape[:3], 4, w.shape[-1]) + b)
     return blocks.mean(axis=3) if pooling == "avg" else blocks.max(axis=3)
 
 
-def conv_relu_pool(x: jax.Array, w: jax.Array, b: jax.Array, padding: str = "same", pooling: str = "avg",
-                   form: str = "im2col") -> jax.Array:
+def conv_relu_pool(
+    x: jax.Array,
+    w: jax.Array,
+    b: jax.Array,
+    padding: str = "same",
+    pooling: str = "avg",
+    form: str = "im2col",
+) -> jax.Array:
     """A CNN layer: `pool2d(relu(conv2d(x, w, b, padding)), pooling)`, the convolution in `form`
     (one of `FORMS`; `space_to_depth`, the pooling windows as channels of one convolution; or
     `winograd`, F(2x2, 3x3) where `w` is 3x3 and has more than one input channel, else `im2col`
@@ -140,4 +176,7 @@ def conv_relu_pool(x: jax.Array, w: jax.Array, b: jax.Array, padding: str = "sam
         return _conv_relu_pool_space_to_depth(x, w, b, pooling)
     if w.shape[:2] == (3, 3) and w.shape[2] > 1:
         return winograd.conv_relu_pool(x, w, b, pooling)
-    return pool2d(jax.nn.relu(_patches_matmul(_patches(x, *w.shape[:2]), w.reshape(-1, w.shape[-1])) + b), pooling)
+    return pool2d(
+        jax.nn.relu(_patches_matmul(_patches(x, *w.shape[:2]), w.reshape(-1, w.shape[-1])) + b),
+        pooling,
+    )

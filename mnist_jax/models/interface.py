@@ -48,7 +48,9 @@ class Variables(NamedTuple):
 
 
 # (params, state, images, key, training) -> (logits, state): the form the steps call.
-Apply = Callable[[Params, ModelState, jax.Array, "jax.Array | None", bool], tuple[jax.Array, ModelState]]
+Apply = Callable[
+    [Params, ModelState, jax.Array, "jax.Array | None", bool], tuple[jax.Array, ModelState]
+]
 
 
 def takes_key(apply: Callable) -> bool:
@@ -64,6 +66,7 @@ def stateful_form(model: Model) -> tuple[Callable[[jax.Array], tuple[Params, Mod
     -> (logits, state)`: every model in one form. A model without state has the empty state
     `()`, which adds nothing to a compiled program."""
     if model.stateful:
+
         def apply(params, state, images, key, training):
             return model.apply(params, state, images, key=key, training=training)
 

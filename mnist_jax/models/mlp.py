@@ -14,7 +14,8 @@ from mnist_jax.models.interface import Model
 from mnist_jax.models.layers import dropout
 
 Layers = list[tuple[jax.Array, jax.Array]]  # the MLP's parameters: (W, b) for each layer
-# Weight initializers scaled to a layer's fan: Glorot's for the era's tanh and sigmoid nets, He's for ReLU.
+# Weight initializers scaled to a layer's fan: Glorot's for the era's tanh and sigmoid nets, He's
+# for ReLU.
 FAN_SCALED = {"glorot": jax.nn.initializers.glorot_uniform, "he": jax.nn.initializers.he_normal}
 
 
@@ -37,31 +38,49 @@ def init_params(
     """
     shapes = [((m, n), (n,)) for m, n in zip(layer_sizes[:-1], layer_sizes[1:], strict=True)]
     if method == "numpy":
-        return [(jnp.asarray(W, dtype), jnp.asarray(b, dtype)) for W, b in numpy_draws(seed, layer_sizes, sigma)]
+        return [
+            (jnp.asarray(W, dtype), jnp.asarray(b, dtype))
+            for W, b in numpy_draws(seed, layer_sizes, sigma)
+        ]
     key = jax.random.key(seed) if isinstance(seed, int) else seed
     if method in FAN_SCALED:
         draw = FAN_SCALED[method]()
-        return [(draw(k, w, dtype), jnp.zeros(b, dtype)) for k, (w, b) in zip(jax.random.split(key, len(shapes)),
-                                                                           shapes, strict=True)]
+        return [
+            (draw(k, w, dtype), jnp.zeros(b, dtype))
+            for k, (w, b) in zip(jax.random.split(key, len(shapes)), shapes, strict=True)
+        ]
     if method != "jax":
         raise ValueError(f"unknown init method {method!r}")
     keys = iter(jax.random.split(key, 2 * len(shapes)))
     return [
-        (sigma * jax.random.normal(next(keys), w, dtype), sigma * jax.random.normal(next(keys), b, dtype))
+        (
+            sigma * jax.random.normal(next(keys), w, dtype),
+            sigma * jax.random.normal(next(keys), b, dtype),
+        )
         for w, b in shapes
     ]
 
 
-def numpy_draws(seed: int, layer_sizes: Sequence[int], sigma: float) -> list[tuple[np.ndarray, np.ndarray]]:
-    """`sigma * randn` float64 weights and biases from `RandomState(seed)`, in the notebook's order."""
+def numpy_draws(
+    seed: int, layer_sizes: Sequence[int], sigma: float
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`sigma * randn` float64 weights and biases from `RandomState(seed)`, in the notebook's
+    order."""
     rng = np.random.RandomState(seed)
-    return [(sigma * rng.randn(m, n), sigma * rng.randn(n))
-            for m, n in zip(layer_sizes[:-1], layer_sizes[1:], strict=True)]
+    return [
+        (sigma * rng.randn(m, n), sigma * rng.randn(n))
+        for m, n in zip(layer_sizes[:-1], layer_sizes[1:], strict=True)
+    ]
 
 
-def logits(params: Layers, inputs: jax.Array, activation: str = "tanh",
-           drop: Callable[[int, jax.Array], jax.Array] | None = None) -> jax.Array:
-    """Unnormalised scores (N, 10) of flattened inputs (N, 784): hidden layers with `jax.nn.<activation>`.
+def logits(
+    params: Layers,
+    inputs: jax.Array,
+    activation: str = "tanh",
+    drop: Callable[[int, jax.Array], jax.Array] | None = None,
+) -> jax.Array:
+    """Unnormalised scores (N, 10) of flattened inputs (N, 784): hidden layers with
+    `jax.nn.<activation>`.
 
     `drop(site, x)`, if given (dropout, in training), is applied to the inputs (site 0) and to
     each hidden layer's output (sites 1, 2, ...).
@@ -82,13 +101,20 @@ def predict(params: Layers, inputs: jax.Array, activation: str = "tanh") -> jax.
     return log_softmax(logits(params, inputs, activation))
 
 
-def loss(params: Layers, inputs: jax.Array, labels: jax.Array, mask: jax.Array | None = None,
-         activation: str = "tanh") -> jax.Array:
+def loss(
+    params: Layers,
+    inputs: jax.Array,
+    labels: jax.Array,
+    mask: jax.Array | None = None,
+    activation: str = "tanh",
+) -> jax.Array:
     """The seed's objective: summed negative log-likelihood over the (unmasked) batch."""
     return summed_nll(predict(params, inputs, activation), labels, mask)
 
 
-def accuracy(params: Layers, inputs: jax.Array, labels: jax.Array, activation: str = "tanh") -> jax.Array:
+def accuracy(
+    params: Layers, inputs: jax.Array, labels: jax.Array, activation: str = "tanh"
+) -> jax.Array:
     """Fraction of `inputs` whose most likely class is the label."""
     return jnp.mean(jnp.argmax(predict(params, inputs, activation), axis=1) == labels)
 
@@ -106,18 +132,23 @@ def mlp(config: Config, hyperparameters: Hyperparameters | None = None) -> Model
 
     def init(key: jax.Array) -> Layers:
         if config.init != "numpy":
-            return init_params(key, config.layer_sizes, config.sigma, method=config.init,
-                               dtype=dtype)
+            return init_params(
+                key, config.layer_sizes, config.sigma, method=config.init, dtype=dtype
+            )
+
         # NumPy draws on the host, so that shapes can still be traced (jax.eval_shape, vmap).
         def draw(seed):
             draws = numpy_draws(int(seed), config.layer_sizes, config.sigma)
             return [(W.astype(dtype), b.astype(dtype)) for W, b in draws]
 
         sizes = config.layer_sizes
-        shapes = [(jax.ShapeDtypeStruct((m, n), dtype), jax.ShapeDtypeStruct((n,), dtype))
-                  for m, n in zip(sizes[:-1], sizes[1:], strict=True)]
-        return jax.pure_callback(draw, shapes, jax.random.key_data(key)[-1],
-                                 vmap_method="sequential")
+        shapes = [
+            (jax.ShapeDtypeStruct((m, n), dtype), jax.ShapeDtypeStruct((n,), dtype))
+            for m, n in zip(sizes[:-1], sizes[1:], strict=True)
+        ]
+        return jax.pure_callback(
+            draw, shapes, jax.random.key_data(key)[-1], vmap_method="sequential"
+        )
 
     def apply(params: Layers, images: jax.Array, key: jax.Array | None = None) -> jax.Array:
         def drop(site: int, x: jax.Array) -> jax.Array:
@@ -125,7 +156,11 @@ def mlp(config: Config, hyperparameters: Hyperparameters | None = None) -> Model
             return dropout(x, rate, jax.random.fold_in(key, site))
 
         training = key is not None and (is_on(rates["dropout"]) or is_on(rates["input_dropout"]))
-        return logits(params, images.reshape(images.shape[0], -1), config.activation,
-                      drop if training else None)
+        return logits(
+            params,
+            images.reshape(images.shape[0], -1),
+            config.activation,
+            drop if training else None,
+        )
 
     return Model(init, apply)

@@ -1,5 +1,6 @@
-"""A 3x3 convolution by Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, 2016), its outputs
-in 2x2 tiles: the tiles of a stride-2 2x2 pooling, so a CNN layer pools them without interleaving.
+"""A 3x3 convolution by Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, 2016), its
+outputs in 2x2 tiles: the tiles of a stride-2 2x2 pooling, so a CNN layer pools them without
+interleaving.
 
 Each 4x4 input tile `d` (stride 2) and the 3x3 kernel `g` become 4x4 tiles (`B^T d B`, `G g G^T`);
 their 16 positions are 16 matmuls over the channels, and `A^T m A` takes the products back to a
@@ -29,13 +30,14 @@ def _combine(coefficients, terms: list[jax.Array]) -> jax.Array:
 
 
 def _input_tiles(x: jax.Array) -> jax.Array:
-    """`x` (N, H, W, C) -> (16, N * h * w, C): each tile's `B^T d B`, h = (H - 2) // 2 tile rows."""
+    """`x` (N, H, W, C) -> (16, N * h * w, C): each tile's `B^T d B`, h = (H - 2) // 2 tile
+    rows."""
     n, height, width, c = x.shape
     h, w = (height - 2) // 2, (width - 2) // 2
-    rows = [x[:, r:r + 2 * h:2] for r in range(4)]  # tile row r of every tile: (N, h, W, C)
+    rows = [x[:, r : r + 2 * h : 2] for r in range(4)]  # tile row r of every tile: (N, h, W, C)
     tiles = []
     for t in (_combine(B_T[a], rows) for a in range(4)):
-        cols = [t[:, :, s:s + 2 * w:2] for s in range(4)]
+        cols = [t[:, :, s : s + 2 * w : 2] for s in range(4)]
         tiles += [_combine(B_T[b], cols) for b in range(4)]
     return jnp.stack(tiles).reshape(16, n * h * w, c)
 
@@ -73,9 +75,16 @@ def _conv_tiles_backward(residuals, dy):
     # which XLA's CPU backend sums far more slowly than these adds.
     v, u, (n, height, width, c) = residuals
     h, w = dy.shape[3:5]
-    dm = jnp.stack([_combine([A_T[i][a] * A_T[j][b] for i in range(2) for j in range(2)],
-                             [dy[i, j] for i in range(2) for j in range(2)])
-                    for a in range(4) for b in range(4)]).reshape(16, n * h * w, -1)
+    dm = jnp.stack(
+        [
+            _combine(
+                [A_T[i][a] * A_T[j][b] for i in range(2) for j in range(2)],
+                [dy[i, j] for i in range(2) for j in range(2)],
+            )
+            for a in range(4)
+            for b in range(4)
+        ]
+    ).reshape(16, n * h * w, -1)
     du = jnp.einsum("tpc,tpo->tco", v, dm).reshape(4, 4, c, -1)
     g = jnp.asarray(G, du.dtype)
     dw = jnp.einsum("ak,abco,bl->klco", g, du, g)
@@ -85,12 +94,21 @@ def _conv_tiles_backward(residuals, dy):
     rows = [_combine([B_T[a][r] for a in range(4)], list(dv)) for r in range(4)]
     d = [[_combine([B_T[b][s] for b in range(4)], list(row)) for s in range(4)] for row in rows]
 
-    def placed(tile, dp, dq):  # a tile pixel's values at tile (p + dp, q + dq) of an (h + 1, w + 1) grid
+    def placed(
+        tile, dp, dq
+    ):  # a tile pixel's values at tile (p + dp, q + dq) of an (h + 1, w + 1) grid
         return jnp.pad(tile, ((0, 0), (dp, 1 - dp), (dq, 1 - dq), (0, 0)))
 
-    parity = [[sum(placed(d[r + 2 * dp][s + 2 * dq], dp, dq) for dp in (0, 1) for dq in (0, 1)) for s in (0, 1)]
-              for r in (0, 1)]
-    dx = jnp.stack([jnp.stack(row, axis=3) for row in parity], axis=2).reshape(n, 2 * h + 2, 2 * w + 2, c)
+    parity = [
+        [
+            sum(placed(d[r + 2 * dp][s + 2 * dq], dp, dq) for dp in (0, 1) for dq in (0, 1))
+            for s in (0, 1)
+        ]
+        for r in (0, 1)
+    ]
+    dx = jnp.stack([jnp.stack(row, axis=3) for row in parity], axis=2).reshape(
+        n, 2 * h + 2, 2 * w + 2, c
+    )
     return jnp.pad(dx, ((0, 0), (0, height - 2 * h - 2), (0, width - 2 * w - 2), (0, 0))), dw
 
 
@@ -103,4 +121,6 @@ def conv_relu_pool(x: jax.Array, w: jax.Array, b: jax.Array, pooling: str) -> ja
     y = jax.nn.relu(conv_tiles(x, w) + b)
     if pooling == "max":
         return y.max(axis=(0, 1))
-    return (y[0, 0] + y[0, 1] + y[1, 0] + y[1, 1]) / 4  # adds: XLA's CPU backend reduces leading axes slowly
+    return (
+        y[0, 0] + y[0, 1] + y[1, 0] + y[1, 1]
+    ) / 4  # adds: XLA's CPU backend reduces leading axes slowly

@@ -1,4 +1,5 @@
-"""Reports for papers (`mnist-jax report`): tables and a figure from run, sweep and grid folders."""
+"""Reports for papers (`mnist-jax report`): tables and a figure from run, sweep and grid
+folders."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ from mnist_jax.report.entries import Entry, load_entries
 from mnist_jax.report.tables import csv_table, latex_table, markdown_table
 from mnist_jax.runs.storage import write_atomic
 
-__all__ = ["REPORT_FILES", "Entry", "csv_table", "latex_table", "load_entries", "markdown_table", "report"]
+__all__ = [
+    "REPORT_FILES",
+    "Entry",
+    "csv_table",
+    "latex_table",
+    "load_entries",
+    "markdown_table",
+    "report",
+]
 
 REPORT_FILES = ("table.md", "table.tex", "results.csv", "curves.png", "curves.pdf")
 
@@ -20,8 +29,11 @@ def report(paths: Sequence[str], out_dir: str) -> list[Entry]:
 
     entries = load_entries(paths)
     os.makedirs(out_dir, exist_ok=True)
-    for name, text in (("table.md", markdown_table(entries)), ("table.tex", latex_table(entries)),
-                       ("results.csv", csv_table(entries))):
+    for name, text in (
+        ("table.md", markdown_table(entries)),
+        ("table.tex", latex_table(entries)),
+        ("results.csv", csv_table(entries)),
+    ):
         write_atomic(os.path.join(out_dir, name), text.encode())
     plot_bands(entries, os.path.join(out_dir, "curves"))
     return entries

@@ -20,24 +20,40 @@ def _cell(stats: dict, scale: float, plus_minus: str) -> str:
 def _columns(entries: list[Entry]) -> list[tuple[str, str, float]]:
     """(heading, metric, scale) for the final-epoch columns the entries share."""
     splits = [s for s in SPLITS if all(s in e.splits for e in entries)]
-    return ([(f"{s.capitalize()} accuracy (%)", f"{s}_accuracy", 100.0) for s in splits]
-            + [("Test loss", "test_loss", 1.0)])
+    return [(f"{s.capitalize()} accuracy (%)", f"{s}_accuracy", 100.0) for s in splits] + [
+        ("Test loss", "test_loss", 1.0)
+    ]
 
 
 def markdown_table(entries: list[Entry]) -> str:
     """Final-epoch metrics as mean ± std over seeds, one row per entry."""
     columns = _columns(entries)
-    lines = ["| Experiment | Seeds | Epochs | " + " | ".join(c[0] for c in columns) + " |",
-             "|---|--:|--:|" + "--:|" * len(columns)]
+    lines = [
+        "| Experiment | Seeds | Epochs | " + " | ".join(c[0] for c in columns) + " |",
+        "|---|--:|--:|" + "--:|" * len(columns),
+    ]
     for e in entries:
         last = e.statistics[-1]
-        lines.append(f"| {e.name} | {e.seeds} | {last['epoch']} | "
-                     + " | ".join(_cell(last[metric], scale, " ± ") for _, metric, scale in columns) + " |")
+        lines.append(
+            f"| {e.name} | {e.seeds} | {last['epoch']} | "
+            + " | ".join(_cell(last[metric], scale, " ± ") for _, metric, scale in columns)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
-_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\^{}",
+}
 
 
 def _latex_escape(text: str) -> str:
@@ -48,25 +64,33 @@ def latex_table(entries: list[Entry]) -> str:
     """The Markdown table's content as a booktabs LaTeX table."""
     columns = _columns(entries)
     headings = ["Experiment", "Seeds", "Epochs"] + [c[0] for c in columns]
-    rows = [[_latex_escape(e.name), str(e.seeds), str(e.statistics[-1]["epoch"])]
-            + ["$" + _cell(e.statistics[-1][metric], scale, r" \pm ") + "$" for _, metric, scale in columns]
-            for e in entries]
+    rows = [
+        [_latex_escape(e.name), str(e.seeds), str(e.statistics[-1]["epoch"])]
+        + [
+            "$" + _cell(e.statistics[-1][metric], scale, r" \pm ") + "$"
+            for _, metric, scale in columns
+        ]
+        for e in entries
+    ]
     body = "\n".join("    " + " & ".join(row) + r" \\" for row in rows)
-    return "\n".join([
-        r"% Needs \usepackage{booktabs}.",
-        r"\begin{table}[t]",
-        r"  \centering",
-        r"  \begin{tabular}{l" + "r" * (len(headings) - 1) + "}",
-        r"    \toprule",
-        "    " + " & ".join(_latex_escape(h) for h in headings) + r" \\",
-        r"    \midrule",
-        body,
-        r"    \bottomrule",
-        r"  \end{tabular}",
-        r"  \caption{MNIST, final epoch: mean $\pm$ standard deviation over the seeds.}",
-        r"  \label{tab:mnist-jax}",
-        r"\end{table}",
-        ""])
+    return "\n".join(
+        [
+            r"% Needs \usepackage{booktabs}.",
+            r"\begin{table}[t]",
+            r"  \centering",
+            r"  \begin{tabular}{l" + "r" * (len(headings) - 1) + "}",
+            r"    \toprule",
+            "    " + " & ".join(_latex_escape(h) for h in headings) + r" \\",
+            r"    \midrule",
+            body,
+            r"    \bottomrule",
+            r"  \end{tabular}",
+            r"  \caption{MNIST, final epoch: mean $\pm$ standard deviation over the seeds.}",
+            r"  \label{tab:mnist-jax}",
+            r"\end{table}",
+            "",
+        ]
+    )
 
 
 def csv_table(entries: list[Entry]) -> str:
@@ -74,11 +98,19 @@ def csv_table(entries: list[Entry]) -> str:
     metrics = [m for m in metric_names(SPLITS) if any(m in e.statistics[0] for e in entries)]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["experiment", "sources", "seeds", "epoch"]
-                    + [f"{m}_{stat}" for m in metrics for stat in ("mean", "std", "ci95")])
+    writer.writerow(
+        ["experiment", "sources", "seeds", "epoch"]
+        + [f"{m}_{stat}" for m in metrics for stat in ("mean", "std", "ci95")]
+    )
     for e in entries:
         for row in e.statistics:
-            values = [row[m][stat] if m in row else "" for m in metrics for stat in ("mean", "std", "ci95")]
-            writer.writerow([e.name, ";".join(e.sources), row["test_accuracy"]["n"], row["epoch"]]
-                            + ["" if isinstance(v, float) and math.isnan(v) else v for v in values])
+            values = [
+                row[m][stat] if m in row else ""
+                for m in metrics
+                for stat in ("mean", "std", "ci95")
+            ]
+            writer.writerow(
+                [e.name, ";".join(e.sources), row["test_accuracy"]["n"], row["epoch"]]
+                + ["" if isinstance(v, float) and math.isnan(v) else v for v in values]
+            )
     return out.getvalue()

@@ -20,7 +20,8 @@ class Reporter:
         """The run is set up and about to train (or go on training)."""
 
     def on_history(self, history: Sequence[EpochMetrics]) -> None:
-        """A resumed run's epochs so far, from its checkpoint; by default each goes to `on_epoch`."""
+        """A resumed run's epochs so far, from its checkpoint; by default each goes to
+        `on_epoch`."""
         for metrics in history:
             self.on_epoch(metrics)
 
@@ -28,7 +29,8 @@ class Reporter:
         """`batches_done` batches of `epoch` are trained (called after each compiled call)."""
 
     def on_steps(self, epoch: int, first_step: int, losses: np.ndarray) -> None:
-        """The training loss of each step a compiled call ran, from the epoch's step `first_step` (0-based)."""
+        """The training loss of each step a compiled call ran, from the epoch's step `first_step`
+        (0-based)."""
 
     def on_epoch(self, metrics: EpochMetrics) -> None:
         """An epoch's metrics over the full splits (epoch 0: before training)."""

@@ -1,4 +1,5 @@
-"""Terminal output: a run's table (the seed notebook's, with timings) and progress bar; a sweep's table."""
+"""Terminal output: a run's table (the seed notebook's, with timings) and progress bar; a sweep's
+table."""
 
 from __future__ import annotations
 
@@ -18,18 +19,27 @@ def seed_table_legend(seeds) -> str:
     return f"{len(seeds)} seeds ({seeds[0]}..{seeds[-1]}); accuracy % as mean +- 95% CI (std)"
 
 
-def seed_table_header(first_column: str, width: int, splits: Sequence[str], seconds: bool = False) -> str:
+def seed_table_header(
+    first_column: str, width: int, splits: Sequence[str], seconds: bool = False
+) -> str:
     """The heading of a sweep's or grid's table: accuracy statistics over seeds per split."""
-    columns = [f"{split.capitalize() + ' accuracy':21}" for split in splits] + (["Seconds"] if seconds else [])
+    columns = [f"{split.capitalize() + ' accuracy':21}" for split in splits] + (
+        ["Seconds"] if seconds else []
+    )
     return f"{first_column:{width}} | " + " | ".join(columns).rstrip()
 
 
-def seed_table_row(label: str | int, width: int, row: dict, splits: Sequence[str],
-                   seconds: float | None = None) -> str:
+def seed_table_row(
+    label: str | int, width: int, row: dict, splits: Sequence[str], seconds: float | None = None
+) -> str:
     """A row of that table: each split's accuracy % as mean +- 95% CI (std)."""
-    cells = [f"{100 * row[k]['mean']:6.2f} +- {100 * row[k]['ci95']:4.2f} ({100 * row[k]['std']:4.2f})"
-             for k in (f"{split}_accuracy" for split in splits)]
-    return f"{label:{width}} | " + " | ".join(cells + ([f"{seconds:7.2f}"] if seconds is not None else []))
+    cells = [
+        f"{100 * row[k]['mean']:6.2f} +- {100 * row[k]['ci95']:4.2f} ({100 * row[k]['std']:4.2f})"
+        for k in (f"{split}_accuracy" for split in splits)
+    ]
+    return f"{label:{width}} | " + " | ".join(
+        cells + ([f"{seconds:7.2f}"] if seconds is not None else [])
+    )
 
 
 class ConsoleReporter(Reporter):
@@ -45,13 +55,23 @@ class ConsoleReporter(Reporter):
 
     def on_start(self, config: Config, environment: dict, steps_per_epoch: int) -> None:
         self.steps_per_epoch = steps_per_epoch
-        model = f"{'-'.join(map(str, config.layer_sizes))} MLP" if config.model == "mlp" else config.model
+        model = (
+            f"{'-'.join(map(str, config.layer_sizes))} MLP"
+            if config.model == "mlp"
+            else config.model
+        )
         deterministic = ", deterministic" if config.deterministic else ""
-        self._print(f"Training {model} with {config.optimizer}, {config.dtype} ({config.matmul_precision} "
-                    f"matmul precision{deterministic}), "
-                    f"batch {config.batch_size}, {config.num_epochs} epochs on "
-                    f"{environment['num_devices']} x {environment['device']}")
-        self._print(_HEADER.replace("| Test", "| Validation accuracy | Test") if config.validation_size else _HEADER)
+        self._print(
+            f"Training {model} with {config.optimizer}, {config.dtype} ({config.matmul_precision} "
+            f"matmul precision{deterministic}), "
+            f"batch {config.batch_size}, {config.num_epochs} epochs on "
+            f"{environment['num_devices']} x {environment['device']}"
+        )
+        self._print(
+            _HEADER.replace("| Test", "| Validation accuracy | Test")
+            if config.validation_size
+            else _HEADER
+        )
 
     def on_batch(self, epoch: int, batches_done: int) -> None:
         if not self.progress:
@@ -59,27 +79,44 @@ class ConsoleReporter(Reporter):
         width = 30
         filled = width * batches_done // self.steps_per_epoch
         bar = "#" * filled + "." * (width - filled)
-        print(f"\r{epoch:5} [{bar}] {batches_done}/{self.steps_per_epoch}", end="",
-              file=self.stream, flush=True)
+        print(
+            f"\r{epoch:5} [{bar}] {batches_done}/{self.steps_per_epoch}",
+            end="",
+            file=self.stream,
+            flush=True,
+        )
 
     def on_epoch(self, m: EpochMetrics) -> None:
         seconds = f"{m.epoch_seconds:7.2f}" if m.epoch_seconds else f"{'':7}"
         rate = f"{m.examples_per_second:10,.0f}" if m.examples_per_second else f"{'':10}"
         clear = "\r\033[K" if self.progress else ""
-        validation = "" if m.validation_accuracy is None else f"{100 * m.validation_accuracy:18.2f}% | "
-        self._print(f"{clear}{m.epoch:5} | {100 * m.train_accuracy:13.2f}% | {validation}"
-                    f"{100 * m.test_accuracy:12.2f}% | {seconds} | {rate}")
+        validation = (
+            "" if m.validation_accuracy is None else f"{100 * m.validation_accuracy:18.2f}% | "
+        )
+        self._print(
+            f"{clear}{m.epoch:5} | {100 * m.train_accuracy:13.2f}% | {validation}"
+            f"{100 * m.test_accuracy:12.2f}% | {seconds} | {rate}"
+        )
 
     def on_end(self, result: Result) -> None:
         final = "Final" if result.status == "completed" else f"Run {result.status}; last"
-        cached = f" ({result.compilations_from_cache} from the cache)" if result.compilations_from_cache else ""
-        self._print(f"{final} test accuracy {100 * result.final_test_accuracy:.2f}%; compiled "
-                    f"{result.compilations} programs{cached} in {result.compile_seconds:.2f} s, "
-                    f"trained in {result.summary()['train_seconds']:.2f} s")
+        cached = (
+            f" ({result.compilations_from_cache} from the cache)"
+            if result.compilations_from_cache
+            else ""
+        )
+        self._print(
+            f"{final} test accuracy {100 * result.final_test_accuracy:.2f}%; compiled "
+            f"{result.compilations} programs{cached} in {result.compile_seconds:.2f} s, "
+            f"trained in {result.summary()['train_seconds']:.2f} s"
+        )
         if result.best_epoch is not None:
             best = result.summary()["best"]
-            self._print(f"Best epoch by validation accuracy: {best['epoch']} (validation "
-                        f"{100 * best['validation_accuracy']:.2f}%, test {100 * best['test_accuracy']:.2f}%)")
+            self._print(
+                f"Best epoch by validation accuracy: {best['epoch']} (validation "
+                f"{100 * best['validation_accuracy']:.2f}%, test "
+                f"{100 * best['test_accuracy']:.2f}%)"
+            )
 
     def on_warning(self, message: str) -> None:
         print(f"mnist-jax: warning: {message}", file=sys.stderr, flush=True)

@@ -1,4 +1,5 @@
-"""`TensorBoardReporter`: a run's metrics and step losses as TensorBoard event files, as it trains."""
+"""`TensorBoardReporter`: a run's metrics and step losses as TensorBoard event files, as it
+trains."""
 
 from __future__ import annotations
 
@@ -33,8 +34,11 @@ class TensorBoardReporter(Reporter):
         self.events.steps(epoch, first_step, losses[None])
 
     def on_epoch(self, metrics: EpochMetrics) -> None:
-        scores = {name: value for name, value in dataclasses.asdict(metrics).items()
-                  if name.endswith(("_accuracy", "_loss"))}
+        scores = {
+            name: value
+            for name, value in dataclasses.asdict(metrics).items()
+            if name.endswith(("_accuracy", "_loss"))
+        }
         self.events.metrics(metrics.epoch, [scores], metrics.epoch_seconds)
 
     def on_end(self, result: Result) -> None:

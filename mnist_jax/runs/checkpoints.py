@@ -29,7 +29,6 @@ FOLDER = "checkpoints"
 T = TypeVar("T")  # a pytree type: the state a checkpoint restores into
 
 
-
 @dataclass(frozen=True)
 class Checkpoint:
     """The state's leaves and the history after `epoch` epochs and `batches_done` batches of
@@ -44,11 +43,17 @@ class Checkpoint:
         """The saved state, shaped like `template` (a pytree with the same structure)."""
         treedef = jax.tree.structure(template)
         if treedef.num_leaves != len(self.leaves):
-            raise ValueError(f"checkpoint holds {len(self.leaves)} arrays, the state has {treedef.num_leaves}")
-        for i, (saved, expected) in enumerate(zip(self.leaves, jax.tree.leaves(template), strict=True)):
+            raise ValueError(
+                f"checkpoint holds {len(self.leaves)} arrays, the state has {treedef.num_leaves}"
+            )
+        for i, (saved, expected) in enumerate(
+            zip(self.leaves, jax.tree.leaves(template), strict=True)
+        ):
             if saved.shape != np.shape(expected) or saved.dtype != np.asarray(expected).dtype:
-                raise ValueError(f"checkpoint array {i} is {saved.dtype}{list(saved.shape)}, "
-                                 f"the state's is {np.asarray(expected).dtype}{list(np.shape(expected))}")
+                raise ValueError(
+                    f"checkpoint array {i} is {saved.dtype}{list(saved.shape)}, "
+                    f"the state's is {np.asarray(expected).dtype}{list(np.shape(expected))}"
+                )
         return jax.tree.unflatten(treedef, self.leaves)
 
 
@@ -59,20 +64,27 @@ def _path(run_dir: str, epoch: int, batches_done: int = 0) -> str:
 
 def _all(run_dir: str) -> list[str]:
     """Every checkpoint's path, oldest first."""
+
     def position(path: str) -> tuple[int, int]:
-        epoch, batches = re.fullmatch(r"epoch-(\d+)(?:-batch-(\d+))?\.npz", os.path.basename(path)).groups()
+        epoch, batches = re.fullmatch(
+            r"epoch-(\d+)(?:-batch-(\d+))?\.npz", os.path.basename(path)
+        ).groups()
         return int(epoch), int(batches or 0)
 
     return sorted(glob.glob(os.path.join(run_dir, FOLDER, "epoch-*.npz")), key=position)
 
 
-def save(run_dir: str, epoch: int, state, history: list[EpochMetrics], keep: int, batches_done: int = 0) -> str:
+def save(
+    run_dir: str, epoch: int, state, history: list[EpochMetrics], keep: int, batches_done: int = 0
+) -> str:
     """Writes the checkpoint and deletes all but the newest `keep`."""
     os.makedirs(os.path.join(run_dir, FOLDER), exist_ok=True)
     leaves = {f"leaf_{i:04d}": np.asarray(leaf) for i, leaf in enumerate(jax.tree.leaves(state))}
     history_json = json.dumps([dataclasses.asdict(m) for m in history])
     buffer = io.BytesIO()
-    np.savez(buffer, epoch=epoch, batches_done=batches_done, history=np.array(history_json), **leaves)
+    np.savez(
+        buffer, epoch=epoch, batches_done=batches_done, history=np.array(history_json), **leaves
+    )
     path = _path(run_dir, epoch, batches_done)
     write_atomic(path, buffer.getvalue())
     for old in _all(run_dir)[:-keep]:
@@ -91,8 +103,9 @@ def load(path: str) -> Checkpoint:
         raise CheckpointError(f"{path} is damaged: {type(e).__name__}: {e}") from e
 
 
-def latest(run_dir: str, template=None,
-           on_damaged: Callable[[str], None] = lambda message: None) -> Checkpoint | None:
+def latest(
+    run_dir: str, template=None, on_damaged: Callable[[str], None] = lambda message: None
+) -> Checkpoint | None:
     """The newest intact checkpoint in the run folder (restorable into `template` if given),
     or None. Each damaged one passed over is reported to `on_damaged`."""
     for path in reversed(_all(run_dir)):
@@ -102,5 +115,7 @@ def latest(run_dir: str, template=None,
                 checkpoint.restore(template)
             return checkpoint
         except (CheckpointError, ValueError) as e:
-            on_damaged(str(e) if isinstance(e, CheckpointError) else f"{path} does not fit this run: {e}")
+            on_damaged(
+                str(e) if isinstance(e, CheckpointError) else f"{path} does not fit this run: {e}"
+            )
     return None

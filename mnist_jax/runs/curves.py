@@ -18,9 +18,16 @@ def plot_curves(history: Sequence[EpochMetrics], path: str) -> None:
     for split in ("train", "validation", "test"):
         if getattr(history[0], f"{split}_accuracy") is None:
             continue
-        error_ax.plot(epochs, [100 * (1 - getattr(m, f"{split}_accuracy")) for m in history], "o-", label=split)
+        error_ax.plot(
+            epochs,
+            [100 * (1 - getattr(m, f"{split}_accuracy")) for m in history],
+            "o-",
+            label=split,
+        )
         loss_ax.plot(epochs, [getattr(m, f"{split}_loss") for m in history], "o-", label=split)
-    error_ax.set(xlabel="epoch", ylabel="error (%)", title="Error rate (100 - accuracy)", yscale="log")
+    error_ax.set(
+        xlabel="epoch", ylabel="error (%)", title="Error rate (100 - accuracy)", yscale="log"
+    )
     loss_ax.set(xlabel="epoch", ylabel="mean negative log-likelihood", title="Loss", yscale="log")
     for ax in (error_ax, loss_ax):
         ax.grid(alpha=0.3)

@@ -27,12 +27,18 @@ def learning_rates(configs: Sequence[Config], train_size: int) -> list[np.ndarra
     name, whose rate only its factory knows), each distinct schedule evaluated once, all in one
     compiled program."""
     distinct = list(dict.fromkeys(configs))  # a sweep's seeds share their config
-    schedules = [learning_rate_schedule(c, train_size) if optimizer_by_name(c) else None for c in distinct]
+    schedules = [
+        learning_rate_schedule(c, train_size) if optimizer_by_name(c) else None for c in distinct
+    ]
     shaped = [s for s in schedules if callable(s)]
     steps = np.arange(max(c.num_epochs * steps_per_epoch(c, train_size) for c in distinct))
-    curves = iter(np.asarray(jax.jit(lambda t: jnp.stack([s(t) for s in shaped]))(steps)) if shaped else [])
-    rates = [None if s is None else next(curves) if callable(s) else np.full(len(steps), s, np.float32)
-             for s in schedules]
+    curves = iter(
+        np.asarray(jax.jit(lambda t: jnp.stack([s(t) for s in shaped]))(steps)) if shaped else []
+    )
+    rates = [
+        None if s is None else next(curves) if callable(s) else np.full(len(steps), s, np.float32)
+        for s in schedules
+    ]
     return [rates[distinct.index(c)] for c in configs]
 
 
@@ -93,7 +99,8 @@ def _message_field(number: int, data: bytes) -> bytes:
 
 def event(wall_time: float, step: int = 0, tag: str | None = None, value: float = 0.0) -> bytes:
     """An `Event` protocol buffer: the file-version header without a tag, else one scalar summary
-    (Event: 1 wall_time, 2 step, 3 file_version, 5 summary; Summary.Value: 1 tag, 2 simple_value)."""
+    (Event: 1 wall_time, 2 step, 3 file_version, 5 summary; Summary.Value: 1 tag, 2
+    simple_value)."""
     head = _field(1, 1, struct.pack("<d", wall_time)) + _field(2, 0, _varint(step))
     if tag is None:
         return head + _message_field(3, b"brain.Event:2")
@@ -102,7 +109,8 @@ def event(wall_time: float, step: int = 0, tag: str | None = None, value: float 
 
 
 class EventFile:
-    """An event file in `folder`, named as TensorBoard looks for them; scalars appended, flushed by `flush`."""
+    """An event file in `folder`, named as TensorBoard looks for them; scalars appended, flushed by
+    `flush`."""
 
     def __init__(self, folder: str):
         os.makedirs(folder, exist_ok=True)
@@ -124,14 +132,18 @@ class TrainingEvents:
     """Event files for models trained together (so with one batch size), in `folder/stream` for
     each name in `streams` (`""`: `folder` itself), each with its config's learning rates."""
 
-    def __init__(self, folder: str, streams: Sequence[str], configs: Sequence[Config], train_size: int):
+    def __init__(
+        self, folder: str, streams: Sequence[str], configs: Sequence[Config], train_size: int
+    ):
         self.rates = learning_rates(configs, train_size)
         self.steps_per_epoch = steps_per_epoch(configs[0], train_size)
         self.writers = [EventFile(os.path.join(folder, stream)) for stream in streams]
 
-    def metrics(self, epoch: int, scores: Sequence[dict[str, float]], seconds: float | None = None) -> None:
-        """Model i's metrics `scores[i]` (`<split>_accuracy`, `<split>_loss`) after `epoch` (0: before
-        training), and the epoch's training seconds; the epoch is the events' step."""
+    def metrics(
+        self, epoch: int, scores: Sequence[dict[str, float]], seconds: float | None = None
+    ) -> None:
+        """Model i's metrics `scores[i]` (`<split>_accuracy`, `<split>_loss`) after `epoch` (0:
+        before training), and the epoch's training seconds; the epoch is the events' step."""
         for writer, model_scores in zip(self.writers, scores, strict=True):
             for name, value in model_scores.items():
                 split, _, metric = name.rpartition("_")
@@ -142,8 +154,9 @@ class TrainingEvents:
             writer.flush()
 
     def steps(self, epoch: int, first_step: int, losses: np.ndarray) -> None:
-        """Model i's training losses `losses[i]` of epoch `epoch`'s steps from `first_step` (0-based),
-        with the learning rate at each; the optimizer step, from 1, is the events' step."""
+        """Model i's training losses `losses[i]` of epoch `epoch`'s steps from `first_step`
+        (0-based), with the learning rate at each; the optimizer step, from 1, is the events'
+        step."""
         first_step += (epoch - 1) * self.steps_per_epoch
         for writer, rates, model_losses in zip(self.writers, self.rates, losses, strict=True):
             for step, loss in enumerate(model_losses, start=first_step + 1):

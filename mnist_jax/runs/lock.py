@@ -31,11 +31,18 @@ def acquire(path: str) -> str | None:
             except FileExistsError:
                 holder = _read_lock(lock)
                 if _alive(holder):
-                    raise RunLockedError(f"{path} is in use by process {holder.get('pid')} on {holder.get('host')} "
-                                         f"({lock}); wait for it to finish or stop it") from None
+                    raise RunLockedError(
+                        f"{path} is in use by process {holder.get('pid')} on {holder.get('host')} "
+                        f"({lock}); wait for it to finish or stop it"
+                    ) from None
                 os.remove(lock)
-                note = f"recovered a stale lock on {path} from process {holder.get('pid')}, which is no longer running"
-        raise RunLockedError(f"{path}: another process took the lock while a stale one was being recovered")
+                note = (
+                    f"recovered a stale lock on {path} from process {holder.get('pid')}, which "
+                    "is no longer running"
+                )
+        raise RunLockedError(
+            f"{path}: another process took the lock while a stale one was being recovered"
+        )
     finally:
         os.remove(mine)
 

@@ -10,14 +10,18 @@ import jax
 CACHE_ENV = "MNIST_JAX_COMPILATION_CACHE"  # a folder for the cache, or "off"
 _OFF = ("off", "none", "0", "false")
 _COMPILED = "/jax/core/compile/backend_compile_duration"
-_STAGES = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration")
+_STAGES = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+)
 _FROM_CACHE = "/jax/compilation_cache/cache_hits"
 
 
 @dataclass
 class Compilations:
-    """XLA programs the `with` block needed (`programs`: compiled, or loaded from the persistent cache,
-    `from_cache` of them), and the seconds spent tracing, lowering, compiling and loading them.
+    """XLA programs the `with` block needed (`programs`: compiled, or loaded from the persistent
+    cache, `from_cache` of them), and the seconds spent tracing, lowering, compiling and loading
+    them.
 
     Counts every program JAX compiles in the process during the block, from any thread.
     """
@@ -57,11 +61,14 @@ def default_cache_dir() -> str | None:
 
 
 def cache_settings(path: str) -> dict[str, object]:
-    """JAX's settings that keep every compiled program in `path`, however short its compile or small
-    its executable. A process that starts JAX later can take them as environment variables: each
-    name in upper case."""
-    return {"jax_compilation_cache_dir": path, "jax_persistent_cache_min_compile_time_secs": 0,
-            "jax_persistent_cache_min_entry_size_bytes": 0}
+    """JAX's settings that keep every compiled program in `path`, however short its compile or
+    small its executable. A process that starts JAX later can take them as environment variables:
+    each name in upper case."""
+    return {
+        "jax_compilation_cache_dir": path,
+        "jax_persistent_cache_min_compile_time_secs": 0,
+        "jax_persistent_cache_min_entry_size_bytes": 0,
+    }
 
 
 def enable_compilation_cache(path: str) -> None:

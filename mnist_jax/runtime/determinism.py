@@ -33,5 +33,7 @@ def make_deterministic() -> None:
         os.environ["XLA_FLAGS"] = f"{flags} {GPU_FLAG}".strip()
         return
     if any(device.platform == "gpu" for device in jax.devices()):
-        raise ConfigError(f"deterministic needs {GPU_FLAG} in XLA_FLAGS before JAX starts its GPU backend, which "
-                          "has started: set it in the environment, or train before anything else uses JAX")
+        raise ConfigError(
+            f"deterministic needs {GPU_FLAG} in XLA_FLAGS before JAX starts its GPU backend, "
+            "which has started: set it in the environment, or train before anything else uses JAX"
+        )

@@ -14,8 +14,16 @@ import sys
 import jax
 import jax.extend.backend
 
-_PACKAGES = ("mnist-jax", "jax", "jaxlib", "optax", "numpy", "tensorflow-cpu", "tensorflow",
-             "tensorflow-datasets")
+_PACKAGES = (
+    "mnist-jax",
+    "jax",
+    "jaxlib",
+    "optax",
+    "numpy",
+    "tensorflow-cpu",
+    "tensorflow",
+    "tensorflow-datasets",
+)
 
 
 def environment(mesh: jax.sharding.Mesh | None = None) -> dict:
@@ -26,8 +34,12 @@ def environment(mesh: jax.sharding.Mesh | None = None) -> dict:
     for name in _PACKAGES:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[name] = importlib.metadata.version(name)
-    return {"device": f"{device.platform}:{device.device_kind}", "num_devices": len(devices),
-            "versions": versions, "command": sys.argv}
+    return {
+        "device": f"{device.platform}:{device.device_kind}",
+        "num_devices": len(devices),
+        "versions": versions,
+        "command": sys.argv,
+    }
 
 
 def fingerprint() -> dict:
@@ -39,13 +51,25 @@ def fingerprint() -> dict:
     for device in jax.devices():
         if device.platform != "cpu":
             stats = device.memory_stats() or {}
-            accelerators.append({"platform": device.platform, "kind": device.device_kind,
-                                 "memory_bytes": stats.get("bytes_limit")})
-    platforms = {name: backend.platform_version for name, backend in jax.extend.backend.backends().items()}
-    return {"cpu": {"model": _cpu_model(), "cores": os.cpu_count()}, "accelerators": accelerators,
-            "platform_versions": platforms, "versions": environment()["versions"], "git_commit": _git_commit(),
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+            accelerators.append(
+                {
+                    "platform": device.platform,
+                    "kind": device.device_kind,
+                    "memory_bytes": stats.get("bytes_limit"),
+                }
+            )
+    platforms = {
+        name: backend.platform_version for name, backend in jax.extend.backend.backends().items()
+    }
+    return {
+        "cpu": {"model": _cpu_model(), "cores": os.cpu_count()},
+        "accelerators": accelerators,
+        "platform_versions": platforms,
+        "versions": environment()["versions"],
+        "git_commit": _git_commit(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
 
 
 def _cpu_model() -> str:
@@ -59,11 +83,15 @@ def _cpu_model() -> str:
 
 def _git_commit() -> str | None:
     """The commit of the git checkout this package runs from (None if installed, or no git)."""
-    checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # above mnist_jax/
+    checkout = os.path.dirname(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    )  # above mnist_jax/
     if not os.path.exists(os.path.join(checkout, ".git")):
         return None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True, timeout=10)
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True, timeout=10
+        )
         if done.returncode == 0:
             return done.stdout.strip()
     return None

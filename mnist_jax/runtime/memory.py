@@ -16,8 +16,12 @@ GIB = 2**30
 _DATA_BYTES = 70_000 * 28 * 28  # every MNIST image as uint8, in device memory on the device path
 
 
-def estimate_bytes(config: Config, num_devices: int = 1, num_models: int = 1,
-                   steps: Steps | CheckedModel | None = None) -> dict[str, int]:
+def estimate_bytes(
+    config: Config,
+    num_devices: int = 1,
+    num_models: int = 1,
+    steps: Steps | CheckedModel | None = None,
+) -> dict[str, int]:
     """Approximate peak bytes per device, by part: a rough upper bound, not an exact count.
 
     Parameter counts come from the model's shapes (`jax.eval_shape`), activations from the
@@ -28,7 +32,9 @@ def estimate_bytes(config: Config, num_devices: int = 1, num_models: int = 1,
     num_params = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(steps.params_shape))
     num_state = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(steps.state_shape))
     per_example = steps.activations_per_example
-    rows, eval_rows = (math.ceil(n / num_devices) for n in (config.batch_size, config.eval_batch_size))
+    rows, eval_rows = (
+        math.ceil(n / num_devices) for n in (config.batch_size, config.eval_batch_size)
+    )
     return {
         # parameters, gradients, the update and two optimizer moments, per model
         "training state": 5 * num_params * itemsize * num_models,
@@ -66,7 +72,9 @@ def _host_available_bytes() -> int | None:
             return None
 
 
-def check_fits(config: Config, mesh: Mesh, num_models: int = 1, steps: Steps | CheckedModel | None = None) -> None:
+def check_fits(
+    config: Config, mesh: Mesh, num_models: int = 1, steps: Steps | CheckedModel | None = None
+) -> None:
     """Raises ConfigError if the estimate exceeds what a device has available."""
     parts = estimate_bytes(config, mesh.devices.size, num_models, steps)
     need, have = sum(parts.values()), available_bytes(mesh)
@@ -75,10 +83,13 @@ def check_fits(config: Config, mesh: Mesh, num_models: int = 1, steps: Steps | C
         raise ConfigError(
             f"this run needs about {need / GIB:.1f} GiB per device ({breakdown} GiB), but "
             f"{mesh.devices.flat[0].device_kind} has {have / GIB:.1f} GiB available: "
-            "use narrower layers or a smaller batch size")
+            "use narrower layers or a smaller batch size"
+        )
 
 
-def models_that_fit(config: Config, mesh: Mesh, steps: Steps | CheckedModel | None = None) -> int | None:
+def models_that_fit(
+    config: Config, mesh: Mesh, steps: Steps | CheckedModel | None = None
+) -> int | None:
     """How many models of `config` one compiled program can train together on a device, by the
     estimate (None if the device's memory is unknown)."""
     have = available_bytes(mesh)

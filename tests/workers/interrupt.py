@@ -1,7 +1,7 @@
-"""Trains the tiny run (4 epochs) into OUT with the CLI's own code path and sends itself $STOP_SIGNAL
-(default SIGINT) once 8 batches of epoch INT_EPOCH are done (part-way through the epoch on the
-stream path, at its end on the device path, whose epoch is one call). Further arguments are
-passed on as flags.
+"""Trains the tiny run (4 epochs) into OUT with the CLI's own code path and sends itself
+$STOP_SIGNAL (default SIGINT) once 8 batches of epoch INT_EPOCH are done (part-way through the
+epoch on the stream path, at its end on the device path, whose epoch is one call). Further
+arguments are passed on as flags.
 
 usage: python -m tests.workers.interrupt DATA_DIR OUT INT_EPOCH PIPELINE [FLAGS ...]
 """
@@ -26,5 +26,21 @@ def on_batch(self, epoch, batches_done):
 
 
 ConsoleReporter.on_batch = on_batch
-sys.exit(cli.main(["train", *TINY_FLAGS, *CHUNK_FLAGS, "--epochs", "4", "--pipeline", pipeline, "--data-dir", data_dir,
-                   "--out", out, *sys.argv[5:]]))
+sys.exit(
+    cli.main(
+        [
+            "train",
+            *TINY_FLAGS,
+            *CHUNK_FLAGS,
+            "--epochs",
+            "4",
+            "--pipeline",
+            pipeline,
+            "--data-dir",
+            data_dir,
+            "--out",
+            out,
+            *sys.argv[5:],
+        ]
+    )
+)

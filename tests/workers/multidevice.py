@@ -23,10 +23,19 @@ for pipeline in ("device", "stream"):
             "num_devices": [one.num_devices, four.num_devices],
             # The parameters and, for a model with state, its state (batch statistics over the
             # global batch, whatever the device count).
-            "max_param_diff": max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
-                                  for a, b in zip(jax.tree.leaves((one.params, one.model_state)),
-                                                  jax.tree.leaves((four.params, four.model_state)), strict=True)),
-            "accuracies": [[(m.train_accuracy, m.test_accuracy) for m in r.history] for r in (one, four)],
-            "replicated": all(a.sharding.is_fully_replicated for a in jax.tree.leaves(four.params)),
+            "max_param_diff": max(
+                float(np.abs(np.asarray(a) - np.asarray(b)).max())
+                for a, b in zip(
+                    jax.tree.leaves((one.params, one.model_state)),
+                    jax.tree.leaves((four.params, four.model_state)),
+                    strict=True,
+                )
+            ),
+            "accuracies": [
+                [(m.train_accuracy, m.test_accuracy) for m in r.history] for r in (one, four)
+            ],
+            "replicated": all(
+                a.sharding.is_fully_replicated for a in jax.tree.leaves(four.params)
+            ),
         }
 print(json.dumps(report))

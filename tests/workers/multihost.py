@@ -1,8 +1,8 @@
 """One process of a multi-process test run: joins the runtime, trains the tiny run through the
 library with the run folder OUT/run<process id>, and saves its parameters as OUT/params<id>.npz.
 
-usage: python -m tests.workers.multihost DATA_DIR OUT PIPELINE [MODEL] [--coordinator ... --num-processes ...
-       --process-id ...]
+usage: python -m tests.workers.multihost DATA_DIR OUT PIPELINE [MODEL]
+       [--coordinator ... --num-processes ... --process-id ...]
 """
 
 import argparse
@@ -27,8 +27,13 @@ parser.add_argument("--process-id", type=int)
 args = parser.parse_args()
 
 if args.coordinator:
-    initialize_distributed(args.coordinator, args.num_processes, args.process_id, timeout_seconds=60)
+    initialize_distributed(
+        args.coordinator, args.num_processes, args.process_id, timeout_seconds=60
+    )
 config = tiny(args.data_dir, pipeline=args.pipeline, model=args.model)
 result = train(config, os.path.join(args.out, f"run{jax.process_index()}"))
-np.savez(os.path.join(args.out, f"params{jax.process_index()}.npz"), **params_to_arrays(result.params),
-         accuracies=np.array([(m.train_accuracy, m.test_accuracy) for m in result.history]))
+np.savez(
+    os.path.join(args.out, f"params{jax.process_index()}.npz"),
+    **params_to_arrays(result.params),
+    accuracies=np.array([(m.train_accuracy, m.test_accuracy) for m in result.history]),
+)

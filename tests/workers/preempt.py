@@ -18,10 +18,15 @@ from mnist_jax.reporters import ConsoleReporter, Reporter
 def preempting(on_batch):
     def hook(self, epoch, batches_done):
         on_batch(self, epoch, batches_done)
-        if (str(jax.process_index()) == os.environ.get("STOP_PROCESS") and epoch == 2 and batches_done >= 8
-                and not getattr(self, "sent", False)):
+        if (
+            str(jax.process_index()) == os.environ.get("STOP_PROCESS")
+            and epoch == 2
+            and batches_done >= 8
+            and not getattr(self, "sent", False)
+        ):
             self.sent = True
             os.kill(os.getpid(), signal.SIGTERM)
+
     return hook
 
 
