@@ -433,9 +433,8 @@ def _train(args: argparse.Namespace) -> int:
             f"{result.history[-1].epoch}{resume}",
             file=sys.stderr,
         )
-        return (
-            128 + signal.Signals[result.stopped_by].value
-        )  # as the shell reports a death by that signal
+        # as the shell reports a death by that signal
+        return 128 + signal.Signals[result.stopped_by].value
     if result.status == "diverged":
         print(f"mnist-jax train: {result.divergence['message']}", file=sys.stderr)
         return 3

@@ -23,12 +23,10 @@ LOSS_REDUCTIONS = ("sum", "mean")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "linear", "onecycle")
 WARMUP_SCHEDULES = ("warmup_cosine", "onecycle")
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # package.module:factory
-MNIST_TRAIN_SIZE = (
-    60_000  # tfds's training split; with validation_size, the last rows are held out
-)
-OBJECT_PREFIX = (
-    "object:"  # a model or optimizer given as a Python object, described after the colon
-)
+# tfds's training split; with validation_size, the last rows are held out
+MNIST_TRAIN_SIZE = 60_000
+# a model or optimizer given as a Python object, described after the colon
+OBJECT_PREFIX = "object:"
 
 
 def setting(default, help: str):

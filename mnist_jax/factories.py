@@ -19,9 +19,8 @@ def call_factory(path: str, config: Config, what: str) -> object:
     """
     module_name, _, name = path.partition(":")
     if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.append(
-            os.getcwd()
-        )  # as `python -m` would: the user's own modules, from where they run
+        # as `python -m` would: the user's own modules, from where they run
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except Exception as e:  # ImportError, or whatever the module raises as it loads

@@ -59,9 +59,8 @@ class Result:
     status: str = "completed"  # or "interrupted", "diverged"
     command: list[str] = field(default_factory=list)
     divergence: dict | None = None  # epoch, first_step, last_step, message
-    stopped_by: str | None = (
-        None  # the signal an interrupted run stopped on: "SIGINT" or "SIGTERM"
-    )
+    # the signal an interrupted run stopped on: "SIGINT" or "SIGTERM"
+    stopped_by: str | None = None
     best_epoch: int | None = None  # of highest validation accuracy, with a validation split
     best_params: Params | None = None  # the parameters after that epoch
     model_state: ModelState = ()  # the model's final state (`()` for a model without one)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.special import (
-    stdtrit,
-)  # Student's t quantile; scipy.stats takes half a second to import
+
+# Student's t quantile; scipy.stats takes half a second to import
+from scipy.special import stdtrit
 
 
 def statistics(values: Sequence[float]) -> dict:

@@ -22,9 +22,8 @@ from mnist_jax.models import Model, ModelState, Params, Variables, make_model
 from mnist_jax.models.interface import Apply, stateful_form
 from mnist_jax.optimizers import decays, make_optimizer
 
-_STEP_KEYS = (
-    0xFFFFFFFF  # folded into the seed's key: the per-step keys' stream, apart from epoch orders
-)
+# folded into the seed's key: the per-step keys' stream, apart from epoch orders
+_STEP_KEYS = 0xFFFFFFFF
 
 
 class Batch(NamedTuple):
@@ -51,12 +50,10 @@ class TrainState(NamedTuple):
 class Steps(NamedTuple):
     """A run's model and optimizer, bound once: what every data path, sweep and score calls."""
 
-    init: Callable[
-        [int], TrainState
-    ]  # seed (or a uint32 array of them, under vmap) -> initial state
-    train_step: Callable[
-        ..., tuple[TrainState, jax.Array]
-    ]  # (state, batch, key=None) -> new state, loss
+    # seed (or a uint32 array of them, under vmap) -> initial state
+    init: Callable[[int], TrainState]
+    # (state, batch, key=None) -> new state, loss
+    train_step: Callable[..., tuple[TrainState, jax.Array]]
     eval_step: Callable[[Variables, Batch], tuple[jax.Array, jax.Array]]  # -> correct, summed loss
     params_shape: Any  # the parameters' shapes and dtypes (jax.ShapeDtypeStruct leaves)
     state_shape: Any  # the model state's (`()` for a model without one)

@@ -152,9 +152,8 @@ def _train_together(
     With `events_dir`, TensorBoard events for each model in `events_dir/<cell settings>/seed-N`."""
     base = configs[0]
     train_size = shares["train"].total
-    steps = make_steps(
-        base, model, optimizer, train_size=train_size
-    )  # init and evaluation use no traced value
+    # init and evaluation use no traced value
+    steps = make_steps(base, model, optimizer, train_size=train_size)
     # One config (a plain sweep) keeps its settings as constants, exactly as its runs do.
     traced = traced_settings(base, model, optimizer) if len(configs) > 1 else ()
     with precision(base):
@@ -217,9 +216,8 @@ def _train_together(
                     state, splits["train"], np.int32(epoch), seed_array, values
                 )
                 if events:
-                    losses = np.asarray(
-                        losses
-                    )  # waits for the epoch, to time it apart from evaluation
+                    # waits for the epoch, to time it apart from evaluation
+                    losses = np.asarray(losses)
                     epoch_seconds = time.perf_counter() - epoch_start
                 history.append(evaluate(state.variables))
                 on_epoch(epoch, base.num_epochs)
@@ -295,9 +293,8 @@ def _events_dir(out_dir: str | None, tensorboard: bool) -> str | None:
         raise ConfigError("TensorBoard's event files go in the sweep's folder: give it (--out)")
     if not tensorboard:
         return None
-    shutil.rmtree(
-        os.path.join(out_dir, TENSORBOARD), ignore_errors=True
-    )  # a sweep replaces its folder's last one
+    # a sweep replaces its folder's last one
+    shutil.rmtree(os.path.join(out_dir, TENSORBOARD), ignore_errors=True)
     return os.path.join(out_dir, TENSORBOARD)
 
 
@@ -309,9 +306,8 @@ def _compiled(compilations: Compilations) -> dict:
     }
 
 
-Axes = (
-    dict  # setting name -> values; or a tuple of names -> tuples of their values, varied together
-)
+# setting name -> values; or a tuple of names -> tuples of their values, varied together
+Axes = dict
 
 
 def grid_configs(config: Config, axes: Axes) -> list[tuple[dict, Config]]:

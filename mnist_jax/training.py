@@ -143,9 +143,8 @@ def train(
         check_pipeline(config)
         mesh = parallel.make_mesh(config.devices, config.platform)
         for batch_size in (config.batch_size, config.eval_batch_size):
-            parallel.rows_per_batch(
-                batch_size, mesh
-            )  # fails early if smaller than the device count
+            # fails early if smaller than the device count
+            parallel.rows_per_batch(batch_size, mesh)
         if resume and not out_dir:
             raise ConfigError("resuming needs the run folder")
         if tensorboard and not out_dir:
@@ -280,9 +279,8 @@ def _train(
                 reporter.on_steps(epoch, run.first_step, run.losses)
                 if run.completed:
                     record(epoch, scores, seconds)
-                stopping = (
-                    interrupt.requested()
-                )  # once per boundary: a collective across processes
+                # once per boundary: a collective across processes
+                stopping = interrupt.requested()
                 if run_dir:
                     run_dir.end_epoch(
                         epoch,

@@ -22,14 +22,8 @@ NUM_TRAIN, NUM_TEST = 300, 100  # the synthetic data's splits (conftest.py makes
 # examples; 4 batches a chunk are 3 chunks, the last holding 2 real batches and 2 of padding;
 # 62 rows an evaluation batch leave a short last one in both splits.
 TINY = dict(layer_sizes=(784, 16, 10), batch_size=32, eval_batch_size=62, batches_per_chunk=4)
-TINY_FLAGS = [
-    "--layer-sizes",
-    "784,16,10",
-    "--batch-size",
-    "32",
-    "--eval-batch-size",
-    "62",
-]  # any command's
+# any command's
+TINY_FLAGS = ["--layer-sizes", "784,16,10", "--batch-size", "32", "--eval-batch-size", "62"]
 CHUNK_FLAGS = ["--batches-per-chunk", "4"]  # train's alone (a sweep streams nothing)
 MNIST_JAX = [sys.executable, "-m", "mnist_jax.cli"]
 ROOT = Path(__file__).resolve().parent.parent

@@ -96,9 +96,8 @@ def test_the_order_is_counted_against_the_reproductions_pair_by_pair(tmp_path):
     )
     (tmp_path / "a" / "grid.json").unlink()
     (tmp_path / "a").rmdir()
-    long_runs(
-        tmp_path, "a", ["adadelta", "adam", "rmsprop", "sgd_nesterov", "adagrad"]
-    )  # Adam's first pair lost
+    # Adam's first pair lost
+    long_runs(tmp_path, "a", ["adadelta", "adam", "rmsprop", "sgd_nesterov", "adagrad"])
     assert (
         "(Adam; then RMSProp and AdaDelta; then AdaGrad and SGD, Nesterov momentum): "
         "7 of the 8 pairs" in (paper.agreement(tmp_path))

@@ -120,10 +120,8 @@ def dotted(module: str) -> str:
     return "mnist_jax." + module.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
 
 
-HEAVY = [
-    "mnist_jax.data.tfds_source",
-    "mnist_jax.data.streams",
-]  # TensorFlow: preparation and the stream path
+# TensorFlow: preparation and the stream path
+HEAVY = ["mnist_jax.data.tfds_source", "mnist_jax.data.streams"]
 LIGHT = ["mnist_jax"] + [
     dotted(m) for m in MODULES if m != "__init__.py" and dotted(m) not in HEAVY
 ]

@@ -184,9 +184,8 @@ def test_compare_gives_each_rows_ratio_to_the_baseline_and_refuses_other_setting
         "seconds_per_epoch" in here["references"][name]
         for name in ("pytorch-cpu float32", "pytorch-cpu float32 cnn")
     )
-    assert (
-        len(rows) == 4 + 4 + 1 + timed_references
-    )  # each platform's 4 rows, autograd, PyTorch's where timed
+    # each platform's 4 rows, autograd, PyTorch's where timed
+    assert len(rows) == 4 + 4 + 1 + timed_references
     assert "1 x NVIDIA H200" in text and png_size(tmp_path / "cmp" / "compare.png")[0] > 500
     # Against the GPU machine as the baseline, its CPU rows are the reference for this CPU's.
     assert "| 4.00 |" in compare([cpu, gpu], str(tmp_path / "cmp2"), baseline=gpu)
@@ -267,10 +266,8 @@ def test_the_device_check_keeps_to_its_budget_and_records_each_step(tmp_path, id
         ["--idx-dir", idx_dir, "--out", str(out), "--steps", "seed", "cnn", "--budget", "0.5"]
     )
     summary = json.loads((out / "summary.json").read_text())
-    assert status == 1 and list(summary["steps"]) == [
-        "seed",
-        "cnn",
-    ]  # in order, the chosen ones only
+    # in order, the chosen ones only
+    assert status == 1 and list(summary["steps"]) == ["seed", "cnn"]
     assert all(
         step["status"] == "timed out" and step["seconds"] < 30
         for step in summary["steps"].values()

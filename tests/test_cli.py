@@ -76,9 +76,8 @@ def test_eval_of_a_folder_that_is_not_a_finished_run_is_one_line_and_status_2(tm
     assert main(["eval", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"mnist-jax eval: error: {tmp_path} holds no run (no config.json)"
-    (tmp_path / "config.json").write_text(
-        json.dumps({"num_epochs": 2})
-    )  # a run that never finished
+    # a run that never finished
+    (tmp_path / "config.json").write_text(json.dumps({"num_epochs": 2}))
     assert main(["eval", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert (
@@ -93,9 +92,8 @@ def test_each_subcommand_takes_its_own_flags(data_dir, tmp_path, capsys):
         ["--pipeline", "stream"],
     ):
         with pytest.raises(SystemExit) as exit_:
-            main(
-                ["sweep", "--seeds", "2", *flags]
-            )  # a sweep writes no checkpoints, trains on the device path
+            # a sweep writes no checkpoints, trains on the device path
+            main(["sweep", "--seeds", "2", *flags])
         assert exit_.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
     assert (
         main(

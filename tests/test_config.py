@@ -55,13 +55,11 @@ def test_file_over_preset_and_flags_over_file(tmp_path, suffix, text):
     path.write_text(text)
     config = resolve("--config", str(path), "--batch-size", "64")
     assert config.batch_size == 64  # flag beats file
-    assert (
-        config.layer_sizes == (784, 50, 10) and config.learning_rate == 0.002
-    )  # file beats preset
+    # file beats preset
+    assert config.layer_sizes == (784, 50, 10) and config.learning_rate == 0.002
     assert config.dtype == "float64" and config.init == "numpy"  # the file's preset
-    assert (
-        resolve("--config", str(path), "--preset", "default").dtype == "float32"
-    )  # flag's preset wins
+    # flag's preset wins
+    assert resolve("--config", str(path), "--preset", "default").dtype == "float32"
 
 
 @pytest.mark.parametrize(

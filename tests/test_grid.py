@@ -75,9 +75,8 @@ def test_which_settings_are_traced():
     assert program_key(config) == program_key(
         config.replace(learning_rate=0.5, dropout=0.4, seed=7)
     )
-    assert program_key(config) != program_key(
-        config.replace(weight_decay=0.1)
-    )  # decay on: another chain
+    # decay on: another chain
+    assert program_key(config) != program_key(config.replace(weight_decay=0.1))
     assert program_key(config) != program_key(config.replace(batch_size=64))
 
 
@@ -236,8 +235,7 @@ def test_the_other_traced_settings_vary_per_model_and_each_cell_equals_its_run(
     config = tiny_config.replace(num_epochs=1, **base)
     cells = grid(config, axes, [3])
     assert [cell.trained_with for cell in cells] == [2, 2]  # one program for both cells
-    assert (
-        cells[0].histories[0, -1, 2] != cells[1].histories[0, -1, 2]
-    )  # the values reached the models
+    # the values reached the models
+    assert cells[0].histories[0, -1, 2] != cells[1].histories[0, -1, 2]
     for cell in cells:
         assert_cell_equals_its_runs(cell, cell.config, [3])

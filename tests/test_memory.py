@@ -49,9 +49,8 @@ def test_memory_estimate_counts_the_state_and_batches():
         estimate_bytes(Config(dtype="float64", layer_sizes=(784, 10)))["training state"]
         == 5 * 7850 * 8
     )
-    cnn = estimate_bytes(
-        Config(model="cnn")
-    )  # 1.66 M parameters; 28x28x32 + 14x14x64 values at least
+    # 1.66 M parameters; 28x28x32 + 14x14x64 values at least
+    cnn = estimate_bytes(Config(model="cnn"))
     assert (
         cnn["training state"] == 5 * (9 * 32 + 32 + 9 * 32 * 64 + 64 + 3136 * 256 + 256 + 2570) * 4
     )

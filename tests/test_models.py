@@ -133,9 +133,8 @@ def test_every_cnn_form_has_the_gradients_of_xlas_own_convolution(case, form):
     )
 
 
-@jax.default_matmul_precision(
-    "highest"
-)  # float32 matmuls in full (a GPU would otherwise take TF32)
+# float32 matmuls in full (a GPU would otherwise take TF32)
+@jax.default_matmul_precision("highest")
 def test_winograd_takes_the_3x3_convolutions_of_several_channels_and_leaves_the_rest_to_im2col():
     rng = np.random.default_rng(0)
     for kernel, channels, taken in ((3, 2, True), (3, 1, False), (5, 2, False)):

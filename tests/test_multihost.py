@@ -208,10 +208,8 @@ def test_a_preemption_of_one_process_stops_all_at_the_same_step(data_dir, tmp_pa
     from mnist_jax.runs import checkpoints
 
     saved = checkpoints.latest(str(stopped))
-    assert (saved.epoch, saved.batches_done) == (
-        1,
-        8,
-    )  # process 1 stopped after epoch 2's second chunk; so did 0
+    # process 1 stopped after epoch 2's second chunk; so did 0
+    assert (saved.epoch, saved.batches_done) == (1, 8)
     assert not (stopped / "run.lock").exists()
 
     resumed = launch(

@@ -82,9 +82,8 @@ def test_the_main_notebook_runs_on_small_data(data_dir, monkeypatch):
     assert re.search(r"\d+ of 100 test digits misclassified", text)
     assert re.search(r"\| optimizers: optimizer=adam \| 2 \| 1 \| [\d.]+ ± [\d.]+ \|", text)
     assert re.search(r"\| optimizers: optimizer=rmsprop \| 2 \| 1 \| [\d.]+ ± [\d.]+ \|", text)
-    assert (
-        images_in(notebook) >= 4
-    )  # the digits, the curves, the grid's report, the confusion matrix
+    # the digits, the curves, the grid's report, the confusion matrix
+    assert images_in(notebook) >= 4
 
 
 @pytest.mark.slow
@@ -141,9 +140,8 @@ def test_the_adam_paper_notebook_runs_the_whole_procedure_on_small_data(
         order = re.search(
             rf"panel \({panel}\), lowest final training cost first: (.*)$", text, re.MULTILINE
         ).group(1)
-        assert all(order.count(name) == 1 for name in names) and order.count(", ") == len(
-            names
-        )  # one comma is SGD's
+        # one comma is SGD's
+        assert all(order.count(name) == 1 for name in names) and order.count(", ") == len(names)
     assert images_in(notebook) == 1
     markdown = "".join(
         output.get("data", {}).get("text/markdown", "")

@@ -91,9 +91,8 @@ def test_an_optimizer_object_gives_the_hand_written_update(data_dir, tiny_config
         for start in range(0, len(order), config.batch_size):
             rows = order[start : start + config.batch_size]
             inputs, labels = normalise(share.images[rows], jnp.float32), share.labels[rows]
-            grads = jax.grad(loss)(
-                params, inputs, labels
-            )  # the summed NLL, on the real rows alone
+            # the summed NLL, on the real rows alone
+            grads = jax.grad(loss)(params, inputs, labels)
             params = jax.tree.map(lambda p, g: p - 0.01 * g / (1 + jnp.abs(g)), params, grads)
     for got, want in zip(jax.tree.leaves(result.params), jax.tree.leaves(params), strict=True):
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-6)
@@ -323,9 +322,8 @@ def test_the_harness_hands_each_step_its_own_key_and_evaluation_none(
     def batch_loss(params, images, labels, key):
         rows = len(labels)
         padded = jnp.pad(normalise(images, jnp.float32), ((0, config.batch_size - rows), (0, 0)))
-        logits = apply(params, padded.reshape(-1, 28, 28, 1), key)[
-            :rows
-        ]  # noise drawn at the padded shape
+        # noise drawn at the padded shape
+        logits = apply(params, padded.reshape(-1, 28, 28, 1), key)[:rows]
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
 
     for epoch, order in zip(

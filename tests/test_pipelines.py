@@ -153,16 +153,10 @@ def test_evaluate_over_padded_batches_counts_every_example_once(tiny_config, dat
     "model, param_tolerance, accuracy_tolerance",
     [
         ("mlp", 1e-5, 0),
-        (
-            "tests.custom_models:tiny_cnn",
-            1e-4,
-            0.011,
-        ),  # a CNN with dropout: one test example (of 100) at most
-        (
-            "tests.framework_models:equinox_cnn",
-            1e-4,
-            0.011,
-        ),  # and BatchNorm, its statistics over the global batch
+        # a CNN with dropout: one test example (of 100) at most
+        ("tests.custom_models:tiny_cnn", 1e-4, 0.011),
+        # and BatchNorm, its statistics over the global batch
+        ("tests.framework_models:equinox_cnn", 1e-4, 0.011),
     ],
 )
 def test_four_devices_follow_the_one_device_trajectory(

@@ -98,17 +98,11 @@ class FakeDevice:
 @pytest.mark.parametrize(
     "started, platforms, outcome",
     [
-        (
-            False,
-            ["cpu"],
-            "flag added",
-        ),  # before the backends start: the flag goes in, for a GPU to read
+        # before the backends start: the flag goes in, for a GPU to read
+        (False, ["cpu"], "flag added"),
         (True, ["cpu"], "nothing"),  # a CPU's runs are bit-identical already
-        (
-            True,
-            ["cpu", "gpu"],
-            "refused",
-        ),  # a GPU backend started without it can no longer take it
+        # a GPU backend started without it can no longer take it
+        (True, ["cpu", "gpu"], "refused"),
     ],
 )
 def test_deterministic_asks_for_what_the_platform_needs(monkeypatch, started, platforms, outcome):

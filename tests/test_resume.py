@@ -255,9 +255,8 @@ def test_a_signal_stops_saves_and_resumes_exactly(
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    params, epochs = uninterrupted(
-        pipeline
-    )  # the worker's run is the tiny run's (4 epochs, 4 batches a chunk)
+    # the worker's run is the tiny run's (4 epochs, 4 batches a chunk)
+    params, epochs = uninterrupted(pipeline)
     assert_same_params(params_of(stopped), params)
     assert scores(stopped) == epochs
 

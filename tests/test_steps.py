@@ -104,9 +104,8 @@ def test_label_smoothing_is_optax_cross_entropy_against_smoothed_labels():
 
     new_state, value = jax.jit(steps.train_step)(state, batch)
     assert float(value) == pytest.approx(float(independent(state.params)), rel=1e-5)
-    optimizer = optax.sgd(
-        config.learning_rate
-    )  # linear in the gradient: rounding cannot flip a step
+    # linear in the gradient: rounding cannot flip a step
+    optimizer = optax.sgd(config.learning_rate)
     updates, _ = optimizer.update(
         jax.grad(independent)(state.params), optimizer.init(state.params)
     )

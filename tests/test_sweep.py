@@ -20,9 +20,8 @@ def test_each_model_of_a_sweep_equals_its_own_run(tiny_config, shuffle):
     result = sweep(config, seeds)
     assert result.histories.shape == (3, 3, len(metric_names(("train", "test"))))
     assert_models_equal_their_runs(result, config, seeds, rtol=1e-5, atol=1e-6)
-    assert (
-        len({float(result.histories[i, -1, 2]) for i in range(3)}) == 3
-    )  # the seeds really differ
+    # the seeds really differ
+    assert len({float(result.histories[i, -1, 2]) for i in range(3)}) == 3
 
 
 def test_sweep_command_prints_the_table_and_writes_json(data_dir, tmp_path, capsys):
@@ -49,9 +48,8 @@ def test_sweep_command_prints_the_table_and_writes_json(data_dir, tmp_path, caps
         == 0
     )
     out = capsys.readouterr().out
-    assert (
-        "3 seeds (42..44)" in out and out.count(" +- ") == 1 + 4
-    )  # the legend, then 2 epochs x 2 splits
+    # the legend, then 2 epochs x 2 splits
+    assert "3 seeds (42..44)" in out and out.count(" +- ") == 1 + 4
     saved = json.loads((tmp_path / "sweep.json").read_text())
     assert saved["seeds"] == [42, 43, 44] and set(saved["per_seed"]) == {"42", "43", "44"}
     last = saved["statistics"][-1]["test_accuracy"]

@@ -131,12 +131,8 @@ def test_sweeps_and_grids_write_one_stream_per_seed_and_cell(data_dir, tmp_path)
             assert scalars["loss/train"] == pytest.approx(
                 {m["epoch"]: m["train_loss"] for m in history}, rel=1e-6
             )
-            assert sorted(scalars["step/loss"]) == [
-                1,
-                2,
-                3,
-                4,
-            ]  # 2 epochs of 2 batches (300 rows, batch 256)
+            # 2 epochs of 2 batches (300 rows, batch 256)
+            assert sorted(scalars["step/loss"]) == [1, 2, 3, 4]
             assert scalars["step/learning_rate"] == pytest.approx(
                 dict.fromkeys(range(1, 5), cell["settings"]["learning_rate"])
             )

@@ -112,11 +112,8 @@ def test_validation_is_held_out_and_scored_apart(data_dir, tmp_path, capsys):
     config = tiny(data_dir, validation_size=100)
     result = train(config)
     shares, whole = data.load(data_dir, validation_size=100), data.load(data_dir)["train"]
-    assert sorted(shares) == [
-        "test",
-        "train",
-        "validation",
-    ]  # the validation rows are the training split's last
+    # the validation rows are the training split's last
+    assert sorted(shares) == ["test", "train", "validation"]
     np.testing.assert_array_equal(shares["validation"].labels, whole.labels[NUM_TRAIN - 100 :])
     images, labels = shares["validation"].images, shares["validation"].labels
     assert len(labels) == 100

@@ -80,9 +80,8 @@ def decoded(data_dir: str | None = None) -> dict[str, np.ndarray]:
     arrays = {}
     for split in array_file.SPLITS:
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = read_through_tfds(split, data_dir)
-    with contextlib.suppress(
-        OSError
-    ):  # a read-only dataset folder: every load decodes through tfds
+    # a read-only dataset folder: every load decodes through tfds
+    with contextlib.suppress(OSError):
         array_file.write(folder, arrays, source)
     return arrays
 

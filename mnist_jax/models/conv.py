@@ -126,6 +126,7 @@ def _block_kernel(w: jax.Array) -> jax.Array:
     2j + b + v) for u, v < k: `w` shifted by (a, b) in a window of 2s x 2s pixels."""
     k, _, c, o = w.shape
     s = k // 2 + 1
+    # (2s, 2s, C, 4, O)
     shifted = jnp.stack(
         [
             jnp.pad(w, ((a, 2 * s - k - a), (b, 2 * s - k - b), (0, 0), (0, 0)))
@@ -133,7 +134,7 @@ def _block_kernel(w: jax.Array) -> jax.Array:
             for b in (0, 1)
         ],
         axis=-2,
-    )  # (2s, 2s, C, 4, O)
+    )
     return (
         shifted.reshape(s, 2, s, 2, c, 4 * o)
         .transpose(0, 2, 1, 3, 4, 5)
@@ -147,12 +148,10 @@ def _conv_relu_pool_space_to_depth(
     k = w.shape[0]
     # The rows and columns the pools read (an odd last output row is dropped), padded to even.
     h, wd = (x.shape[1] - k + 1) // 2 * 2 + k - 1, (x.shape[2] - k + 1) // 2 * 2 + k - 1
-    x = jnp.pad(
-        x[:, :h, :wd], ((0, 0), (0, h % 2), (0, wd % 2), (0, 0))
-    )  # the padding meets zero weights only
-    blocks = _im2col(
-        _space_to_depth(x), _block_kernel(w)
-    )  # (N, H/2, W/2, 4O): each pixel a 2x2 window
+    # the padding meets zero weights only
+    x = jnp.pad(x[:, :h, :wd], ((0, 0), (0, h % 2), (0, wd % 2), (0, 0)))
+    # (N, H/2, W/2, 4O): each pixel a 2x2 window
+    blocks = _im2col(_space_to_depth(x), _block_kernel(w))
     blocks = jax.nn.relu(blocks.reshape(*blocks.shape[:3], 4, w.shape[-1]) + b)
     return blocks.mean(axis=3) if pooling == "avg" else blocks.max(axis=3)
 

@@ -94,9 +94,8 @@ def _conv_tiles_backward(residuals, dy):
     rows = [_combine([B_T[a][r] for a in range(4)], list(dv)) for r in range(4)]
     d = [[_combine([B_T[b][s] for b in range(4)], list(row)) for s in range(4)] for row in rows]
 
-    def placed(
-        tile, dp, dq
-    ):  # a tile pixel's values at tile (p + dp, q + dq) of an (h + 1, w + 1) grid
+    # a tile pixel's values at tile (p + dp, q + dq) of an (h + 1, w + 1) grid
+    def placed(tile, dp, dq):
         return jnp.pad(tile, ((0, 0), (dp, 1 - dp), (dq, 1 - dq), (0, 0)))
 
     parity = [

@@ -22,9 +22,8 @@ class Entry:
 
     name: str
     sources: list[str]
-    statistics: list[
-        dict
-    ]  # [{"epoch": e, "<split>_<accuracy|loss>": {"mean", "std", "ci95", "n"}}]
+    # [{"epoch": e, "<split>_<accuracy|loss>": {"mean", "std", "ci95", "n"}}]
+    statistics: list[dict]
 
     @property
     def seeds(self) -> int:

@@ -89,9 +89,8 @@ class RunDir:
     def __init__(self, path: str, config: Config | None = None):
         self.path = path
         self.run_config = config  # the run being written (None when only reading)
-        self.last_saved: int | None = (
-            None  # the epoch of the newest checkpoint written or resumed from
-        )
+        # the epoch of the newest checkpoint written or resumed from
+        self.last_saved: int | None = None
 
     @classmethod
     def open(
@@ -250,9 +249,8 @@ class RunDir:
         """Writes params.npz (unless diverged), params-best.npz (the best epoch's, with a
         validation split), the model's state beside each (model-state.npz, model-state-best.npz)
         if it has one, curves.png and, last, summary.json."""
-        from mnist_jax.runs.curves import (
-            plot_curves,
-        )  # matplotlib only for a saved run (see `open`)
+        # matplotlib only for a saved run (see `open`)
+        from mnist_jax.runs.curves import plot_curves
 
         final = result.status != "diverged"
         saved = {

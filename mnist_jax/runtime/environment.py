@@ -83,9 +83,8 @@ def _cpu_model() -> str:
 
 def _git_commit() -> str | None:
     """The commit of the git checkout this package runs from (None if installed, or no git)."""
-    checkout = os.path.dirname(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    )  # above mnist_jax/
+    # above mnist_jax/
+    checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if not os.path.exists(os.path.join(checkout, ".git")):
         return None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
