@@ -15,7 +15,7 @@ from mnist_jax.models.interface import stateful_form
 from mnist_jax.runs import checkpoints
 from mnist_jax.runtime.memory import estimate_bytes
 from mnist_jax.steps import make_steps
-from mnist_jax.sweep import sweep
+from mnist_jax.sweep import grid, sweep
 from tests import framework_models
 from tests.helpers import MNIST_JAX, NUM_TRAIN, params_of, scores, tiny, worker
 
@@ -169,3 +169,17 @@ def test_the_best_epochs_state_is_kept_beside_its_parameters(data_dir, tmp_path)
     assert int(result.model_state["examples"]) == config.num_epochs * 240
     assert int(params_of(tmp_path, "model-state-best.npz")["examples"]) == best * 240
     assert int(params_of(tmp_path, "model-state.npz")["examples"]) == config.num_epochs * 240
+
+
+def test_a_grid_of_a_frameworks_model_trains_its_cells_together_each_as_its_run(data_dir):
+    # The learning rate is traced: both cells are one program, each model with its own state.
+    config = tiny(data_dir, model=path_of("linen_cnn"), num_epochs=1)
+    cells = grid(config, {"learning_rate": [0.001, 0.02]}, seeds=[1])
+    assert [cell.trained_with for cell in cells] == [2, 2]
+    for cell in cells:
+        alone = train(cell.config.replace(seed=1))
+        for ours, theirs in ((cell.params, alone.params), (cell.model_state, alone.model_state)):
+            for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
+                np.testing.assert_allclose(np.asarray(a)[0], b, rtol=2e-5, atol=2e-6)
+    statistics = [jax.tree.leaves(cell.model_state) for cell in cells]
+    assert not np.allclose(statistics[0][0], statistics[1][0])  # the rates trained them apart
