@@ -388,19 +388,37 @@ def epoch_program(config: Config, steps: Steps, mesh: Mesh) -> Callable:
             if config.shuffle
             else split.order
         )
-        # Only the last batch holds padding, and not only padding: every batch has the full
-        # `batch_size` real rows but the last, which has the remainder.
-        num_examples = split.order.shape[0]
-        real_rows = {config.batch_size, num_examples % config.batch_size} - {0}
-        return train_over(
+        batches = _batch_rows(order, config.batch_size, rows)
+        key, gather = epoch_key(seed, epoch), functools.partial(_gather, split, sharding=sharding)
+        # Only the last batch holds padding, and not only padding.
+        remainder = split.order.shape[0] % config.batch_size
+        if not (steps.stateful and remainder):
+            full = (config.batch_size,) if steps.stateful else None
+            return train_over(
+                steps.train_step,
+                state,
+                batches,
+                key,
+                to_batch=gather,
+                may_be_empty=False,
+                real_rows=full,
+            )
+        # A model with state: the full batches, then the last one's real rows alone, each at a
+        # shape of its own, so that no step needs a conditional.
+        state, losses = train_over(
             steps.train_step,
             state,
-            _batch_rows(order, config.batch_size, rows),
-            epoch_key(seed, epoch),
-            to_batch=functools.partial(_gather, split, sharding=sharding),
+            batches[:-1],
+            key,
+            to_batch=gather,
             may_be_empty=False,
-            real_rows=tuple(real_rows) if steps.stateful else None,
+            real_rows=(config.batch_size,),
         )
+        last_step = on_real_rows(steps.train_step, (remainder,))
+        state, loss = last_step(
+            state, gather(batches[-1]), jax.random.fold_in(key, batches.shape[0] - 1)
+        )
+        return state, jnp.concatenate([losses, loss[None]])
 
     return scan_epoch
 
