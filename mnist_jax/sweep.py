@@ -49,8 +49,7 @@ class SweepResult:
     environment: dict
     compile_seconds: float = 0.0  # compiling its programs (shared the same way)
     trained_with: int = 1  # grid cells in its compiled program, itself included
-    # every leaf has a leading seed axis (`()` for a model without one)
-    model_state: ModelState = ()
+    model_state: ModelState = ()  # a leading seed axis on every leaf; `()` for no state
 
     def statistics(self) -> list[dict]:
         """Per epoch, the statistics of each metric over the seeds."""
