@@ -21,16 +21,16 @@ RESULTS = Path(__file__).resolve().parent / "results" / "conv-forms"
 TRAIN_SIZE = 60_000
 
 
-def time_form(config, form: str, train, batches: int, repeats: int) -> dict:
-    """Seconds per epoch of the train step scanned over the first `batches` batches of `train` (the
-    training split's `data.Share`), with `form`."""
+def time_config(config, train, batches: int, repeats: int) -> dict:
+    """Seconds per epoch of `config`'s train step scanned over the first `batches` batches of
+    `train` (the training split's `data.Share`)."""
     import jax
     import numpy as np
 
     from mnist_jax.pipelines import train_over
     from mnist_jax.steps import Batch, make_steps
 
-    steps = make_steps(config.replace(cnn_form=form), train_size=TRAIN_SIZE)
+    steps = make_steps(config, train_size=TRAIN_SIZE)
     shape, rows = (batches, config.batch_size), batches * config.batch_size
     items = Batch(
         train.images[:rows].reshape(*shape, 28, 28, 1),
@@ -71,7 +71,8 @@ def measure(presets: list[str], batches: int, repeats: int) -> dict:
         config = preset(name)
         train = data.load(config.data_dir)["train"]
         results["presets"][name] = {
-            form: time_form(config, form, train, batches, repeats) for form in LAYER_FORMS
+            form: time_config(config.replace(cnn_form=form), train, batches, repeats)
+            for form in LAYER_FORMS
         }
         print(
             name,

@@ -73,6 +73,12 @@ class Config:
         "network, its arithmetic in another order): `im2col`, `shifted`, "
         "`native`, `space_to_depth` or `winograd` (see the Performance page)",
     )
+    conv_rewrite: str = setting(
+        "auto",
+        "a model you bring (`--model`, a `Model` object): its convolutions and tiling pools "
+        "rewritten into the package's forms, `on`; left as written, `off`; or `auto`, on "
+        "for a CPU, off elsewhere (see the Your own model page)",
+    )
     optimizer: str = setting(
         "adam",
         "any Optax optimizer by name, built as `optax.<name>(learning_rate, ...)` "

@@ -65,6 +65,8 @@ class Result:
     best_params: Params | None = None  # the parameters after that epoch
     model_state: ModelState = ()  # the model's final state (`()` for a model without one)
     best_model_state: ModelState | None = None  # its state after the best epoch
+    # a model you bring: how many of its convolutions took each form (`Steps.convolutions`)
+    convolutions: dict[str, int] = field(default_factory=dict)
 
     @property
     def final_test_accuracy(self) -> float:
@@ -91,6 +93,7 @@ class Result:
             **({"divergence": self.divergence} if self.divergence else {}),
             **({"stopped_by": self.stopped_by} if self.stopped_by else {}),
             **({"best": self._best()} if self.best_epoch is not None else {}),
+            **({"convolutions": self.convolutions} if self.convolutions else {}),
         }
 
     def _best(self) -> dict:

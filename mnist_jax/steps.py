@@ -18,8 +18,9 @@ from mnist_jax.config import OBJECT_PREFIX, Config, Hyperparameters, is_on, numb
 from mnist_jax.errors import ConfigError
 from mnist_jax.factories import describe, guarded
 from mnist_jax.losses import log_softmax, smoothed_nll, summed_nll
-from mnist_jax.models import Model, ModelState, Params, Variables, make_model
+from mnist_jax.models import BUILT_IN, Model, ModelState, Params, Variables, make_model
 from mnist_jax.models.interface import Apply, stateful_form
+from mnist_jax.models.rewrite import convolution_forms, rewrite_convolutions, rewrites
 from mnist_jax.optimizers import decays, make_optimizer
 
 # folded into the seed's key: the per-step keys' stream, apart from epoch orders
@@ -58,6 +59,8 @@ class Steps(NamedTuple):
     params_shape: Any  # the parameters' shapes and dtypes (jax.ShapeDtypeStruct leaves)
     state_shape: Any  # the model state's (`()` for a model without one)
     activations_per_example: int  # values the model's forward pass computes for one image
+    # a model you bring: how many of its convolutions take each form (`CheckedModel`'s)
+    convolutions: dict[str, int] = {}
 
     @property
     def stateful(self) -> bool:
@@ -180,17 +183,25 @@ class CheckedModel(NamedTuple):
     params_shape: Any  # the parameters' shapes and dtypes (jax.ShapeDtypeStruct leaves)
     state_shape: Any  # the model state's (`()` for a model without one)
     activations_per_example: int  # values the model's forward pass computes for one image
+    # a model you bring: how many of its convolutions take each form, `native` (with why) among
+    # them; empty for a built-in model, which picks its own (`cnn_form`)
+    convolutions: dict[str, int] = {}
 
 
 def check_model(
     config: Config, model: Model | None = None, hyperparameters: Hyperparameters | None = None
 ) -> CheckedModel:
     """The model (`config.model`, or the `model` object), checked without allocating anything:
-    `init` must give pytrees of arrays and `apply` logits of shape (N, 10)."""
+    `init` must give pytrees of arrays and `apply` logits of shape (N, 10). The convolutions of a
+    model you bring are rewritten into the package's forms if `config.conv_rewrite` says so
+    (`mnist_jax.models.rewrite`)."""
     name = f"model {describe(model)}" if model is not None else f"model {config.model!r}"
+    brought = model is not None or config.model not in BUILT_IN
+    rewritten = rewrites(config) and brought
     model = model if model is not None else make_model(config, hyperparameters)
     dtype = jnp.dtype(config.dtype)
-    init, apply = stateful_form(model)
+    init, written = stateful_form(model)
+    apply = rewrite_convolutions(written) if rewritten else written
     init, apply = guarded(init, f"{name}: init"), guarded(apply, f"{name}: apply")
     with precision(config):
         params_shape, state_shape = jax.tree.map(
@@ -198,16 +209,23 @@ def check_model(
             jax.eval_shape(lambda: init(jax.random.key(0))),
         )
         images = jax.ShapeDtypeStruct((2, 28, 28, 1), dtype)
-        graph, (logits, _) = jax.make_jaxpr(apply, static_argnums=(3, 4), return_shape=True)(
-            params_shape, state_shape, images, None, False
-        )
+        arguments = (params_shape, state_shape, images, None, False)
+        # the model as written: its output's shape, the size of its forward pass, its convolutions
+        graph, (logits, _) = jax.make_jaxpr(
+            guarded(written, f"{name}: apply"), static_argnums=(3, 4), return_shape=True
+        )(*arguments)
+        if rewritten:  # and rewritten: traced once, so that a fault shows here
+            jax.eval_shape(lambda *arrays: apply(*arrays, None, False), *arguments[:3])
     if len(jax.tree.leaves(logits)) != 1 or jax.tree.leaves(logits)[0].shape != (2, 10):
         shapes = ", ".join(str(a.shape) for a in jax.tree.leaves(logits))
         raise ConfigError(
             f"{name}: apply returned {shapes} for 2 images, not logits of shape (2, 10)"
         )
     activations = sum(math.prod(v.aval.shape) for eqn in graph.eqns for v in eqn.outvars) // 2
-    return CheckedModel(init, apply, params_shape, state_shape, activations)
+    forms = convolution_forms(graph.jaxpr) if brought else {}
+    if not rewritten and forms:
+        forms = {"native": sum(forms.values())}
+    return CheckedModel(init, apply, params_shape, state_shape, activations, forms)
 
 
 def make_steps(
@@ -260,6 +278,7 @@ def make_steps(
         params_shape=checked.params_shape,
         state_shape=checked.state_shape,
         activations_per_example=checked.activations_per_example,
+        convolutions=checked.convolutions,
     )
 
 

@@ -237,7 +237,7 @@ def _train(
             start_epoch,
             checkpoint.batches_done if checkpoint else 0,
         )
-        env = environment(mesh)
+        env = environment(mesh) | {"convolutions": steps.convolutions}
         reporter.on_start(config, env, steps_per_epoch=steps_per_epoch(config, sizes["train"]))
         reporter.on_history(history)
 

@@ -193,6 +193,7 @@ BAD_FLAGS = {
         ["--cnn-form", "fft"],
         "cnn_form must be one of im2col, shifted, native, space_to_depth, winograd",
     ),
+    "conv_rewrite": (["--conv-rewrite", "always"], "conv_rewrite must be one of auto, on, off"),
     "cnn_dense": (
         ["--cnn-dense", "0"],
         "cnn_channels, cnn_kernels and cnn_dense must be positive",

@@ -25,11 +25,15 @@ from mnist_jax.models import winograd
 SPACE_TO_DEPTH, WINOGRAD = "space_to_depth", "winograd"
 
 
-def _windows(x: jax.Array, kh: int, kw: int) -> list[jax.Array]:
-    """Every kernel position's shifted view of `x` (already padded), row by row: (N, H', W', C)
-    each."""
-    h, w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
-    return [x[:, dy : dy + h, dx : dx + w, :] for dy in range(kh) for dx in range(kw)]
+def _windows(x: jax.Array, kh: int, kw: int, strides: tuple[int, int] = (1, 1)) -> list[jax.Array]:
+    """Every kernel position's shifted view of `x` (already padded), row by row, at `strides`:
+    (N, H', W', C) each."""
+    (sh, sw), (h, w) = strides, ((x.shape[1] - kh) // strides[0], (x.shape[2] - kw) // strides[1])
+    return [
+        x[:, dy : dy + sh * h + 1 : sh, dx : dx + sw * w + 1 : sw]
+        for dy in range(kh)
+        for dx in range(kw)
+    ]
 
 
 def _native(x: jax.Array, w: jax.Array) -> jax.Array:
@@ -38,9 +42,9 @@ def _native(x: jax.Array, w: jax.Array) -> jax.Array:
     )
 
 
-def _patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
+def _patches(x: jax.Array, kh: int, kw: int, strides: tuple[int, int] = (1, 1)) -> jax.Array:
     """The windows side by side: (N, H', W', kh * kw * C), a row per output pixel."""
-    return jnp.concatenate(_windows(x, kh, kw), axis=-1)
+    return jnp.concatenate(_windows(x, kh, kw, strides), axis=-1)
 
 
 def _im2col(x: jax.Array, w: jax.Array) -> jax.Array:
@@ -80,6 +84,23 @@ FORMS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
 # The forms a CNN layer can take (`Config.cnn_form`): a convolution's, then the two that fold in
 # its pooling.
 LAYER_FORMS = (*FORMS, SPACE_TO_DEPTH, WINOGRAD)
+
+
+def fast_form(kernel_shape: tuple[int, ...], strides: tuple[int, int] = (1, 1)) -> str:
+    """The form `conv_valid` gives an HWIO kernel of `kernel_shape` at `strides`."""
+    if (*kernel_shape[:2], *strides) == (3, 3, 1, 1) and kernel_shape[2] > 1:
+        return WINOGRAD
+    return "im2col"
+
+
+def conv_valid(x: jax.Array, w: jax.Array, strides: tuple[int, int] = (1, 1)) -> jax.Array:
+    """The 'VALID' convolution of NHWC images `x` (already padded) with an HWIO kernel `w` at
+    `strides`, in the form fastest inside a CPU's scan for the `cnn` preset's layers
+    (`fast_form`): Winograd's F(2x2, 3x3) for a 3x3 stride-1 kernel over several channels, else
+    `im2col` with its weight gradient as one matmul."""
+    if fast_form(w.shape, strides) == WINOGRAD:
+        return winograd.conv(x, w)
+    return _patches_matmul(_patches(x, *w.shape[:2], strides), w.reshape(-1, w.shape[-1]))
 
 
 def _pad_same(x: jax.Array, kh: int, kw: int) -> jax.Array:

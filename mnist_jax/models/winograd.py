@@ -114,6 +114,17 @@ def _conv_tiles_backward(residuals, dy):
 conv_tiles.defvjp(_conv_tiles_forward, _conv_tiles_backward)
 
 
+def conv(x: jax.Array, w: jax.Array) -> jax.Array:
+    """The 'VALID' convolution of `x` (N, H, W, C) with `w` (3, 3, C, O): (N, H - 2, W - 2, O),
+    its tiles interleaved (an odd output row or column computed from a row or column of
+    padding, then dropped)."""
+    n, height, width, _ = x.shape
+    h, w_ = height - 2, width - 2
+    tiles = conv_tiles(jnp.pad(x, ((0, 0), (0, h % 2), (0, w_ % 2), (0, 0))), w)
+    _, _, _, th, tw, o = tiles.shape
+    return tiles.transpose(2, 3, 0, 4, 1, 5).reshape(n, 2 * th, 2 * tw, o)[:, :h, :w_]
+
+
 def conv_relu_pool(x: jax.Array, w: jax.Array, b: jax.Array, pooling: str) -> jax.Array:
     """`x` (N, H, W, C), already padded, through the 3x3 convolution `w`, bias `b`, relu and 2x2
     pooling (`avg` or `max`): (N, (H - 2) // 2, (W - 2) // 2, O)."""

@@ -42,6 +42,18 @@ def seed_table_row(
     )
 
 
+def _convolutions_line(forms: dict[str, int]) -> str:
+    """How a model you bring has its convolutions given to XLA, and how to change it."""
+    counts = ", ".join(f"{n} {form}" for form, n in forms.items())
+    rewritten = any(not form.startswith("native") for form in forms)
+    change = (
+        "--conv-rewrite off keeps them as written"
+        if rewritten
+        else "--conv-rewrite on rewrites them"
+    )
+    return f"Convolutions: {counts} ({change})"
+
+
 class ConsoleReporter(Reporter):
     """Prints one table row per epoch; draws a progress bar when `stream` is a terminal."""
 
@@ -67,6 +79,8 @@ class ConsoleReporter(Reporter):
             f"batch {config.batch_size}, {config.num_epochs} epochs on "
             f"{environment['num_devices']} x {environment['device']}"
         )
+        if environment.get("convolutions"):
+            self._print(_convolutions_line(environment["convolutions"]))
         self._print(
             _HEADER.replace("| Test", "| Validation accuracy | Test")
             if config.validation_size
