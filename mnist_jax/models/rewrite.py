@@ -85,22 +85,6 @@ def conv_unsupported(params: dict, lhs: Any, rhs: Any) -> str | None:
     return next((reason for failed, reason in reasons if failed), None)
 
 
-def _conv(lhs: jax.Array, rhs: jax.Array, params: dict) -> jax.Array:
-    """`conv_general_dilated(lhs, rhs, **params)` as `conv.conv_valid`."""
-    numbers = params["dimension_numbers"]
-    batch, feature, *spatial = numbers.lhs_spec
-    out_feature, in_feature, *kernel_spatial = numbers.rhs_spec
-    x = lhs.transpose(batch, *spatial, feature)
-    w = rhs.transpose(*kernel_spatial, in_feature, out_feature)
-    zero = jnp.zeros((), x.dtype)
-    x = jax.lax.pad(
-        x, zero, ((0, 0, 0), *((lo, hi, 0) for lo, hi in params["padding"]), (0, 0, 0))
-    )
-    y = conv.conv_valid(x, w, tuple(params["window_strides"]))  # (N, H, W, O)
-    # out_spec[i] is where logical dimension i (batch, feature, spatial...) lies
-    return y.transpose(0, 3, 1, 2).transpose(np.argsort(numbers.out_spec))
-
-
 def pool_unsupported(params: dict) -> str | None:
     """Why a `reduce_window` of these params is not a tiling of its array, or None if it is."""
     reasons = [
