@@ -12,7 +12,7 @@ import pytest
 from mnist_jax import Config, ConfigError, preset, train
 from mnist_jax.bench.compare import compare, differences
 from mnist_jax.bench.measure import cnn_flops_per_epoch, matmul_flops_per_epoch, scaled_widths
-from mnist_jax.bench.render import CNN_ROW, markdown
+from mnist_jax.bench.render import CNN_ROW, USER_CNN_ROW, markdown
 from mnist_jax.bench.settings import QUICK_BENCH
 from mnist_jax.cli import main
 from tests.helpers import NUM_TRAIN, png_size
@@ -75,7 +75,13 @@ def test_bench_quick_writes_results_with_a_fingerprint_and_the_rendered_table(
     }
     assert saved["fingerprint"]["cpu"]["cores"] > 0 and saved["fingerprint"]["versions"]["jax"]
     cpu = saved["platforms"]["cpu"]
-    assert set(cpu["pipelines"]) == {"stream", "device", "device float64 (seed preset)", CNN_ROW}
+    assert set(cpu["pipelines"]) == {
+        "stream",
+        "device",
+        "device float64 (seed preset)",
+        CNN_ROW,
+        USER_CNN_ROW,
+    }
     # The CNN's row: the cnn preset for one epoch, its floor from the CNN's FLOPs, PyTorch's CNN
     # beside it.
     assert saved["cnn_config"] == preset("cnn").replace(num_epochs=1, data_dir=data_dir).to_dict()
@@ -85,9 +91,14 @@ def test_bench_quick_writes_results_with_a_fingerprint_and_the_rendered_table(
         cnn_flops_per_epoch(preset("cnn"), NUM_TRAIN) / cpu["gemm_gflops"] / 1e9
     )
     assert "pytorch-cpu float32 cnn" in saved["references"]
+    # The same network written by a user, through --model: its convolutions rewritten on a CPU.
+    user = cpu["pipelines"][USER_CNN_ROW]
+    assert user["seconds_per_epoch"]["n"] == 1 and 0 <= user["final_test_accuracy"]["median"] <= 1
+    assert user["convolutions"] == {"im2col": 1, "winograd": 1}
+    assert "convolutions" not in cpu["pipelines"][CNN_ROW]
     for name, timing in cpu["pipelines"].items():
-        if name == CNN_ROW:
-            continue  # checked below: its own runs
+        if name in (CNN_ROW, USER_CNN_ROW):
+            continue  # checked above: their own runs
         s = timing["seconds_per_epoch"]
         assert s["n"] == 2 and 0 < s["min"] <= s["median"] <= s["max"]  # 2 runs of 1 epoch
         assert timing["compile_seconds"]["median"] > 0
@@ -117,10 +128,17 @@ def test_bench_quick_writes_results_with_a_fingerprint_and_the_rendered_table(
         "mnist_jax stream",
         "mnist_jax device",
         f"mnist_jax {CNN_ROW}",
+        f"mnist_jax {USER_CNN_ROW}",
         "autograd float64",
         "pytorch-cpu float32",
     ):
         assert f"| cpu | {name}" in table
+    user_seconds = user["seconds_per_epoch"]["median"]
+    ratio = user_seconds / cpu["pipelines"][CNN_ROW]["seconds_per_epoch"]["median"]
+    assert (
+        f"through `--model` took {user_seconds:.2f} s per epoch, {ratio:.2f}x the built-in"
+        in table
+    )
     assert png_size(out / "chart.png")[0] > 500 and png_size(out / "sweeps.png")[0] > 1000
 
 
@@ -184,8 +202,8 @@ def test_compare_gives_each_rows_ratio_to_the_baseline_and_refuses_other_setting
         "seconds_per_epoch" in here["references"][name]
         for name in ("pytorch-cpu float32", "pytorch-cpu float32 cnn")
     )
-    # each platform's 4 rows, autograd, PyTorch's where timed
-    assert len(rows) == 4 + 4 + 1 + timed_references
+    # each platform's 5 rows, autograd, PyTorch's where timed
+    assert len(rows) == 5 + 5 + 1 + timed_references
     assert "1 x NVIDIA H200" in text and png_size(tmp_path / "cmp" / "compare.png")[0] > 500
     # Against the GPU machine as the baseline, its CPU rows are the reference for this CPU's.
     assert "| 4.00 |" in compare([cpu, gpu], str(tmp_path / "cmp2"), baseline=gpu)

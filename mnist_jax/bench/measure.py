@@ -1,5 +1,6 @@
 """The benchmark's measurements (`mnist-jax bench`): for every platform JAX sees, both data
-paths, the seed preset and the `cnn` preset trained in full (compile time, seconds per epoch,
+paths, the seed preset, the `cnn` preset and its network as a user writes it
+(`mnist_jax.bench.user_cnn`), each trained in full (compile time, seconds per epoch,
 examples/s, time to 97% test accuracy), batch-size and width sweeps, a vmapped seed sweep against
 the seeds one by one, device-count scaling, the large-GEMM rate (the MLP's and the CNN's FLOP
 floors), and the references (the seed notebook's autograd code, the same MLP and the same CNN in
@@ -20,8 +21,8 @@ import jax
 import jax.numpy as jnp
 
 from mnist_jax import data
-from mnist_jax.bench import references
-from mnist_jax.bench.render import CNN_ROW
+from mnist_jax.bench import references, user_cnn
+from mnist_jax.bench.render import CNN_ROW, USER_CNN_ROW
 from mnist_jax.bench.settings import FULL_BENCH, BenchSettings
 from mnist_jax.config import Config, cnn_conv_sides, cnn_feature_side, preset
 from mnist_jax.pipelines import PIPELINES, make_pipeline
@@ -104,6 +105,7 @@ def bench_training(config: Config, warmup: int, repeats: int, num_train: int) ->
         "time_to_97": describe(reached) if reached else None,
         "runs_reaching_97": len(reached),
         "final_test_accuracy": describe([r.final_test_accuracy for r in runs]),
+        **({"convolutions": runs[0].convolutions} if runs[0].convolutions else {}),
     }
 
 
@@ -304,6 +306,13 @@ def run_benchmark(
         step(f"{device.platform}: {CNN_ROW}, {cnn_runs}")
         entry["pipelines"][CNN_ROW] = bench_training(
             cnn.replace(platform=device.platform, devices=1),
+            0,
+            settings.cnn_repeats,
+            shares["train"].total,
+        )
+        step(f"{device.platform}: {USER_CNN_ROW}, {cnn_runs}")
+        entry["pipelines"][USER_CNN_ROW] = bench_training(
+            cnn.replace(model=user_cnn.IMPORT_PATH, platform=device.platform, devices=1),
             0,
             settings.cnn_repeats,
             shares["train"].total,

@@ -20,6 +20,8 @@ TORCH, AUTOGRAD, TORCH_CNN = (
 )
 SEED_PRESET = "device float64 (seed preset)"
 CNN_ROW = "device cnn (cnn preset)"
+# the preset's network as a user writes it (`mnist_jax.bench.user_cnn`), trained through --model
+USER_CNN_ROW = "device user cnn (cnn preset's network, --model)"
 
 
 def timed_rows(results: dict) -> Iterator[tuple[str, str, dict]]:
@@ -190,6 +192,13 @@ def findings(results: dict, platform: str) -> str:
             f"The `cnn` preset took {cnn:.2f} s per epoch: {versus}"
             f"{cnn / entry['cnn_floor_seconds_per_epoch']:.2f}x its floor of "
             f"{entry['cnn_floor_seconds_per_epoch']:.2f} s."
+        )
+    user_cnn = median(entry["pipelines"].get(USER_CNN_ROW))
+    if cnn and user_cnn:
+        text.append(
+            f"The same network written with `lax.conv_general_dilated` and trained through "
+            f"`--model` took {user_cnn:.2f} s per epoch, {user_cnn / cnn:.2f}x the built-in "
+            "preset's."
         )
     if autograd:
         text.append(

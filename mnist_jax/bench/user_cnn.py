@@ -12,6 +12,7 @@ from jax import lax
 from mnist_jax.config import Config
 from mnist_jax.models import Model
 
+IMPORT_PATH = "mnist_jax.bench.user_cnn:user_cnn"  # as --model takes it
 SHAPES = {
     "conv0": (3, 3, 1, 32),
     "conv1": (3, 3, 32, 64),
