@@ -15,15 +15,17 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "conv-forms"
 TRAIN_SIZE = 60_000
 
 
-def time_config(config, train, batches: int, repeats: int) -> dict:
-    """Seconds per epoch of `config`'s train step scanned over the first `batches` batches of
-    `train` (the training split's `data.Share`)."""
+def epoch_timer(config, train, batches: int) -> tuple[Callable[[], float], float]:
+    """`config`'s train step scanned over the first `batches` batches of `train` (the training
+    split's `data.Share`), compiled: a function that runs it once and returns the seconds scaled
+    to an epoch of 60,000 examples, and the seconds compiling took."""
     import jax
     import numpy as np
 
@@ -44,19 +46,31 @@ def time_config(config, train, batches: int, repeats: int) -> dict:
     start = time.perf_counter()
     compiled = jax.jit(epoch, donate_argnums=0).lower(steps.init(0), items).compile()
     compile_seconds = time.perf_counter() - start
-    seconds = []
-    for _ in range(repeats + 1):
+
+    def timed() -> float:
         state = steps.init(0)
         start = time.perf_counter()
         jax.block_until_ready(compiled(state, items))
-        seconds.append(time.perf_counter() - start)
-    per_epoch = [s * TRAIN_SIZE / rows for s in seconds[1:]]
+        return (time.perf_counter() - start) * TRAIN_SIZE / rows
+
+    return timed, compile_seconds
+
+
+def summarise(per_epoch: list[float], compile_seconds: float) -> dict:
     return {
         "seconds_per_epoch": statistics.median(per_epoch),
         "min": min(per_epoch),
         "max": max(per_epoch),
         "compile_seconds": compile_seconds,
     }
+
+
+def time_config(config, train, batches: int, repeats: int) -> dict:
+    """Seconds per epoch of `config`'s train step (`epoch_timer`): the median, min and max of
+    `repeats` calls after one discarded, and the compile seconds."""
+    timed, compile_seconds = epoch_timer(config, train, batches)
+    timed()
+    return summarise([timed() for _ in range(repeats)], compile_seconds)
 
 
 def measure(presets: list[str], batches: int, repeats: int) -> dict:

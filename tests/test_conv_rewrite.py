@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from helpers import tiny
 
-from mnist_jax import Config, Model, train
+from mnist_jax import Config, Model, Variables, train
+from mnist_jax.bench.user_cnn import user_cnn
 from mnist_jax.models.rewrite import rewrite_convolutions, rewrites
 from mnist_jax.reporters import ConsoleReporter
 from mnist_jax.steps import Batch, check_model, make_steps
@@ -120,7 +121,7 @@ def test_convolutions_the_forms_cannot_take_stay_native_and_train(data_dir):
         "im2col": 1,
         "native: kernel dilation": 1,
         "native: feature groups": 1,
-        "native: inside remat2": 1,
+        "native: inside jax.checkpoint": 1,
         "native: 3 spatial dimensions": 1,
         "native: 1 spatial dimensions": 1,
     }
@@ -253,3 +254,21 @@ def test_a_run_is_the_same_with_the_rewrite_on_and_off(data_dir, tmp_path):
         assert a.test_loss == pytest.approx(b.test_loss, rel=LOSS_TOLERANCE)
     for a, b in zip(jax.tree.leaves(on.params), jax.tree.leaves(off.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=PARAM_TOLERANCE * float(np.abs(b).max()))
+
+
+def test_the_benchmarks_user_cnn_is_the_cnn_presets_network():
+    # Its row is set beside the built-in preset's: the same parameters from the same key, and
+    # the same logits to float32 rounding.
+    config = Config(model="cnn")
+    built_in, user = make_steps(config), make_steps(config, model=user_cnn(config))
+    ours, theirs = built_in.init(3).params, user.init(3).params
+    for name, layer in ours.items():
+        np.testing.assert_array_equal(theirs[name][0], layer["w"])
+        np.testing.assert_array_equal(theirs[name][1], layer["b"])
+    images = jax.random.randint(jax.random.key(4), (6, 28, 28, 1), 0, 256).astype(jnp.uint8)
+    batch = Batch(images, jnp.zeros(6, jnp.int32), jnp.ones(6, bool))
+    np.testing.assert_allclose(
+        user.eval_step(Variables(theirs), batch)[1],
+        built_in.eval_step(Variables(ours), batch)[1],
+        rtol=1e-5,
+    )

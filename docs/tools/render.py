@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # the benchmarks' renderers, as `python -m` would find them
 
-from benchmarks import adam_paper, conv_forms, recipes, startup  # noqa: E402
+from benchmarks import adam_paper, conv_forms, conv_rewrite, recipes, startup  # noqa: E402
 from mnist_jax.bench.render import markdown as bench_markdown  # noqa: E402
 from mnist_jax.bench.render import summary_line  # noqa: E402
 from mnist_jax.cli import flag_table  # noqa: E402
@@ -109,6 +109,7 @@ BLOCKS: dict[str, Callable[..., str]] = {
     ),
     "startup": lambda: startup.render(),
     "conv-forms": lambda: conv_forms.render(),
+    "conv-rewrite": lambda: conv_rewrite.render(),
     "bench": lambda: bench_markdown(bench_results()),
     "bench-summary": lambda: summary_line(bench_results()) + "\n",
 }

@@ -1,5 +1,6 @@
-"""The models: the `Model` interface, the built-in `mlp` and `cnn` by name, and adapters that make
-a `Model` of a Flax NNX, Flax Linen or Equinox module."""
+"""The models: the `Model` interface, the built-in `mlp` and `cnn` by name, adapters that make
+a `Model` of a Flax NNX, Flax Linen or Equinox module, and the rewrite of a model's own
+convolutions into the package's forms."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from mnist_jax.models.adapters import from_equinox, from_linen, from_nnx
 from mnist_jax.models.cnn import check_cnn_form, cnn
 from mnist_jax.models.interface import Model, ModelState, Params, Variables, takes_key
 from mnist_jax.models.mlp import mlp
+from mnist_jax.models.rewrite import rewrite_convolutions
 
 __all__ = [
     "BUILT_IN",
@@ -23,6 +25,7 @@ __all__ = [
     "from_nnx",
     "make_model",
     "mlp",
+    "rewrite_convolutions",
     "takes_key",
 ]
 

@@ -18,7 +18,8 @@ is transposed into its equation's layout only where an equation that does not fo
 So a channels-first model is not transposed back and forth at every layer.
 
 Everything else is bound as it was, so a convolution the forms cannot take (dilated, grouped,
-1D, 3D, or inside a loop, a conditional, a `remat` or a custom derivative) stays native.
+1D, 3D, or inside a loop, a conditional, a `jax.checkpoint` or a custom derivative) stays
+native.
 Gradients then come from the forms' own rules. On CPU the results match the native ones to
 rounding (the forms sum in another order).
 """
@@ -304,13 +305,27 @@ def rewrite_convolutions(fn: Callable) -> Callable:
     return rewritten
 
 
+# What a convolution the rewrite does not enter lies inside, as a user wrote it.
+_WITHIN = {
+    "remat2": "jax.checkpoint",
+    "checkpoint": "jax.checkpoint",
+    "custom_jvp_call": "a custom_jvp",
+    "custom_vjp_call": "a custom_vjp",
+    "custom_vjp_call_jaxpr": "a custom_vjp",
+    "scan": "lax.scan",
+    "while": "a while_loop",
+    "cond": "lax.cond",
+}
+
+
 def _convolutions(jaxpr: jcore.Jaxpr, inside: str | None = None) -> Iterator[tuple]:
-    """Each convolution of `jaxpr` and its nested jaxprs: (its equation, the primitive it lies
-    inside, other than a jit, or None)."""
+    """Each convolution of `jaxpr` and its nested jaxprs: (its equation, what it lies inside,
+    other than a jit, or None)."""
     for eqn in jaxpr.eqns:
-        if eqn.primitive.name == CONV:
+        name = eqn.primitive.name
+        if name == CONV:
             yield eqn, inside
-        within = inside if eqn.primitive.name in CALLS else inside or eqn.primitive.name
+        within = inside if name in CALLS else inside or _WITHIN.get(name, name)
         for sub in jcore.jaxprs_in_params(eqn.params):
             yield from _convolutions(sub, within)
 
