@@ -105,7 +105,7 @@ def render(root: Path = RESULTS) -> str:
     return "\n".join(lines) + "\n"
 
 
-def grid_table(name: str, root: Path = RESULTS) -> str:
+def grid_printout(name: str, root: Path = RESULTS) -> str:
     """A committed grid's table as `mnist-jax sweep --grid` printed it (its legend, heading and
     rows)."""
     from mnist_jax.config import settings_label
@@ -135,6 +135,38 @@ def grid_table(name: str, root: Path = RESULTS) -> str:
         )
         + "\n"
     )
+
+
+def grid_table(name: str, root: Path = RESULTS) -> str:
+    """A committed grid's table in Markdown: a row per cell, each split's accuracy % as mean
+    +- 95% CI (std) over the seeds, and the cell's seconds, under the line naming the seeds."""
+    from mnist_jax.config import settings_label
+    from mnist_jax.records import SPLITS
+    from mnist_jax.reporters.console import seed_table_legend
+
+    saved = json.loads((root / name / "grid.json").read_text())
+    splits = [
+        s
+        for s in SPLITS
+        if all(f"{s}_accuracy" in cell["statistics"][-1] for cell in saved["cells"])
+    ]
+
+    def accuracy(row: dict) -> str:
+        return f"{100 * row['mean']:.2f} ± {100 * row['ci95']:.2f} ({100 * row['std']:.2f})"
+
+    lines = [
+        seed_table_legend(saved["seeds"]).replace("+-", "±") + ":",
+        "",
+        "| cell | " + " | ".join(f"{s} accuracy %" for s in splits) + " | seconds |",
+        "|---|" + "--:|" * (len(splits) + 1),
+    ]
+    for cell in saved["cells"]:
+        final = cell["statistics"][-1]
+        scores = " | ".join(accuracy(final[f"{s}_accuracy"]) for s in splits)
+        lines.append(
+            f"| `{settings_label(cell['settings'])}` | {scores} | {cell['seconds']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def headline(root: Path = RESULTS) -> str:

@@ -130,6 +130,15 @@ class Config:
         "losses stay the plain NLL)",
     )
     clip_norm: float | None = setting(None, "clip the gradient's global norm to this")
+    augment_shift: float = setting(
+        0.0, "shift each training image by up to this many pixels along each axis (uniform)"
+    )
+    augment_rotation: float = setting(
+        0.0, "rotate each training image by up to this many degrees either way (uniform)"
+    )
+    augment_scale: float = setting(
+        0.0, "zoom each training image by a factor in [1 - this, 1 + this] (uniform)"
+    )
     nesterov: bool = setting(
         False,
         "Nesterov momentum, for optimizers that take it (`sgd`, `rmsprop`); needs `momentum`",
@@ -323,6 +332,14 @@ class Config:
             (self.l2 >= 0, f"l2 must not be negative, got {self.l2}"),
             (0 <= self.dropout < 1, f"dropout must lie in [0, 1), got {self.dropout}"),
             (
+                self.augment_shift >= 0 and self.augment_rotation >= 0,
+                "augment_shift and augment_rotation must not be negative",
+            ),
+            (
+                0 <= self.augment_scale < 1,
+                f"augment_scale must lie in [0, 1), got {self.augment_scale}",
+            ),
+            (
                 0 <= self.input_dropout < 1,
                 f"input_dropout must lie in [0, 1), got {self.input_dropout}",
             ),
@@ -381,6 +398,9 @@ TRACEABLE = (
     "input_dropout",
     "label_smoothing",
     "l2",
+    "augment_shift",
+    "augment_rotation",
+    "augment_scale",
 )
 
 

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mnist_jax.augment import augmentation
 from mnist_jax.config import OBJECT_PREFIX, Config, Hyperparameters, is_on, numbers
 from mnist_jax.errors import ConfigError
 from mnist_jax.factories import describe, guarded
@@ -25,6 +26,8 @@ from mnist_jax.optimizers import decays, make_optimizer
 
 # folded into the seed's key: the per-step keys' stream, apart from epoch orders
 _STEP_KEYS = 0xFFFFFFFF
+# folded into a step's key: the augmentation's draws, apart from the model's
+_AUGMENT_KEYS = 0xA0A0A0A0
 
 
 class Batch(NamedTuple):
@@ -111,16 +114,20 @@ def train_step(
     mean: bool = False,
     label_smoothing: float = 0.0,
     l2: float = 0.0,
+    augment: Callable | None = None,
 ) -> tuple[TrainState, jax.Array]:
     """One optimizer step on the batch's loss (summed, or with `mean` averaged over its real rows;
     against smoothed labels if `label_smoothing`; plus the L2 penalty if `l2`); returns the new
     state, the model's state as the training pass left it, and that objective.
-    `apply(params, model_state, images, key, training)` gives the logits and the model state."""
+    `apply(params, model_state, images, key, training)` gives the logits and the model state;
+    `augment(images, key)`, if given, moves the images first, with a key of its own drawn from
+    the step's, so the model's key is the same with augmentation or without."""
+    images = to_floats(batch.images, dtype)
+    if augment is not None:
+        images = augment(images, jax.random.fold_in(key, _AUGMENT_KEYS))
 
     def objective(params):
-        logits, model_state = apply(
-            params, state.model_state, to_floats(batch.images, dtype), key, True
-        )
+        logits, model_state = apply(params, state.model_state, images, key, True)
         total = smoothed_nll(log_softmax(logits), batch.labels, batch.mask, label_smoothing)
         loss = total / jnp.maximum(batch.mask.sum(), 1) if mean else total
         return (loss + l2_penalty(params, l2) if is_on(l2) else loss), model_state
@@ -269,6 +276,7 @@ def make_steps(
         mean=config.loss_reduction == "mean",
         label_smoothing=values["label_smoothing"],
         l2=values["l2"],
+        augment=augmentation(config, hyperparameters),
     )
     evaluate = functools.partial(eval_step, apply=checked.apply, dtype=dtype)
     return Steps(

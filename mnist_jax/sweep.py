@@ -107,9 +107,10 @@ def traced_settings(
 ) -> tuple[str, ...]:
     """The settings a grid passes to its compiled program as traced values, one per model: those in
     use (`is_on`) among label smoothing, the optimizer's (when built by name: a factory or object
-    reads its own) and the dropout rates (of a built-in model). Cells that differ only in these,
-    and in seeds, train as one program; any other difference compiles apart."""
-    names = {"label_smoothing", "l2"}
+    reads its own), the dropout rates (of a built-in model) and the augmentation's strengths.
+    Cells that differ only in these, and in seeds, train as one program; any other difference
+    compiles apart."""
+    names = {"label_smoothing", "l2", "augment_shift", "augment_rotation", "augment_scale"}
     if optimizer is None and optimizer_by_name(config):
         names |= {"learning_rate", "b1", "b2", "eps", "momentum", "weight_decay", "clip_norm"}
     if model is None and config.model in BUILT_IN:

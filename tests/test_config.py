@@ -194,6 +194,15 @@ BAD_FLAGS = {
         "cnn_form must be one of im2col, shifted, native, space_to_depth, winograd",
     ),
     "conv_rewrite": (["--conv-rewrite", "always"], "conv_rewrite must be one of auto, on, off"),
+    "augment_shift": (
+        ["--augment-shift", "-1"],
+        "augment_shift and augment_rotation must not be negative",
+    ),
+    "augment_rotation": (
+        ["--augment-rotation", "-5"],
+        "augment_shift and augment_rotation must not be negative",
+    ),
+    "augment_scale": (["--augment-scale", "1"], "augment_scale must lie in [0, 1)"),
     "cnn_dense": (
         ["--cnn-dense", "0"],
         "cnn_channels, cnn_kernels and cnn_dense must be positive",

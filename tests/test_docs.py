@@ -5,12 +5,13 @@ complete and made with today's presets."""
 import dataclasses
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from benchmarks.recipes import PRESETS as TUNED_PRESETS
-from benchmarks.recipes import grid_table
+from benchmarks.recipes import grid_printout, grid_table
 from mnist_jax.bench.settings import FULL_BENCH
 from mnist_jax.config import Config, preset
 
@@ -134,11 +135,18 @@ TUNING = [
 @pytest.mark.parametrize("name", TUNING)
 def test_each_printed_grid_table_is_what_the_code_renders_from_its_grid_json(name):
     printed = (RESULTS / "recipes" / f"{name}.txt").read_text().splitlines()
-    rendered = grid_table(name).splitlines()
+    rendered = grid_printout(name).splitlines()
     assert printed[: len(rendered)] == rendered
-    assert len(rendered) == 2 + len(
-        json.loads((RESULTS / "recipes" / name / "grid.json").read_text())["cells"]
-    )
+    cells = json.loads((RESULTS / "recipes" / name / "grid.json").read_text())["cells"]
+    assert len(rendered) == 2 + len(cells)
+    # The page's Markdown table: a row per cell, its label and figures those printed.
+    rows = [line for line in grid_table(name).splitlines() if line.startswith("| `")]
+    assert len(rows) == len(cells)
+    for row, line in zip(rows, rendered[2:], strict=True):
+        label, figures = line.split(" | ", 1)
+        assert row.startswith(f"| `{label.strip()}` |")
+        row_figures = row.split("` |", 1)[1]
+        assert re.findall(r"\d+\.\d+", row_figures) == re.findall(r"\d+\.\d+", figures)
 
 
 def test_the_presets_results_are_todays_presets():

@@ -97,7 +97,7 @@ BLOCKS: dict[str, Callable[..., str]] = {
     "flags": lambda *command: flag_table(" ".join(command)),
     "cnn-report": lambda: markdown_table(load_entries(cnn_runs())),
     "cnn-timing": cnn_timing,
-    "tuning": lambda name: "```console\n" + recipes.grid_table(name) + "```\n",
+    "tuning": lambda name: recipes.grid_table(name),
     "recipe-presets": lambda: recipes.render(),
     "adam-tuning": lambda panel: adam_paper.tuning_table(panel),
     "adam-length": lambda: adam_paper.length(),
