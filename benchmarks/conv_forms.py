@@ -99,6 +99,17 @@ def measure(presets: list[str], batches: int, repeats: int) -> dict:
     return results
 
 
+def timing_cell(t: dict) -> str:
+    """A timing's table cell: the median seconds per epoch, then the min and max."""
+    return f"{t['seconds_per_epoch']:.2f} [{t['min']:.2f}, {t['max']:.2f}]"
+
+
+def measured_on(saved: dict) -> str:
+    """The sentence under a table, up to the machine: `Measured on MODEL (N cores)`."""
+    cpu = saved["fingerprint"]["cpu"]
+    return f"Measured on {cpu['model']} ({cpu['cores']} cores)"
+
+
 def render(path: Path = RESULTS / "results.json") -> str:
     """The forms side by side, per preset: seconds per epoch and compile seconds, and each form's
     time over the fastest's."""
@@ -111,13 +122,11 @@ def render(path: Path = RESULTS / "results.json") -> str:
         fastest = min(t["seconds_per_epoch"] for t in forms.values())
         for form, t in forms.items():
             lines.append(
-                f"| {name} | {form} | "
-                f"{t['seconds_per_epoch']:.2f} [{t['min']:.2f}, {t['max']:.2f}] | "
+                f"| {name} | {form} | {timing_cell(t)} | "
                 f"{t['compile_seconds']:.2f} | {t['seconds_per_epoch'] / fastest:.2f} |"
             )
-    cpu = saved["fingerprint"]["cpu"]
     return "\n".join(lines) + (
-        f"\n\nMeasured on {cpu['model']} ({cpu['cores']} cores), {saved['batches']} batches "
+        f"\n\n{measured_on(saved)}, {saved['batches']} batches "
         f"a call, median of {saved['repeats']} calls, {saved['fingerprint']['date'][:10]}.\n"
     )
 

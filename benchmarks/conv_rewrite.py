@@ -20,7 +20,7 @@ import json
 import os
 from pathlib import Path
 
-from benchmarks.conv_forms import epoch_timer, summarise, time_config
+from benchmarks.conv_forms import epoch_timer, measured_on, summarise, time_config, timing_cell
 
 RESULTS = Path(__file__).resolve().parent / "results" / "conv-rewrite"
 BUILT_IN = "built in (`--preset cnn`, `winograd` form)"
@@ -82,24 +82,20 @@ def render(path: Path = RESULTS / "results.json") -> str:
     saved = json.loads(path.read_text())
     built_in = saved["built_in"]["seconds_per_epoch"]
 
-    def timing(t: dict) -> str:
-        return f"{t['seconds_per_epoch']:.2f} [{t['min']:.2f}, {t['max']:.2f}]"
-
     lines = [
         "| the `cnn` preset's network | s/epoch, rewritten [min, max] | vs built-in | "
         "s/epoch, as written | as written vs rewritten |",
         "|---|--:|--:|--:|--:|",
-        f"| {BUILT_IN} | {timing(saved['built_in'])} | 1.00 | | |",
+        f"| {BUILT_IN} | {timing_cell(saved['built_in'])} | 1.00 | | |",
     ]
     for name, t in saved["models"].items():
         fast, native = t["rewritten"]["seconds_per_epoch"], t["native"]["seconds_per_epoch"]
         lines.append(
-            f"| {name} | {timing(t['rewritten'])} | {fast / built_in:.2f} | {native:.1f} "
+            f"| {name} | {timing_cell(t['rewritten'])} | {fast / built_in:.2f} | {native:.1f} "
             f"| {native / fast:.1f} |"
         )
-    cpu = saved["fingerprint"]["cpu"]
     return "\n".join(lines) + (
-        f"\n\nMeasured on {cpu['model']} ({cpu['cores']} cores), "
+        f"\n\n{measured_on(saved)}, "
         f"{saved['fingerprint']['date'][:10]}: rewritten, {saved['batches']} batches a call, "
         f"the median of {saved['repeats']} calls of each, the models taking turns; as written, "
         f"one call of {saved['native_batches']} batches.\n"
