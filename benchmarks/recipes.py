@@ -18,6 +18,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results" / "recipes"
 BENCHMARK = RESULTS.parent / "results.json"  # `python -m benchmarks.run`
 CNN_RUNS = RESULTS.parent / "cnn"  # the cnn preset's runs, `cnn-cosine-N`
+STRONG_CNN_RUNS = RESULTS.parent / "cnn-strong"  # the cnn-strong preset's runs, `cnn-strong-N`
 SEEDS = list(range(42, 50))
 PRESETS = ("fast", "strong", "speedrun")
 
@@ -169,46 +170,114 @@ def grid_table(name: str, root: Path = RESULTS) -> str:
     return "\n".join(lines) + "\n"
 
 
+def preset_runs(name: str) -> list[dict]:
+    """The summaries of a CNN preset's committed single runs, one a seed."""
+    folder, prefix = {"cnn": (CNN_RUNS, "cnn-cosine"), "cnn-strong": (STRONG_CNN_RUNS, name)}[name]
+    return [
+        json.loads(path.read_text()) for path in sorted(folder.glob(f"{prefix}-*/summary.json"))
+    ]
+
+
+def outcomes(name: str, root: Path = RESULTS) -> tuple[list[float], list[float]]:
+    """A preset's committed test accuracies (one a seed) and training seconds per epoch."""
+    timing = json.loads((root / "timing.json").read_text())
+    if name == "default":
+        return (
+            [r["test_accuracy"] for r in timing["default"]][:1],
+            [s for r in timing["default"] for s in r["epoch_seconds"]],
+        )
+    if name == "seed":
+        bench = json.loads(BENCHMARK.read_text())["platforms"]["cpu"]["pipelines"][
+            "device float64 (seed preset)"
+        ]
+        return [bench["final_test_accuracy"]["median"]], [bench["seconds_per_epoch"]["median"]]
+    if name in ("cnn", "cnn-strong"):
+        runs = preset_runs(name)
+        return (
+            [run["final_test_accuracy"] for run in runs],
+            [m["epoch_seconds"] for run in runs for m in run["history"][1:]],
+        )
+    saved = json.loads((root / f"{name}-8-seeds" / "sweep.json").read_text())
+    return (
+        [history[-1]["test_accuracy"] for history in saved["per_seed"].values()],
+        [s for r in timing[name] for s in r["epoch_seconds"]],
+    )
+
+
+def _mean_and_spread(accuracies: list[float]) -> str:
+    spread = f" ± {100 * statistics.stdev(accuracies):.2f}" if len(accuracies) > 1 else ""
+    return f"{100 * statistics.mean(accuracies):.2f}{spread}"
+
+
 def headline(root: Path = RESULTS) -> str:
     """The presets at a glance: each one's test accuracy and seconds per epoch on the committed
     results' machine (the README's and the docs' opening table)."""
     from mnist_jax.config import PRESET_HELP, preset
 
-    timing = json.loads((root / "timing.json").read_text())
-    bench = json.loads(BENCHMARK.read_text())["platforms"]["cpu"]["pipelines"][
-        "device float64 (seed preset)"
-    ]
-    cnn = [
-        json.loads(path.read_text()) for path in sorted(CNN_RUNS.glob("cnn-cosine-*/summary.json"))
-    ]
-    rows = {  # test accuracies (one per seed), seconds per epoch
-        "default": (
-            [r["test_accuracy"] for r in timing["default"]][:1],
-            [s for r in timing["default"] for s in r["epoch_seconds"]],
-        ),
-        "seed": ([bench["final_test_accuracy"]["median"]], [bench["seconds_per_epoch"]["median"]]),
-        "cnn": (
-            [run["final_test_accuracy"] for run in cnn],
-            [m["epoch_seconds"] for run in cnn for m in run["history"][1:]],
-        ),
-    }
-    for name in PRESETS:
-        saved = json.loads((root / f"{name}-8-seeds" / "sweep.json").read_text())
-        rows[name] = (
-            [history[-1]["test_accuracy"] for history in saved["per_seed"].values()],
-            [s for r in timing[name] for s in r["epoch_seconds"]],
-        )
     lines = [
         "| preset | what it is | epochs | test accuracy (%) | seeds | s per epoch |",
         "|---|---|--:|--:|--:|--:|",
     ]
     for name in PRESET_HELP:
-        accuracies, seconds = rows[name]
-        mean = 100 * statistics.mean(accuracies)
-        spread = f" ± {100 * statistics.stdev(accuracies):.2f}" if len(accuracies) > 1 else ""
+        accuracies, seconds = outcomes(name, root)
         lines.append(
-            f"| `{name}` | {PRESET_HELP[name]} | {preset(name).num_epochs} | {mean:.2f}{spread} | "
-            f"{len(accuracies)} | {statistics.median(seconds):.2f} |"
+            f"| `{name}` | {PRESET_HELP[name]} | {preset(name).num_epochs} | "
+            f"{_mean_and_spread(accuracies)} | {len(accuracies)} | "
+            f"{statistics.median(seconds):.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def preset_result(name: str, root: Path = RESULTS) -> str:
+    """The line a preset's section on the Recipes page opens with: its test accuracy over the
+    committed seeds, its lowest seed, its epochs and their median seconds, its parameters."""
+    from mnist_jax.config import preset
+
+    accuracies, seconds = outcomes(name, root)
+    config = preset(name)
+    line = (
+        f"**`{name}`: {_mean_and_spread(accuracies)}% test accuracy** (mean ± standard "
+        f"deviation over {len(accuracies)} seeds, the lowest {100 * min(accuracies):.2f}%) after "
+        f"{config.num_epochs} epoch{'s' if config.num_epochs > 1 else ''} of a median "
+        f"{statistics.median(seconds):.2f} s each on this 2-core CPU; "
+        f"{parameter_count(config.to_dict()):,} parameters."
+    )
+    if name in ("cnn", "cnn-strong"):
+        minutes = [run_minutes(run) for run in preset_runs(name)]
+        line += (
+            f" A run took {min(minutes):.1f} to {max(minutes):.1f} minutes, compiling, training "
+            "and scoring every split each epoch."
+        )
+    return line + "\n"
+
+
+# cnn-strong's goals: Deotte's mean over 1,500 single CNNs, beaten; every seed; each run's minutes.
+STRONG_CNN_GOALS = {"mean": 0.9965, "lowest": 0.996, "minutes": 30.0}
+
+
+def run_minutes(summary: dict) -> float:
+    """A run's minutes: compiling, training and scoring every split each epoch."""
+    return (summary["compile_seconds"] + summary["train_seconds"] + summary["eval_seconds"]) / 60
+
+
+def strong_cnn_goals() -> str:
+    """`cnn-strong`'s committed runs against its goals, a line each."""
+    runs = preset_runs("cnn-strong")
+    accuracies = [run["final_test_accuracy"] for run in runs]
+    checks = [
+        ("mean test accuracy", statistics.mean(accuracies), "mean", ">=", "%"),
+        ("lowest seed", min(accuracies), "lowest", ">=", "%"),
+        ("longest run", max(map(run_minutes, runs)), "minutes", "<", " minutes"),
+    ]
+    lines = []
+    for what, value, goal, relation, unit in checks:
+        target = STRONG_CNN_GOALS[goal]
+        met = value >= target if relation == ">=" else value < target
+        if unit == "%":
+            value, target = 100 * value, 100 * target
+        lines.append(
+            f"- {what}: {value:.2f}{unit}, the goal {'at least' if relation == '>=' else 'under'} "
+            f"{target:.2f}{unit}: **{'met' if met else 'not met'}**."
         )
     return "\n".join(lines) + "\n"
 

@@ -14,6 +14,7 @@ from benchmarks.recipes import PRESETS as TUNED_PRESETS
 from benchmarks.recipes import grid_printout, grid_table
 from mnist_jax.bench.settings import FULL_BENCH
 from mnist_jax.config import Config, preset
+from mnist_jax.report import latex_table, load_entries, markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -111,6 +112,48 @@ def test_the_committed_cnn_runs_are_complete():
         )
 
 
+def test_the_committed_cnn_strong_runs_are_the_preset_as_it_is():
+    folders = sorted((RESULTS / "cnn-strong").glob("cnn-strong-*"))
+    assert [folder.name for folder in folders] == [f"cnn-strong-{n}" for n in (1, 2, 3)]
+    seeds = []
+    for folder in folders:
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["status"] == "completed"
+        config = Config.from_dict(summary["config"])
+        assert config == preset("cnn-strong").replace(seed=config.seed)
+        assert [m["epoch"] for m in summary["history"]] == list(range(config.num_epochs + 1))
+        seeds.append(config.seed)
+    assert seeds == [42, 43, 44]
+    # The report pools exactly these runs, and its tables are the ones they give today.
+    report = RESULTS / "cnn-strong-report"
+    entries = load_entries([str(folder) for folder in folders])
+    assert (report / "table.md").read_text() == markdown_table(entries)
+    assert (report / "table.tex").read_text() == latex_table(entries)
+    # The grid that chose it is the preset with its two augmentations, on the validation split.
+    grid = json.loads((RESULTS / "recipes" / "tuning-cnn-strong" / "grid.json").read_text())
+    strengths = ("augment_shift", "augment_rotation", "augment_scale")
+    for cell in grid["cells"]:
+        config = Config.from_dict(cell["config"])
+        assert config == preset("cnn-strong").replace(
+            num_epochs=10, validation_size=10_000, **{k: getattr(config, k) for k in strengths}
+        )
+    assert [[cell["config"][k] for k in strengths] for cell in grid["cells"]] == [
+        [2.0, 10.0, 0.1],
+        [3.0, 15.0, 0.15],
+    ]
+
+
+def test_the_committed_augmentation_cost_is_the_strong_cnns_augmentation():
+    saved = json.loads((RESULTS / "augment-cost" / "results.json").read_text())
+    strong = preset("cnn-strong")
+    assert saved["augmentation"] == {
+        name: getattr(strong, name)
+        for name in ("augment_shift", "augment_rotation", "augment_scale")
+    }
+    assert set(saved["presets"]) == {"cnn", "cnn-strong"}
+    assert all(set(timings) == {"with", "without"} for timings in saved["presets"].values())
+
+
 def test_the_committed_seed_run_is_the_seed_preset():
     summary = json.loads((RESULTS / "seed" / "summary.json").read_text())
     assert summary["status"] == "completed"
@@ -129,6 +172,7 @@ TUNING = [
     "tuning-speedrun",
     "tuning-speedrun-2",
     "tuning-speedrun-3",
+    "tuning-cnn-strong",
 ]
 
 

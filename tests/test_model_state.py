@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnist_jax import Model, data, train
+from mnist_jax import Model, data, models, train
 from mnist_jax.cli import main
 from mnist_jax.models.interface import stateful_form
 from mnist_jax.runs import checkpoints
@@ -69,9 +69,15 @@ def floating_leaves(tree) -> list[np.ndarray]:
     ]
 
 
-@pytest.mark.parametrize("name", FRAMEWORKS)
-def test_a_frameworks_batchnorm_statistics_move_and_evaluation_reads_them(data_dir, name):
-    config = tiny(data_dir, model=path_of(name), loss_reduction="mean", learning_rate=0.01)
+# The built-in cnn's BatchNorm, small: its settings beside the frameworks' import paths.
+BUILTIN_BATCHNORM = dict(model="cnn", cnn_batchnorm=True, cnn_channels=(4, 8), cnn_dense=16)
+
+
+@pytest.mark.parametrize("name", [*FRAMEWORKS, "cnn_batchnorm"])
+def test_a_batchnorm_models_statistics_move_and_evaluation_reads_them(data_dir, name):
+    """For each framework's CNN and the built-in cnn with `cnn_batchnorm`."""
+    changes = BUILTIN_BATCHNORM if name == "cnn_batchnorm" else dict(model=path_of(name))
+    config = tiny(data_dir, loss_reduction="mean", learning_rate=0.01, **changes)
     steps = make_steps(config)
     initial = steps.init(config.seed)
     result = train(config)
@@ -82,7 +88,10 @@ def test_a_frameworks_batchnorm_statistics_move_and_evaluation_reads_them(data_d
         for a, b in zip(moved, floating_leaves(initial.model_state), strict=True)
     )
 
-    init, apply = stateful_form(getattr(framework_models, name)(config))
+    model = (
+        models.cnn(config) if name == "cnn_batchnorm" else getattr(framework_models, name)(config)
+    )
+    init, apply = stateful_form(model)
     test = data.load(data_dir)["test"]
     images = jnp.asarray(test.images, jnp.float32) / 255
     evaluated, _ = apply(result.params, result.model_state, images, None, False)

@@ -15,11 +15,33 @@ from mnist_jax.steps import epoch_key, make_steps
 from tests.helpers import masked_batch
 
 
-def numpy_cnn(params, images, padding="same", pooling="avg"):
+def numpy_cnn(params, images, padding="same", pooling="avg", state=None, training=False):
     """The configurable CNN written out in NumPy: each convolution as explicit kernel windows,
-    pooling by reshaping (an odd last row and column dropped)."""
+    pooling by reshaping (an odd last row and column dropped). Given BatchNorm's running `state`,
+    each hidden layer's pre-bias values are standardised per channel (by the batch's statistics
+    in `training`, folded into the state returned beside the logits; else by the state's) and
+    scaled."""
+    new_state = {}
+    if state is not None:
+        state = {
+            k: {kk: np.asarray(vv, np.float64) for kk, vv in v.items()} for k, v in state.items()
+        }
 
-    def conv(x, w, b):
+    def normalize(name, y):
+        if state is None:
+            return y
+        if training:
+            axes = tuple(range(y.ndim - 1))
+            mean, var = y.mean(axis=axes), y.var(axis=axes)
+            new_state[name] = {
+                "mean": 0.99 * state[name]["mean"] + 0.01 * mean,
+                "var": 0.99 * state[name]["var"] + 0.01 * var,
+            }
+        else:
+            mean, var = state[name]["mean"], state[name]["var"]
+        return (y - mean) / np.sqrt(var + 1e-5) * p[name]["scale"]
+
+    def conv(x, w):
         kh, kw = w.shape[:2]
         if padding == "same":
             x = np.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
@@ -28,7 +50,7 @@ def numpy_cnn(params, images, padding="same", pooling="avg"):
         for dy in range(kh):
             for dx in range(kw):
                 out += x[:, dy : dy + h, dx : dx + wd, :] @ w[dy, dx]
-        return out + b
+        return out
 
     def pool(x):
         n, h, wd, c = x.shape
@@ -38,9 +60,11 @@ def numpy_cnn(params, images, padding="same", pooling="avg"):
     p = {k: {kk: np.asarray(vv, np.float64) for kk, vv in v.items()} for k, v in params.items()}
     x = images
     for i in range(len(p) - 2):
-        x = pool(np.maximum(conv(x, p[f"conv{i}"]["w"], p[f"conv{i}"]["b"]), 0))
-    x = np.maximum(x.reshape(len(x), -1) @ p["dense0"]["w"] + p["dense0"]["b"], 0)
-    return x @ p["dense1"]["w"] + p["dense1"]["b"]
+        name = f"conv{i}"
+        x = pool(np.maximum(normalize(name, conv(x, p[name]["w"])) + p[name]["b"], 0))
+    x = normalize("dense0", x.reshape(len(x), -1) @ p["dense0"]["w"])
+    logits = np.maximum(x + p["dense0"]["b"], 0) @ p["dense1"]["w"] + p["dense1"]["b"]
+    return logits if state is None else (logits, new_state)
 
 
 CNNS = {  # the CNN's options, one change or more at a time, with the parameter shapes each gives
@@ -111,16 +135,71 @@ def test_the_cnn_matches_an_independent_numpy_computation(case, form):
     assert all(layer["b"].shape == shapes[name][-1:] for name, layer in params.items())
 
 
+def float64_batchnorm_cnn(case: str, form: str):
+    """The case's CNN with BatchNorm, in float64 and `form`: the model, its parameters (scales
+    and biases away from one and zero), running statistics away from their start, and three
+    images (the first 8 rows of each a flat grey). Call under `jax.enable_x64`."""
+    changes, _ = CNNS[case]
+    config = Config(model="cnn", dtype="float64", cnn_form=form, cnn_batchnorm=True, **changes)
+    model = models.cnn(config)
+    params, state = model.init(jax.random.key(3))
+    params = jax.tree.map(lambda a: a + 0.05, params)
+    state = jax.tree.map(lambda a: a * 1.5 + 0.1, state)
+    images = np.random.default_rng(0).random((3, 28, 28, 1))
+    images[:, :8] = 0.5
+    return config, model, params, state, images
+
+
+@pytest.mark.parametrize("form", LAYER_FORMS)
+@pytest.mark.parametrize("case", CNNS)
+def test_the_cnns_batchnorm_matches_numpy_in_training_and_at_evaluation(case, form):
+    with jax.enable_x64(True):
+        config, model, params, state, images = float64_batchnorm_cnn(case, form)
+        trained, new_state = model.apply(params, state, jnp.asarray(images), training=True)
+        evaluated, kept = model.apply(params, state, jnp.asarray(images), training=False)
+    assert model.stateful
+    assert set(state) == {*(f"conv{i}" for i in range(len(config.cnn_kernels))), "dense0"}
+    expected, expected_state = numpy_cnn(
+        params, images, config.cnn_padding, config.cnn_pooling, state, training=True
+    )
+    np.testing.assert_allclose(trained, expected, rtol=1e-9, atol=1e-11)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12),
+        dict(new_state),
+        expected_state,
+    )
+    np.testing.assert_allclose(
+        evaluated,
+        numpy_cnn(params, images, config.cnn_padding, config.cnn_pooling, state)[0],
+        rtol=1e-9,
+        atol=1e-11,
+    )
+    jax.tree.map(np.testing.assert_array_equal, kept, state)
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
 @pytest.mark.parametrize("form", [form for form in LAYER_FORMS if form != "native"])
 @pytest.mark.parametrize("case", CNNS)
-def test_every_cnn_form_has_the_gradients_of_xlas_own_convolution(case, form):
+def test_every_cnn_form_has_the_gradients_of_xlas_own_convolution(case, form, batchnorm):
     """The forms' gradients (what autodiff makes of each one's slices, windows and reductions)
     against `lax.conv_general_dilated`'s, in float64, with pooling windows that hold ties (max
-    pooling's gradient shares them)."""
+    pooling's gradient shares them), with and without BatchNorm in training."""
 
     def grads(form):
-        _, model, params, images = float64_cnn(case, form, flat_rows=8)
-        return jax.grad(lambda p: jnp.sum(jnp.sin(model.apply(p, jnp.asarray(images)))))(params)
+        if batchnorm:
+            _, model, params, state, images = float64_batchnorm_cnn(case, form)
+
+            def loss(p):
+                logits, _ = model.apply(p, state, jnp.asarray(images), training=True)
+                return jnp.sum(jnp.sin(logits))
+
+        else:
+            _, model, params, images = float64_cnn(case, form, flat_rows=8)
+
+            def loss(p):
+                return jnp.sum(jnp.sin(model.apply(p, jnp.asarray(images))))
+
+        return jax.grad(loss)(params)
 
     with jax.enable_x64(True):
         reference, got = grads("native"), grads(form)
@@ -133,8 +212,6 @@ def test_every_cnn_form_has_the_gradients_of_xlas_own_convolution(case, form):
     )
 
 
-# float32 matmuls in full (a GPU would otherwise take TF32)
-@jax.default_matmul_precision("highest")
 def test_winograd_takes_the_3x3_convolutions_of_several_channels_and_leaves_the_rest_to_im2col():
     rng = np.random.default_rng(0)
     for kernel, channels, taken in ((3, 2, True), (3, 1, False), (5, 2, False)):

@@ -61,6 +61,47 @@ def experiments(data_dir, tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def report_dir(experiments, tmp_path_factory):
+    """The report of the experiments."""
+    out = tmp_path_factory.mktemp("report")
+    dirs = [str(experiments / name) for name in ("runs-1", "runs-2", "sweep", "grid")]
+    assert main(["report", *dirs, "--out", str(out)]) == 0
+    return out
+
+
+# Each LaTeX form in the document it is for: (file, document class options).
+LATEX_DOCUMENTS = [
+    ("table.tex", ""),
+    ("table-narrow.tex", "twocolumn"),
+    ("table-wide.tex", "twocolumn"),
+]
+
+
+@pytest.mark.parametrize("name, options", LATEX_DOCUMENTS)
+def test_each_latex_form_compiles_within_its_papers_width(report_dir, tmp_path, name, options):
+    """`\\input` into a plain `article` with booktabs and tabularx, as a paper would: it
+    compiles, and no line is wider than its column (no `Overfull \\hbox` in the log)."""
+    if not shutil.which("pdflatex"):
+        pytest.skip("pdflatex is not installed (Debian: texlive-latex-recommended)")
+    shutil.copy(report_dir / name, tmp_path / name)
+    (tmp_path / "paper.tex").write_text(
+        f"\\documentclass[{options}]{{article}}\\usepackage{{booktabs,tabularx}}\n"
+        f"\\begin{{document}}\\input{{{name}}}\\end{{document}}\n"
+    )
+    compiled = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
+        cwd=tmp_path,
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
+    log = (tmp_path / "paper.log").read_text(errors="replace")
+    assert compiled.returncode == 0, log[-2000:]
+    assert (tmp_path / "paper.pdf").stat().st_size > 0
+    assert "Overfull \\hbox" not in log, re.findall(r"Overfull \\hbox.*", log)
+
+
 def test_report_writes_tables_and_figures_that_parse(experiments, tmp_path, capsys):
     dirs = [str(experiments / name) for name in ("runs-1", "runs-2", "sweep", "grid")]
     assert main(["report", *dirs, "--out", str(tmp_path)]) == 0
@@ -101,26 +142,19 @@ def test_report_writes_tables_and_figures_that_parse(experiments, tmp_path, caps
     assert f"{100 * np.mean(finals):.2f} ± {100 * np.std(finals, ddof=1):.2f}" in runs_row
 
     latex = (tmp_path / "table.tex").read_text()
-    assert re.findall(r"\\begin\{(\w+)\}", latex) == ["table", "tabular"]
-    assert re.findall(r"\\end\{(\w+)\}", latex) == ["tabular", "table"]
+    assert re.findall(r"\\begin\{(\w+)\}", latex) == ["table", "tabularx"]
+    assert re.findall(r"\\end\{(\w+)\}", latex) == ["tabularx", "table"]
     assert latex.count("{") - latex.count(r"\{") == latex.count("}") - latex.count(r"\}")
     body = latex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
     assert len(body) == len(names) and all(line.count("&") == 5 for line in body)
-    assert "optimizer=adam layer\\_sizes=784,16,10" in latex
-    if shutil.which("pdflatex"):
-        document = (
-            "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n"
-            + latex
-            + "\\end{document}\n"
-        )
-        (tmp_path / "doc.tex").write_text(document)
-        subprocess.run(
-            ["pdflatex", "-interaction=nonstopmode", "doc.tex"],
-            cwd=tmp_path,
-            check=True,
-            timeout=120,
-            capture_output=True,
-        )
+    assert r"optimizer=\allowbreak{}adam layer\_sizes=\allowbreak{}784,\allowbreak{}16," in latex
+    narrow, wide = ((tmp_path / f"table-{form}.tex").read_text() for form in ("narrow", "wide"))
+    narrow_body = narrow.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
+    cells = [line.removesuffix(r" \\").split(" & ") for line in body]
+    assert [line.removesuffix(r" \\").split(" & ") for line in narrow_body] == [
+        [name, seeds, test] for name, seeds, _, _, test, _ in cells
+    ]  # the experiment, its seeds and its test accuracy
+    assert wide == latex.replace(r"{table}", r"{table*}")
 
     labels = [f"{name} (n={n})" for name, n in zip(names, (2, 3, 2, 2, 2, 2), strict=True)]
     width, height = figure_inches(labels)

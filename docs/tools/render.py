@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # the benchmarks' renderers, as `python -m` would find them
 
-from benchmarks import adam_paper, conv_forms, conv_rewrite, recipes, startup  # noqa: E402
+from benchmarks import adam_paper, augment_cost, conv_forms, conv_rewrite, recipes, startup  # noqa: E402
 from mnist_jax.bench.render import markdown as bench_markdown  # noqa: E402
 from mnist_jax.bench.render import summary_line  # noqa: E402
 from mnist_jax.cli import flag_table  # noqa: E402
@@ -96,9 +96,14 @@ BLOCKS: dict[str, Callable[..., str]] = {
     "seed-run": seed_run,
     "flags": lambda *command: flag_table(" ".join(command)),
     "cnn-report": lambda: markdown_table(load_entries(cnn_runs())),
+    "cnn-strong-report": lambda: markdown_table(
+        load_entries(sorted(str(p) for p in (RESULTS / "cnn-strong").glob("cnn-strong-*")))
+    ),
+    "cnn-strong-goals": lambda: recipes.strong_cnn_goals(),
     "cnn-timing": cnn_timing,
     "tuning": lambda name: recipes.grid_table(name),
     "recipe-presets": lambda: recipes.render(),
+    "preset-result": lambda name: recipes.preset_result(name),
     "adam-tuning": lambda panel: adam_paper.tuning_table(panel),
     "adam-length": lambda: adam_paper.length(),
     "adam-results": lambda: adam_paper.results_table(),
@@ -110,6 +115,7 @@ BLOCKS: dict[str, Callable[..., str]] = {
     "startup": lambda: startup.render(),
     "conv-forms": lambda: conv_forms.render(),
     "conv-rewrite": lambda: conv_rewrite.render(),
+    "augment-cost": lambda: augment_cost.render(),
     "bench": lambda: bench_markdown(bench_results()),
     "bench-summary": lambda: summary_line(bench_results()) + "\n",
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
@@ -9,7 +11,7 @@ from mnist_jax.config import Config, Hyperparameters, cnn_feature_side, numbers
 from mnist_jax.errors import ConfigError
 from mnist_jax.models import conv
 from mnist_jax.models.interface import Model
-from mnist_jax.models.layers import dropout
+from mnist_jax.models.layers import batch_norm, batchnorm_state, dropout
 
 
 def check_cnn_form(config: Config) -> None:
@@ -28,7 +30,11 @@ def cnn(config: Config, hyperparameters: Hyperparameters | None = None) -> Model
     conv 64 3x3 SAME, relu, 2x2 average pool, dense 256, relu, dense 10. Kernels are
     LeCun-normal and biases zero, as Flax initializes them. In training, `input_dropout` drops
     pixels and `dropout` the dense hidden layer's units (dropping conv features helps less), at
-    a grid cell's traced rates if `hyperparameters` gives them."""
+    a grid cell's traced rates if `hyperparameters` gives them.
+
+    With `cnn_batchnorm`, BatchNorm (`layers.batch_norm`, its scale starting at one) comes
+    between each hidden layer's matmul or convolution and its bias, and the model is stateful:
+    its state is each layer's running statistics, which evaluation uses."""
     check_cnn_form(config)
     dtype = jnp.dtype(config.dtype)
     rates = numbers(config, hyperparameters)
@@ -41,27 +47,66 @@ def cnn(config: Config, hyperparameters: Hyperparameters | None = None) -> Model
         "dense0": (side * side * channels[-1], config.cnn_dense),
         "dense1": (config.cnn_dense, 10),
     }
+    normalized = list(shapes)[:-1] if config.cnn_batchnorm else []
 
-    def init(key: jax.Array) -> dict:
+    def init_params(key: jax.Array) -> dict:
         keys = jax.random.split(key, len(shapes))
         lecun = jax.nn.initializers.lecun_normal()
-        return {
+        params = {
             name: {"w": lecun(k, shape, dtype), "b": jnp.zeros(shape[-1], dtype)}
             for k, (name, shape) in zip(keys, shapes.items(), strict=True)
         }
+        for name in normalized:
+            params[name]["scale"] = jnp.ones(shapes[name][-1], dtype)
+        return params
 
-    def apply(params: dict, images: jax.Array, key: jax.Array | None = None) -> jax.Array:
+    def forward(params, state, images, key, training):
         input_key, hidden_key = (
             (None, None) if key is None else (jax.random.fold_in(key, site) for site in (0, 1))
         )
+        new_state = {}
+
+        def batch_normalize(name: str, y: jax.Array) -> jax.Array:
+            y, new_state[name] = batch_norm(y, params[name]["scale"], state[name], training)
+            return y
+
         x = dropout(images, rates["input_dropout"], input_key)
         for i in range(len(config.cnn_kernels)):
-            layer = params[f"conv{i}"]
+            name = f"conv{i}"
             x = conv.conv_relu_pool(
-                x, layer["w"], layer["b"], config.cnn_padding, config.cnn_pooling, config.cnn_form
+                x,
+                params[name]["w"],
+                params[name]["b"],
+                config.cnn_padding,
+                config.cnn_pooling,
+                config.cnn_form,
+                partial(batch_normalize, name) if normalized else None,
             )
         dense0, dense1 = params["dense0"], params["dense1"]
-        x = jax.nn.relu(x.reshape(x.shape[0], -1) @ dense0["w"] + dense0["b"])
-        return dropout(x, rates["dropout"], hidden_key) @ dense1["w"] + dense1["b"]
+        x = x.reshape(x.shape[0], -1) @ dense0["w"]
+        x = jax.nn.relu((batch_normalize("dense0", x) if normalized else x) + dense0["b"])
+        logits = dropout(x, rates["dropout"], hidden_key) @ dense1["w"] + dense1["b"]
+        return logits, new_state
 
-    return Model(init, apply)
+    if not normalized:
+
+        def apply(params: dict, images: jax.Array, key: jax.Array | None = None) -> jax.Array:
+            return forward(params, {}, images, key, key is not None)[0]
+
+        return Model(init_params, apply)
+
+    def init(key: jax.Array) -> tuple[dict, dict]:
+        state = {name: batchnorm_state(shapes[name][-1], dtype) for name in normalized}
+        return init_params(key), state
+
+    def apply_stateful(
+        params: dict,
+        state: dict,
+        images: jax.Array,
+        *,
+        key: jax.Array | None = None,
+        training: bool = False,
+    ) -> tuple[jax.Array, dict]:
+        return forward(params, state, images, key, training)
+
+    return Model(init, apply_stateful, stateful=True)

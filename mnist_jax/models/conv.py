@@ -107,15 +107,6 @@ def _pad_same(x: jax.Array, kh: int, kw: int) -> jax.Array:
     return jnp.pad(x, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
 
 
-def conv2d(
-    x: jax.Array, w: jax.Array, b: jax.Array, padding: str = "same", form: str = "im2col"
-) -> jax.Array:
-    """A stride-1 convolution of NHWC images `x` with an HWIO kernel `w`, plus bias `b`: `same`
-    padding keeps the size (odd kernels), `valid` shrinks it by the kernel's size less one.
-    `form` (one of `FORMS`) picks how XLA is given it."""
-    return FORMS[form](_pad_same(x, *w.shape[:2]) if padding == "same" else x, w) + b
-
-
 def pool2d(x: jax.Array, kind: str = "avg") -> jax.Array:
     """2x2 pooling with stride 2 (`avg` or `max`); an odd last row or column is dropped, as 'VALID'
     pooling does."""
@@ -164,7 +155,7 @@ def _block_kernel(w: jax.Array) -> jax.Array:
 
 
 def _conv_relu_pool_space_to_depth(
-    x: jax.Array, w: jax.Array, b: jax.Array, pooling: str
+    x: jax.Array, w: jax.Array, b: jax.Array, pooling: str, normalize: Callable
 ) -> jax.Array:
     k = w.shape[0]
     # The rows and columns the pools read (an odd last output row is dropped), padded to even.
@@ -173,7 +164,7 @@ def _conv_relu_pool_space_to_depth(
     x = jnp.pad(x[:, :h, :wd], ((0, 0), (0, h % 2), (0, wd % 2), (0, 0)))
     # (N, H/2, W/2, 4O): each pixel a 2x2 window
     blocks = _im2col(_space_to_depth(x), _block_kernel(w))
-    blocks = jax.nn.relu(blocks.reshape(*blocks.shape[:3], 4, w.shape[-1]) + b)
+    blocks = jax.nn.relu(normalize(blocks.reshape(*blocks.shape[:3], 4, w.shape[-1])) + b)
     return blocks.mean(axis=3) if pooling == "avg" else blocks.max(axis=3)
 
 
@@ -184,19 +175,30 @@ def conv_relu_pool(
     padding: str = "same",
     pooling: str = "avg",
     form: str = "im2col",
+    normalize: Callable[[jax.Array], jax.Array] | None = None,
 ) -> jax.Array:
-    """A CNN layer: `pool2d(relu(conv2d(x, w, b, padding)), pooling)`, the convolution in `form`
-    (one of `FORMS`; `space_to_depth`, the pooling windows as channels of one convolution; or
-    `winograd`, F(2x2, 3x3) where `w` is 3x3 and has more than one input channel, else `im2col`
-    with its weight gradient as one matmul)."""
-    if form not in (WINOGRAD, SPACE_TO_DEPTH):
-        return pool2d(jax.nn.relu(conv2d(x, w, b, padding, form)), pooling)
+    """A CNN layer: `pool2d(relu(normalize(conv) + b), pooling)`, `conv` the convolution of `x`
+    with `w` at `padding` in `form` (one of `FORMS`; `space_to_depth`, the pooling windows as
+    channels of one convolution; or `winograd`, F(2x2, 3x3) where `w` is 3x3 and has more than
+    one input channel, else `im2col` with its weight gradient as one matmul). `normalize`
+    (BatchNorm, say) is given the convolution's outputs in the form's own layout, channels last,
+    so it may only treat each channel's values alike."""
     x = _pad_same(x, *w.shape[:2]) if padding == "same" else x
-    if form == SPACE_TO_DEPTH:
-        return _conv_relu_pool_space_to_depth(x, w, b, pooling)
-    if w.shape[:2] == (3, 3) and w.shape[2] > 1:
-        return winograd.conv_relu_pool(x, w, b, pooling)
-    return pool2d(
-        jax.nn.relu(_patches_matmul(_patches(x, *w.shape[:2]), w.reshape(-1, w.shape[-1])) + b),
-        pooling,
-    )
+    # The forms that fold in the pooling compute only the outputs its windows read; BatchNorm's
+    # statistics need an odd last row or column too.
+    odd = any((side - k + 1) % 2 for side, k in zip(x.shape[1:3], w.shape[:2], strict=True))
+    folds = normalize is None or not odd
+    normalize = normalize or _unchanged
+    if form == SPACE_TO_DEPTH and folds:
+        return _conv_relu_pool_space_to_depth(x, w, b, pooling, normalize)
+    if form == WINOGRAD and folds and fast_form(w.shape) == WINOGRAD:
+        return winograd.conv_relu_pool(x, w, b, pooling, normalize)
+    if form == WINOGRAD:
+        y = conv_valid(x, w)
+    else:
+        y = FORMS["im2col" if form == SPACE_TO_DEPTH else form](x, w)
+    return pool2d(jax.nn.relu(normalize(y) + b), pooling)
+
+
+def _unchanged(x: jax.Array) -> jax.Array:
+    return x

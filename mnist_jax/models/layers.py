@@ -1,4 +1,5 @@
-"""The layer the built-in models share: inverted dropout, driven by the harness's step key."""
+"""The layers the built-in models share beside their matmuls and convolutions: inverted dropout,
+driven by the harness's step key, and BatchNorm, its running statistics passed explicitly."""
 
 from __future__ import annotations
 
@@ -15,3 +16,32 @@ def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
         return x
     keep = jax.random.bernoulli(key, 1 - rate, x.shape)
     return jnp.where(keep, x / (1 - rate), 0).astype(x.dtype)
+
+
+# Flax's and Keras's defaults: the running statistics' decay per step, and the variance's floor.
+BATCHNORM_MOMENTUM, BATCHNORM_EPSILON = 0.99, 1e-5
+
+
+def batchnorm_state(channels: int, dtype: jnp.dtype) -> dict[str, jax.Array]:
+    """BatchNorm's running statistics before any training: mean 0 and variance 1 per channel."""
+    return {"mean": jnp.zeros(channels, dtype), "var": jnp.ones(channels, dtype)}
+
+
+def batch_norm(
+    x: jax.Array, scale: jax.Array, running: dict[str, jax.Array], training: bool
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """BatchNorm without its offset (the layer's bias adds it): each channel (`x`'s last axis)
+    standardised by its mean and variance over every other axis, then multiplied by `scale`.
+    In training the batch's statistics are used and folded into `running` (decay
+    `BATCHNORM_MOMENTUM`); at evaluation `running`'s are used and returned unchanged."""
+    if training:
+        axes = tuple(range(x.ndim - 1))
+        mean, var = x.mean(axes), x.var(axes)
+        decay = BATCHNORM_MOMENTUM
+        running = {
+            "mean": decay * running["mean"] + (1 - decay) * jax.lax.stop_gradient(mean),
+            "var": decay * running["var"] + (1 - decay) * jax.lax.stop_gradient(var),
+        }
+    else:
+        mean, var = running["mean"], running["var"]
+    return (x - mean) * (jax.lax.rsqrt(var + BATCHNORM_EPSILON) * scale), running

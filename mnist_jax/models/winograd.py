@@ -10,6 +10,8 @@ direct convolution makes 36: the transforms are adds and subtracts of whole feat
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -125,10 +127,14 @@ def conv(x: jax.Array, w: jax.Array) -> jax.Array:
     return tiles.transpose(2, 3, 0, 4, 1, 5).reshape(n, 2 * th, 2 * tw, o)[:, :h, :w_]
 
 
-def conv_relu_pool(x: jax.Array, w: jax.Array, b: jax.Array, pooling: str) -> jax.Array:
-    """`x` (N, H, W, C), already padded, through the 3x3 convolution `w`, bias `b`, relu and 2x2
-    pooling (`avg` or `max`): (N, (H - 2) // 2, (W - 2) // 2, O)."""
-    y = jax.nn.relu(conv_tiles(x, w) + b)
+def conv_relu_pool(
+    x: jax.Array, w: jax.Array, b: jax.Array, pooling: str, normalize: Callable | None = None
+) -> jax.Array:
+    """`x` (N, H, W, C), already padded, through the 3x3 convolution `w`, `normalize` (given the
+    tiles, channels last), bias `b`, relu and 2x2 pooling (`avg` or `max`):
+    (N, (H - 2) // 2, (W - 2) // 2, O)."""
+    y = conv_tiles(x, w)
+    y = jax.nn.relu((y if normalize is None else normalize(y)) + b)
     if pooling == "max":
         return y.max(axis=(0, 1))
     return (

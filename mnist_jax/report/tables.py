@@ -60,34 +60,61 @@ def _latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIALS.get(char, char) for char in text)
 
 
-def latex_table(entries: list[Entry]) -> str:
-    """The Markdown table's content as a booktabs LaTeX table."""
+def _breakable(name: str) -> str:
+    """An experiment's name escaped, a line allowed to break after each `=` and `,` too (a grid
+    cell's settings), so that it wraps in its column."""
+    return _latex_escape(name).replace("=", r"=\allowbreak{}").replace(",", r",\allowbreak{}")
+
+
+# The LaTeX table's forms, by file (`mnist-jax report` writes each): its float and whether it is
+# narrow (the test accuracy alone). Each fits its width in an `article` (the tests compile them).
+LATEX_FORMS = {
+    "table.tex": ("table", False),  # a one-column paper's \textwidth
+    "table-narrow.tex": ("table", True),  # a column of a two-column paper
+    "table-wide.tex": ("table*", False),  # both columns of a two-column paper
+}
+
+
+def latex_table(entries: list[Entry], *, narrow: bool = False, float_env: str = "table") -> str:
+    """The Markdown table's content as a booktabs LaTeX table in `float_env` (`table`, or
+    `table*` to span a two-column paper), its accuracies headed by split, the unit in the caption;
+    `narrow`, the experiment, its seeds and its test accuracy only. It is a `tabularx` of the
+    line's width: the experiments' names wrap in what the numbers leave."""
     columns = _columns(entries)
-    headings = ["Experiment", "Seeds", "Epochs"] + [c[0] for c in columns]
+    if narrow:
+        columns = [c for c in columns if c[1] == "test_accuracy"]
+    headings = ["Experiment", "Seeds"] + ([] if narrow else ["Epochs"])
+    headings += [h.replace(" accuracy (%)", " (%)") for h, _, _ in columns]
     rows = [
-        [_latex_escape(e.name), str(e.seeds), str(e.statistics[-1]["epoch"])]
+        [_breakable(e.name), str(e.seeds)]
+        + ([] if narrow else [str(e.statistics[-1]["epoch"])])
         + [
             "$" + _cell(e.statistics[-1][metric], scale, r" \pm ") + "$"
             for _, metric, scale in columns
         ]
         for e in entries
     ]
+    what = "test accuracy (\\%)" if narrow else "accuracy (\\%) and loss"
     body = "\n".join("    " + " & ".join(row) + r" \\" for row in rows)
     return "\n".join(
         [
-            r"% Needs \usepackage{booktabs}.",
-            r"\begin{table}[t]",
+            r"% Needs \usepackage{booktabs} and \usepackage{tabularx}.",
+            rf"\begin{{{float_env}}}[t]",
             r"  \centering",
-            r"  \begin{tabular}{l" + "r" * (len(headings) - 1) + "}",
+            r"  \setlength{\tabcolsep}{4pt}",
+            r"  \begin{tabularx}{\linewidth}{>{\raggedright\arraybackslash}X"
+            + "r" * (len(headings) - 1)
+            + "}",
             r"    \toprule",
             "    " + " & ".join(_latex_escape(h) for h in headings) + r" \\",
             r"    \midrule",
             body,
             r"    \bottomrule",
-            r"  \end{tabular}",
-            r"  \caption{MNIST, final epoch: mean $\pm$ standard deviation over the seeds.}",
+            r"  \end{tabularx}",
+            rf"  \caption{{MNIST at the final epoch: {what}, mean $\pm$ standard deviation "
+            "over the seeds.}",
             r"  \label{tab:mnist-jax}",
-            r"\end{table}",
+            rf"\end{{{float_env}}}",
             "",
         ]
     )
