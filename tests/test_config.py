@@ -212,6 +212,7 @@ BAD_FLAGS = {
         "matmul_precision must be one of highest, high, default",
     ),
     "deterministic": (["--deterministic=yes"], "ignored explicit argument 'yes'"),
+    "cnn_batchnorm": (["--cnn-batchnorm=on"], "ignored explicit argument 'on'"),
 }
 
 

@@ -107,6 +107,15 @@ def _pad_same(x: jax.Array, kh: int, kw: int) -> jax.Array:
     return jnp.pad(x, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
 
 
+def conv2d(
+    x: jax.Array, w: jax.Array, b: jax.Array, padding: str = "same", form: str = "im2col"
+) -> jax.Array:
+    """A stride-1 convolution of NHWC images `x` with an HWIO kernel `w`, plus bias `b`: `same`
+    padding keeps the size (odd kernels), `valid` shrinks it by the kernel's size less one.
+    `form` (one of `FORMS`) picks how XLA is given it."""
+    return FORMS[form](_pad_same(x, *w.shape[:2]) if padding == "same" else x, w) + b
+
+
 def pool2d(x: jax.Array, kind: str = "avg") -> jax.Array:
     """2x2 pooling with stride 2 (`avg` or `max`); an odd last row or column is dropped, as 'VALID'
     pooling does."""
