@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from benchmarks.conv_forms import epoch_timer, measured_on, summarise, timing_cell
+from benchmarks.conv_forms import epoch_timer, measured_on, summarise, take_turns, timing_cell
 
 RESULTS = Path(__file__).resolve().parent / "results" / "augment-cost"
 PRESETS = ("cnn", "cnn-strong")
@@ -36,12 +36,7 @@ def measure(batches: int, repeats: int) -> dict:
         configs[(name, "without")] = plain
         configs[(name, "with")] = plain.replace(**augmentation)
     timers = {key: epoch_timer(config, train, batches) for key, config in configs.items()}
-    seconds = {key: [] for key in timers}
-    for turn in range(repeats + 1):  # the first turn discarded
-        for key, (timed, _) in timers.items():
-            elapsed = timed()
-            if turn:
-                seconds[key].append(elapsed)
+    seconds = take_turns(timers, repeats)
     results = {
         "batches": batches,
         "repeats": repeats,

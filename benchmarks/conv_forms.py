@@ -56,6 +56,19 @@ def epoch_timer(config, train, batches: int) -> tuple[Callable[[], float], float
     return timed, compile_seconds
 
 
+def take_turns(timers: dict, repeats: int) -> dict:
+    """Each of `timers`' (`epoch_timer`s, by key) seconds over `repeats` calls, the timers taking
+    turns call by call so that a drift in the machine's speed touches all alike; the first turn
+    is discarded."""
+    seconds = {key: [] for key in timers}
+    for turn in range(repeats + 1):
+        for key, (timed, _) in timers.items():
+            elapsed = timed()
+            if turn:
+                seconds[key].append(elapsed)
+    return seconds
+
+
 def summarise(per_epoch: list[float], compile_seconds: float) -> dict:
     return {
         "seconds_per_epoch": statistics.median(per_epoch),

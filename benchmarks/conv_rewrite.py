@@ -20,7 +20,14 @@ import json
 import os
 from pathlib import Path
 
-from benchmarks.conv_forms import epoch_timer, measured_on, summarise, time_config, timing_cell
+from benchmarks.conv_forms import (
+    epoch_timer,
+    measured_on,
+    summarise,
+    take_turns,
+    time_config,
+    timing_cell,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "conv-rewrite"
 BUILT_IN = "built in (`--preset cnn`, `winograd` form)"
@@ -44,12 +51,7 @@ def measure(batches: int, native_batches: int, repeats: int) -> dict:
         name: epoch_timer(user.replace(conv_rewrite="on"), train, batches)
         for name, user in users.items()
     }
-    seconds = {name: [] for name in timers}
-    for turn in range(repeats + 1):  # the first turn discarded
-        for name, (timed, _) in timers.items():
-            elapsed = timed()
-            if turn:
-                seconds[name].append(elapsed)
+    seconds = take_turns(timers, repeats)
     rewritten = {name: summarise(seconds[name], timers[name][1]) for name in timers}
     results = {
         "batches": batches,
