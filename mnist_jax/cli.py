@@ -73,15 +73,9 @@ def _flag(name: str) -> str:
     return _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
 
 
-# Settings a sweep has no use for: it writes no checkpoints and trains on one device's `device`
-# path.
-_NOT_FOR_SWEEPS = (
-    "checkpoint_every",
-    "keep_checkpoints",
-    "pipeline",
-    "devices",
-    "batches_per_chunk",
-)
+# Settings a sweep has no use for: it writes no checkpoints and trains on the `device` path (its
+# models spread over the devices).
+_NOT_FOR_SWEEPS = ("checkpoint_every", "keep_checkpoints", "pipeline", "batches_per_chunk")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
@@ -275,9 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     multihost.add_argument(
         "--distributed-timeout",
         type=int,
-        default=60,
+        default=300,  # jax.distributed.initialize's own (importing JAX here would slow --help)
         metavar="SECONDS",
-        help="give up joining the runtime after this long (default: 60)",
+        help="give up joining the runtime after this long, JAX's own default (default: 300)",
     )
 
     sweep = commands.add_parser(
@@ -498,6 +492,11 @@ def _sweep(args: argparse.Namespace) -> int:
         print(seed_table_header("Epoch", 5, splits))
         for row in result.statistics():
             print(seed_table_row(row["epoch"], 5, row, splits))
+        devices = result.environment["num_devices"]
+        print(
+            f"{len(seeds)} models on {devices} device{'s' if devices > 1 else ''}, "
+            f"{result.models_per_device} a device"
+        )
         print(f"{result.seconds:.2f} s")
     if args.out:
         print(f"Saved in {os.path.join(args.out, 'grid.json' if args.grid else 'sweep.json')}")

@@ -12,7 +12,7 @@ from typing import Any
 
 from mnist_jax.errors import ConfigError
 
-DTYPES = ("float32", "float64")
+DTYPES = ("float32", "float64", "bfloat16")
 _INT_TUPLES = ("layer_sizes", "cnn_channels", "cnn_kernels")  # settings held as tuples of ints
 MATMUL_PRECISIONS = ("highest", "high", "default")
 INITS = ("jax", "numpy", "glorot", "he")
@@ -73,10 +73,12 @@ class Config:
         "running statistics are the model's state, which evaluation uses",
     )
     cnn_form: str = setting(
-        "im2col",
+        "auto",
         "`cnn`: how XLA is given each convolution and its pooling (the same "
         "network, its arithmetic in another order): `im2col`, `shifted`, "
-        "`native`, `space_to_depth` or `winograd` (see the Performance page)",
+        "`native`, `space_to_depth`, `winograd`, or `auto`: `native` on a GPU or TPU, on a CPU "
+        "the form measured fastest for the network (see the Performance page); a run records "
+        "the form it took",
     )
     conv_rewrite: str = setting(
         "auto",
@@ -151,7 +153,12 @@ class Config:
     batch_size: int = setting(256, "training minibatch")
     num_epochs: int = setting(5, "training epochs")
     seed: int = setting(42, "initialisation, shuffling and dropout seed")
-    dtype: str = setting("float32", "`float32` or `float64`")
+    dtype: str = setting(
+        "float32",
+        "`float32`, `float64`, or `bfloat16`: mixed precision, every matmul and convolution "
+        "(the whole forward and backward pass) computed in bfloat16 while parameters, optimizer "
+        "state, loss and metrics stay float32",
+    )
     matmul_precision: str = setting(
         "highest",
         "precision of every matrix product and convolution: `highest` (true "
@@ -409,6 +416,12 @@ TRACEABLE = (
 )
 
 
+def parameter_dtype(config: Config) -> str:
+    """The dtype of the parameters, optimizer state, images, loss and metrics: `dtype`, or float32
+    under bfloat16's mixed precision (where only the model's computation is bfloat16)."""
+    return "float32" if config.dtype == "bfloat16" else config.dtype
+
+
 def cnn_conv_sides(config: Config) -> list[int]:
     """The side of each of the cnn's convolutions' output maps: from 28, through its padding, each
     after the 2x2 pool of the one before."""
@@ -504,7 +517,6 @@ PRESETS: dict[str, Config] = {
     "default": Config(),
     "seed": Config(dtype="float64", init="numpy", shuffle=False),
     # Evaluated 1,000 images at a time: its forward pass computes about 1.3 MB of values an image.
-    # The winograd form: the same network in less time on a CPU (the Performance page).
     "cnn": Config(
         model="cnn",
         optimizer="sgd",
@@ -515,7 +527,6 @@ PRESETS: dict[str, Config] = {
         num_epochs=10,
         eval_batch_size=1000,
         schedule="cosine",
-        cnn_form="winograd",
     ),
     "speedrun": Config(
         model="cnn",
@@ -533,7 +544,6 @@ PRESETS: dict[str, Config] = {
         num_epochs=1,
         loss_reduction="mean",
         eval_batch_size=2000,
-        cnn_form="space_to_depth",
     ),
     # Evaluated 1,000 images at a time, as `cnn` is.
     "cnn-strong": Config(
@@ -541,7 +551,6 @@ PRESETS: dict[str, Config] = {
         cnn_channels=(32, 64, 128),
         cnn_kernels=(3, 3, 3),
         cnn_batchnorm=True,
-        cnn_form="winograd",
         dropout=0.4,
         augment_shift=3.0,
         augment_rotation=15.0,

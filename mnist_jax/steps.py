@@ -15,7 +15,14 @@ import numpy as np
 import optax
 
 from mnist_jax.augment import augmentation
-from mnist_jax.config import OBJECT_PREFIX, Config, Hyperparameters, is_on, numbers
+from mnist_jax.config import (
+    OBJECT_PREFIX,
+    Config,
+    Hyperparameters,
+    is_on,
+    numbers,
+    parameter_dtype,
+)
 from mnist_jax.errors import ConfigError
 from mnist_jax.factories import describe, guarded
 from mnist_jax.losses import log_softmax, smoothed_nll, summed_nll
@@ -181,6 +188,28 @@ def eval_step(
     return correct, summed_nll(log_probs, batch.labels, batch.mask)
 
 
+def mixed_precision(apply: Apply, compute: jnp.dtype) -> Apply:
+    """`apply` computing in `compute` (bfloat16): the floating parameters and the images cast to
+    it on the way in, the logits and the model's state cast back to their own dtypes on the way
+    out; the state goes in as it is (BatchNorm's running statistics gather in float32). The
+    gradient flows through the casts to the parameters as they are stored. A model's own layers
+    may still compute in float32 where they say so (Equinox's BatchNorm does)."""
+
+    def cast(tree, dtype):
+        return jax.tree.map(
+            lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
+        )
+
+    def apply_mixed(params, state, images, key, training):
+        logits, new_state = apply(
+            cast(params, compute), state, images.astype(compute), key, training
+        )
+        new_state = jax.tree.map(lambda new, old: new.astype(old.dtype), new_state, state)
+        return logits.astype(images.dtype), new_state
+
+    return apply_mixed
+
+
 class CheckedModel(NamedTuple):
     """A model traced once and found sound: its functions in the form the steps call (each fault
     a one-line ConfigError naming the model), its shapes and the size of its forward pass."""
@@ -206,9 +235,11 @@ def check_model(
     brought = model is not None or config.model not in BUILT_IN
     rewritten = rewrites(config) and brought
     model = model if model is not None else make_model(config, hyperparameters)
-    dtype = jnp.dtype(config.dtype)
+    dtype = jnp.dtype(parameter_dtype(config))
     init, written = stateful_form(model)
     apply = rewrite_convolutions(written) if rewritten else written
+    if config.dtype == "bfloat16":
+        apply = mixed_precision(apply, jnp.bfloat16)
     init, apply = guarded(init, f"{name}: init"), guarded(apply, f"{name}: apply")
     with precision(config):
         params_shape, state_shape = jax.tree.map(
@@ -254,7 +285,7 @@ def make_steps(
         optimizer if optimizer is not None else make_optimizer(config, train_size, hyperparameters)
     )
     values = numbers(config, hyperparameters)
-    dtype = jnp.dtype(config.dtype)
+    dtype = jnp.dtype(parameter_dtype(config))
 
     @jax.jit
     def init_program(seed: jax.Array) -> TrainState:

@@ -1,9 +1,10 @@
 """Seed sweeps and grids: many models, seeds and grid cells alike, trained as one vmapped compiled
-program."""
+program, the models spread over the process's devices."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -20,7 +21,7 @@ import optax
 from mnist_jax import data
 from mnist_jax.config import TRACEABLE, Config, is_on, optimizer_by_name
 from mnist_jax.errors import ConfigError
-from mnist_jax.models import BUILT_IN, Model, ModelState, Params
+from mnist_jax.models import BUILT_IN, Model, ModelState, Params, as_run
 from mnist_jax.pipelines import compile_timed, epoch_program, evaluation_program, shard_splits
 from mnist_jax.records import SPLITS, metric_names
 from mnist_jax.runs.events import TrainingEvents, stream_name
@@ -50,6 +51,9 @@ class SweepResult:
     compile_seconds: float = 0.0  # compiling its programs (shared the same way)
     trained_with: int = 1  # grid cells in its compiled program, itself included
     model_state: ModelState = ()  # a leading seed axis on every leaf; `()` for no state
+    # the models of its program on each device, read from the trained state's shards (the
+    # device count is the environment's `num_devices`)
+    models_per_device: int = 1
 
     def statistics(self) -> list[dict]:
         """Per epoch, the statistics of each metric over the seeds."""
@@ -96,6 +100,7 @@ class SweepResult:
             "seconds": self.seconds,
             "compile_seconds": self.compile_seconds,
             "trained_with": self.trained_with,
+            "models_per_device": self.models_per_device,
             **self.environment,
         }
 
@@ -136,11 +141,33 @@ def program_key(
     )
 
 
+def _check_fits(config: Config, devices: list, num_models: int, steps) -> None:
+    """Raises ConfigError unless `num_models` models of `config` spread over `devices` fit in a
+    device's memory: its share of the models, and the whole data, which every device holds."""
+    memory.check_fits(
+        config,
+        parallel.model_mesh(1, devices),
+        num_models=parallel.spread(num_models, len(devices)).per_device,
+        steps=steps,
+    )
+
+
+def _padded(values: np.ndarray, length: int) -> np.ndarray:
+    """`values` with copies of its last entry appended along the leading axis up to `length`."""
+    return np.concatenate([values, np.repeat(values[-1:], length - len(values), axis=0)])
+
+
+def _on_models(function: Callable, sharding) -> Callable:
+    """`function` with every output, one entry per model along its leading axis, kept split
+    across the devices that way (the next epoch's input must lie as the last one's did)."""
+    return lambda *args: jax.lax.with_sharding_constraint(function(*args), sharding)
+
+
 def _train_together(
     configs: Sequence[Config],
     seeds: Sequence[int],
     shares: dict[str, data.Share],
-    mesh,
+    devices: list,
     model: Model | None,
     optimizer: optax.GradientTransformation | None,
     events_dir: str | None = None,
@@ -149,8 +176,14 @@ def _train_together(
 ) -> list[SweepResult]:
     """Every (config, seed) pair as one model of a single vmapped program; the configs share one
     `program_key`, their traced settings entering as one value per model. One result per config.
-    With `events_dir`, TensorBoard events for each model in `events_dir/<cell settings>/seed-N`."""
+    The models are split across `devices` (`parallel.spread`; spare places train copies of the
+    last model, dropped), every device holding the whole data. With `events_dir`, TensorBoard
+    events for each model in `events_dir/<cell settings>/seed-N`."""
     base = configs[0]
+    num_models = len(configs) * len(seeds)
+    mesh = parallel.model_mesh(num_models, devices)
+    places = parallel.spread(num_models, len(devices)).models
+    on_models = parallel.model_sharding(mesh)
     train_size = shares["train"].total
     # init and evaluation use no traced value
     steps = make_steps(base, model, optimizer, train_size=train_size)
@@ -163,6 +196,9 @@ def _train_together(
             for name in traced
         }
         seed_array = np.asarray([seed for _ in configs for seed in seeds], np.uint32)
+        seed_array, values = jax.device_put(
+            jax.tree.map(lambda v: _padded(v, places), (seed_array, values)), on_models
+        )
 
         def train_epoch(state, split, epoch, seed, cell_values):
             cell_steps = make_steps(
@@ -171,9 +207,10 @@ def _train_together(
             return epoch_program(base, cell_steps, mesh)(state, split, epoch, seed)
 
         splits = shard_splits(base, shares, mesh)
-        state = jax.jit(jax.vmap(steps.init))(seed_array)
+        state = jax.jit(jax.vmap(steps.init), out_shardings=on_models)(seed_array)
+        per_model = functools.partial(jax.vmap, spmd_axis_name=parallel.MODEL_AXIS)
         epoch_fn, train_seconds = compile_timed(
-            jax.vmap(train_epoch, in_axes=(0, None, None, 0, 0)),
+            _on_models(per_model(train_epoch, in_axes=(0, None, None, 0, 0)), on_models),
             state,
             splits["train"],
             np.int32(0),
@@ -182,7 +219,9 @@ def _train_together(
             donate_argnums=(0,),
         )
         eval_fn, eval_seconds = compile_timed(
-            jax.vmap(evaluation_program(base, steps, mesh), in_axes=(0, None)),
+            _on_models(
+                per_model(evaluation_program(base, steps, mesh), in_axes=(0, None)), on_models
+            ),
             state.variables,
             splits,
         )
@@ -192,7 +231,7 @@ def _train_together(
             scores = {}
             for name, totals in eval_fn(variables, splits).items():
                 scores.update(split_metrics(name, *totals, shares[name].total))
-            return np.stack([scores[metric] for metric in metrics], axis=1)
+            return np.stack([scores[metric] for metric in metrics], axis=1)[:num_models]
 
         def by_model(scores: np.ndarray) -> list[dict]:
             return [dict(zip(metrics, row, strict=True)) for row in scores]
@@ -217,7 +256,7 @@ def _train_together(
                 )
                 if events:
                     # waits for the epoch, to time it apart from evaluation
-                    losses = np.asarray(losses)
+                    losses = np.asarray(losses)[:num_models]
                     epoch_seconds = time.perf_counter() - epoch_start
                 history.append(evaluate(state.variables))
                 on_epoch(epoch, base.num_epochs)
@@ -227,7 +266,10 @@ def _train_together(
             seconds = time.perf_counter() - start
     histories, env, n = np.stack(history, axis=1), environment(mesh), len(seeds)
     share = 1 / len(configs)  # the cells trained together split the program's time evenly
-    params, model_state = jax.tree.map(np.asarray, (state.params, state.model_state))
+    per_device = jax.tree.leaves(state.params)[0].addressable_shards[0].data.shape[0]
+    params, model_state = jax.tree.map(
+        lambda leaf: np.asarray(leaf)[:num_models], (state.params, state.model_state)
+    )
     return [
         SweepResult(
             config,
@@ -240,6 +282,7 @@ def _train_together(
             compile_seconds=(train_seconds + eval_seconds) * share,
             trained_with=len(configs),
             model_state=jax.tree.map(lambda leaf, rows=rows: leaf[rows], model_state),
+            models_per_device=per_device,
         )
         for config, rows in zip(
             configs, (slice(i * n, (i + 1) * n) for i in range(len(configs))), strict=True
@@ -258,9 +301,10 @@ def sweep(
     tensorboard: bool = False,
     on_epoch: Callable[[int, int], None] = lambda epoch, num_epochs: None,
 ) -> SweepResult:
-    """Trains one model per seed (initialization, shuffles and step keys all seeded) on one
-    device, as a single vmapped program per epoch; each model matches a separate run with that
-    seed.
+    """Trains one model per seed (initialization, shuffles and step keys all seeded) as a single
+    vmapped program per epoch, the models split across the first `config.devices` devices
+    (default: all) of this process (`parallel.spread`); each model matches a separate run with
+    that seed.
 
     Writes `out_dir/sweep.json` if given (and, with `tensorboard`, event files in
     `out_dir/tensorboard/seed-N`). `shares` (from `data.load`) skips reading the data;
@@ -272,13 +316,12 @@ def sweep(
         make_deterministic()
     events_dir = _events_dir(out_dir, tensorboard)
     with Compilations() as compilations:
-        mesh = parallel.make_mesh(1, config.platform)
-        memory.check_fits(
-            config, mesh, num_models=len(seeds), steps=make_steps(config, model, optimizer)
-        )
+        devices = parallel.population_devices(config.devices, config.platform)
+        config = as_run(config, devices[0].platform)  # the CNN's form, as it runs
+        _check_fits(config, devices, len(seeds), make_steps(config, model, optimizer))
         shares = shares or data.load(config.data_dir, config.validation_size)
         (result,) = _train_together(
-            [config], seeds, shares, mesh, model, optimizer, events_dir, on_epoch=on_epoch
+            [config], seeds, shares, devices, model, optimizer, events_dir, on_epoch=on_epoch
         )
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
@@ -354,7 +397,8 @@ def grid(
     (`traced_settings`: learning rate, the optimizer's other numbers, weight decay, clipping,
     dropout, label smoothing) train together, all their seeds one vmapped program (as many as
     fit in memory at a time); other settings (widths, batch size, the model...) compile once per
-    distinct program. Each model still equals its own `train` run. `on_cell` is called in the
+    distinct program. A program's models are split across the first `devices` devices of this
+    process, as in `sweep`. Each model still equals its own `train` run. `on_cell` is called in the
     grid's order as cells finish; `out_dir/grid.json` (if given) is rewritten as they do; with
     `tensorboard`, event files go in `out_dir/tensorboard/<cell settings>/seed-N`; `on_epoch(epoch,
     num_epochs)` is called as each epoch of each compiled program ends.
@@ -367,15 +411,24 @@ def grid(
     ]
     if given:
         raise ConfigError(f"the grid varies {', '.join(given)}, which is also given as an object")
-    cells = grid_configs(recorded(config, model, optimizer), axes)
+    cells = [
+        (
+            settings,
+            as_run(cell, parallel.population_devices(cell.devices, cell.platform)[0].platform),
+        )
+        for settings, cell in grid_configs(recorded(config, model, optimizer), axes)
+    ]
     if any(cell.deterministic for _, cell in cells):
         make_deterministic()
     events_dir = _events_dir(out_dir, tensorboard)
-    mesh = parallel.make_mesh(1, config.platform)
     groups: dict[tuple, list[int]] = {}
     steps = [make_steps(cell_config, model, optimizer) for _, cell_config in cells]
+    devices = [
+        parallel.population_devices(cell_config.devices, cell_config.platform)
+        for _, cell_config in cells
+    ]
     for index, (_, cell_config) in enumerate(cells):
-        memory.check_fits(cell_config, mesh, num_models=len(seeds), steps=steps[index])
+        _check_fits(cell_config, devices[index], len(seeds), steps[index])
         key = (
             program_key(cell_config, model, optimizer),
             cell_config.validation_size,
@@ -387,9 +440,15 @@ def grid(
     with Compilations() as compilations:
         for (_, validation_size, data_dir), indices in groups.items():
             shares = data.load(data_dir, validation_size)
-            fit = memory.models_that_fit(cells[indices[0]][1], mesh, steps[indices[0]])
+            group_devices = devices[indices[0]]
+            # models a device holds; the program holds that many on each device
+            fit = memory.models_that_fit(
+                cells[indices[0]][1], parallel.model_mesh(1, group_devices), steps[indices[0]]
+            )
             per_program = (
-                len(indices) if fit is None else max(1, min(len(indices), fit // len(seeds)))
+                len(indices)
+                if fit is None
+                else max(1, min(len(indices), fit * len(group_devices) // len(seeds)))
             )
             for part in range(0, len(indices), per_program):
                 chunk = indices[part : part + per_program]
@@ -397,7 +456,7 @@ def grid(
                     [cells[i][1] for i in chunk],
                     seeds,
                     shares,
-                    mesh,
+                    group_devices,
                     model,
                     optimizer,
                     events_dir,

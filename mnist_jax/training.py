@@ -18,7 +18,7 @@ import optax
 from mnist_jax import data
 from mnist_jax.config import Config, steps_per_epoch
 from mnist_jax.errors import ConfigError
-from mnist_jax.models import Model, ModelState, Params, Variables
+from mnist_jax.models import Model, ModelState, Params, Variables, as_run
 from mnist_jax.optimizers import make_optimizer
 from mnist_jax.pipelines import (
     EpochRun,
@@ -142,6 +142,7 @@ def train(
         # What can be refused is refused before any data is read or anything written.
         check_pipeline(config)
         mesh = parallel.make_mesh(config.devices, config.platform)
+        config = as_run(config, mesh.devices.flat[0].platform)  # the CNN's form, as it runs
         for batch_size in (config.batch_size, config.eval_batch_size):
             # fails early if smaller than the device count
             parallel.rows_per_batch(batch_size, mesh)
@@ -216,7 +217,8 @@ def _train(
     with precision(config):
         sizes = {name: share.total for name, share in shares.items()}
         tracks_best = "validation" in shares
-        initial = steps.init(config.seed)
+        with jax.default_device(mesh.devices.flat[0]):  # the run's platform, not JAX's default
+            initial = steps.init(config.seed)
         saved_template = Saved(initial, initial.variables if tracks_best else None)
         checkpoint = (
             checkpoints.latest(resume_from, saved_template, reporter.on_warning)

@@ -1,10 +1,12 @@
-"""What many test files share: the tiny run's settings, commands, and comparisons of runs."""
+"""What many test files share: the tiny run's settings, commands, the processes the tests start,
+and comparisons of runs."""
 
 from __future__ import annotations
 
 import json
 import os
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnist_jax import Config
+from mnist_jax import Config, Result
 from mnist_jax.runtime.compilation import CACHE_ENV, cache_settings, enable_compilation_cache
 from mnist_jax.steps import Batch
 
@@ -62,6 +64,64 @@ def suite_cache_env() -> dict[str, str]:
 def worker(name: str) -> list[str]:
     """The command that runs `tests/workers/NAME.py` (its callers bound it with a timeout)."""
     return [sys.executable, "-m", f"tests.workers.{name}"]
+
+
+# Platforms (by the names JAX_PLATFORMS takes) whose devices several processes may use at once.
+# A TPU belongs to the one process that opened it: while pytest holds it, the processes the tests
+# start cannot.
+SHARED_PLATFORMS = ("cpu", "cuda", "rocm")
+
+
+def default_platform() -> str:
+    """JAX's default platform in this process, by the name JAX_PLATFORMS takes (`cuda` or `rocm`
+    where `jax.default_backend()` says `gpu`)."""
+    default = jax.extend.backend.get_backend()
+    return next(
+        name for name, backend in jax.extend.backend.backends().items() if backend is default
+    )
+
+
+def child_platform(default: str | None = None) -> str:
+    """The platform of the processes the tests start, and of the runs in this process compared
+    with theirs, where JAX's default here is `default` (unset: this process's): the default where
+    several processes may share its devices (a CPU, a GPU), the CPU where one process owns them
+    (a TPU)."""
+    default = default or default_platform()
+    return default if default in SHARED_PLATFORMS else "cpu"
+
+
+def child_env(default: str | None = None, **changes: str) -> dict[str, str]:
+    """The environment of a process a test starts: this process's, JAX pinned to
+    `child_platform(default)` (and the CPU beside it), a GPU's memory taken as needed rather than
+    most of it at start (this process holds its own share), then `changes`."""
+    platform = child_platform(default)
+    return {
+        **os.environ,
+        "JAX_PLATFORMS": ",".join(dict.fromkeys([platform, "cpu"])),
+        "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+        **changes,
+    }
+
+
+def run_in_a_child(
+    command: list[str], timeout: float = 300, **env: str
+) -> subprocess.CompletedProcess:
+    """Runs `command` in a process of its own (`child_env(**env)`) in the repository's folder
+    (where `tests.workers` are found), its output captured as text."""
+    return subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=child_env(**env)
+    )
+
+
+def train_as_a_child(config: Config, out_dir: str | None = None, **options) -> Result:
+    """`train(config, out_dir, **options)` on the platform of the processes the tests start
+    (`child_platform`), for a run compared with theirs: its mesh pinned by the config's platform,
+    and what the library computes outside the mesh (the initial state) by JAX's default device."""
+    from mnist_jax import train
+
+    platform = child_platform()
+    with jax.default_device(jax.devices(platform)[0]):
+        return train(config.replace(platform=platform), out_dir, **options)
 
 
 def params_of(run_dir, file: str = "params.npz") -> dict[str, np.ndarray]:

@@ -5,6 +5,7 @@ loading it, both data paths implementing one interface over the steps they are g
 import ast
 import inspect
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from mnist_jax import data
 from mnist_jax.pipelines import PIPELINES, Pipeline, make_pipeline
 from mnist_jax.runtime import parallel
 from mnist_jax.steps import make_steps
+from tests.helpers import child_env, child_platform, run_in_a_child, train_as_a_child
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "mnist_jax"
@@ -135,7 +137,12 @@ def loaded_after_import(modules: list[str]) -> set[str]:
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=child_env(),
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return set(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -215,6 +222,82 @@ def test_the_timeout_scan_finds_a_call_without_one(tmp_path):
         "subprocess.run(['true'], timeout=5)\n"
     )
     assert unbounded_waits(path) == ["test_sample.py:2", "test_sample.py:3"]
+
+
+# The calls of `subprocess` that start a process.
+STARTS = ("run", "call", "check_call", "check_output", "Popen")
+
+
+def unpinned_starts(path: Path) -> list[str]:
+    """Calls in a file that start a process with no environment given: one that could open JAX's
+    default platform beside this process (see `tests.helpers.child_env`). A program the call names
+    by a literal (`["git", ...]`, `["pdflatex", ...]`) runs no JAX."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and getattr(node.func.value, "id", "") == "subprocess"
+            and node.func.attr in STARTS
+        ):
+            continue
+        command = node.args[0] if node.args else None
+        named = (
+            isinstance(command, ast.List)
+            and bool(command.elts)
+            and isinstance(command.elts[0], ast.Constant)
+        )
+        if not named and not any(keyword.arg == "env" for keyword in node.keywords):
+            found.append(f"{path.name}:{node.lineno}")
+    return found
+
+
+def test_every_process_the_tests_start_is_given_its_environment():
+    files = sorted((ROOT / "tests").rglob("*.py"))
+    assert [where for path in files for where in unpinned_starts(path)] == []
+
+
+def test_the_environment_scan_finds_a_start_without_one(tmp_path):
+    path = tmp_path / "test_sample.py"
+    path.write_text(
+        "import subprocess, sys\n"
+        "subprocess.run([sys.executable, '-c', 'pass'], timeout=5)\n"
+        "subprocess.Popen(command)\n"
+        "subprocess.run(['git', 'status'], timeout=5)\n"
+        "subprocess.Popen(command, env=env)\n"
+    )
+    assert unpinned_starts(path) == ["test_sample.py:2", "test_sample.py:3"]
+
+
+@pytest.mark.parametrize(
+    "default, platform, platforms",
+    [
+        ("cpu", "cpu", "cpu"),
+        ("cuda", "cuda", "cuda,cpu"),  # several processes share a GPU
+        ("rocm", "rocm", "rocm,cpu"),
+        ("tpu", "cpu", "cpu"),  # the TPU is this process's: the others take the CPU
+    ],
+)
+def test_the_processes_the_tests_start_are_pinned_where_they_may_run(default, platform, platforms):
+    assert child_platform(default) == platform
+    env = child_env(default, STOP_SIGNAL="SIGTERM")
+    assert env["JAX_PLATFORMS"] == platforms and env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    assert env["STOP_SIGNAL"] == "SIGTERM" and env["PATH"] == os.environ["PATH"]
+
+
+def test_a_started_process_and_a_run_trained_as_one_share_a_platform(tiny_config):
+    proc = run_in_a_child(
+        [sys.executable, "-c", "from tests.helpers import default_platform as d; print(d())"],
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == [child_platform()]
+    result = train_as_a_child(tiny_config.replace(num_epochs=1))
+    assert result.config.platform == child_platform()
+    assert all(
+        leaf.devices() <= set(jax.devices(child_platform()))
+        for leaf in jax.tree.leaves(result.params)
+    )
 
 
 @pytest.mark.parametrize(

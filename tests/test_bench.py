@@ -1,7 +1,9 @@
 """The benchmark (`mnist-jax bench`, `bench compare`) on tiny data, and the machine fingerprint."""
 
 import copy
+import dataclasses
 import datetime
+import importlib.util
 import json
 import os
 import subprocess
@@ -10,12 +12,40 @@ from pathlib import Path
 import pytest
 
 from mnist_jax import Config, ConfigError, preset, train
-from mnist_jax.bench.compare import compare, differences
-from mnist_jax.bench.measure import cnn_flops_per_epoch, matmul_flops_per_epoch, scaled_widths
-from mnist_jax.bench.render import CNN_ROW, USER_CNN_ROW, markdown
-from mnist_jax.bench.settings import QUICK_BENCH
+from mnist_jax.bench import references
+from mnist_jax.bench.compare import compare, differences, result_names
+from mnist_jax.bench.measure import (
+    FIRST_GEMM_SIZE,
+    MAX_GEMM_SIZE,
+    MIN_GEMM_SECONDS,
+    bench_configs,
+    cnn_flops_per_epoch,
+    larger_gemm,
+    matmul_flops_per_epoch,
+    scaled_widths,
+    sized_gemm,
+    time_to_accuracy,
+)
+from mnist_jax.bench.render import (
+    AUTOGRAD,
+    CNN_ROW,
+    SPEEDRUN_ROW,
+    USER_CNN_ROW,
+    markdown,
+    read_results,
+    summary_line,
+    torch_row,
+)
+from mnist_jax.bench.settings import QUICK_BENCH, BenchSettings
 from mnist_jax.cli import main
-from tests.helpers import NUM_TRAIN, png_size
+from mnist_jax.config import DTYPES
+from mnist_jax.records import EpochMetrics
+from tests.helpers import NUM_TRAIN, ROOT, png_size
+
+COMMITTED = {
+    "full": ROOT / "benchmarks" / "results" / "results.json",
+    "quick": ROOT / "benchmarks" / "results" / "quick" / "results.json",
+}
 
 
 def test_matmul_flops_of_the_seed_mlp():
@@ -38,6 +68,94 @@ def test_the_cnns_flops_by_hand():
     speedrun = preset("speedrun")
     macs = [24 * 24 * 16 * 25, 10 * 10 * 32 * 9 * 16, 5 * 5 * 32 * 256, 256 * 10]
     assert cnn_flops_per_epoch(speedrun, 1) == 2 * (2 * sum(macs) + sum(macs[1:]))
+
+
+@pytest.mark.parametrize(
+    "size, count, seconds, following",
+    [
+        (2048, 1, 0.2, None),  # long enough as it is
+        (2048, 1, MIN_GEMM_SECONDS, None),
+        (2048, 1, 0.001, (4096, 1)),  # too short: twice the size first
+        (12288, 1, 0.001, (MAX_GEMM_SIZE, 1)),  # no larger than the largest
+        (MAX_GEMM_SIZE, 1, 0.011, (MAX_GEMM_SIZE, 5)),  # then more calls: 5 x 11 ms >= 50 ms
+        (MAX_GEMM_SIZE, 3, 0.049, (MAX_GEMM_SIZE, 6)),  # always at least twice as many
+        (MAX_GEMM_SIZE, 1, 0.001, (MAX_GEMM_SIZE, 16)),  # at most 16 times as many at once
+        (MAX_GEMM_SIZE, 2, 0.0, (MAX_GEMM_SIZE, 32)),  # a clock that read nothing
+    ],
+)
+def test_the_gemm_grows_its_size_then_its_calls_until_it_takes_long_enough(
+    size, count, seconds, following
+):
+    assert larger_gemm(size, count, seconds) == following
+
+
+@pytest.mark.parametrize(
+    "rate, launch, size, count",
+    [
+        (133e9, 20e-6, FIRST_GEMM_SIZE, 1),  # this machine's 2 cores: 2048 takes 0.13 s
+        (2e12, 20e-6, 4096, 1),  # a large CPU: 2048 takes 8.6 ms, 4096 69 ms
+        (60e12, 10e-6, MAX_GEMM_SIZE, 1),  # an H100 in float32: 16384 takes 0.15 s
+        (800e12, 10e-6, MAX_GEMM_SIZE, 5),  # an H100 in bfloat16: 16384 takes 11 ms
+    ],
+)
+def test_the_floor_is_measured_on_work_long_enough_for_the_device(rate, launch, size, count):
+    # A simulated device: each call costs its launch and its FLOPs at `rate`.
+    def seconds(n, calls):
+        return calls * (launch + 2 * n**3 / rate)
+
+    measured = sized_gemm(seconds)
+    assert (measured["size"], measured["count"]) == (size, count)
+    assert measured["seconds"] == seconds(size, count) >= MIN_GEMM_SECONDS
+    assert measured["gflops"] == pytest.approx(2 * size**3 * count / measured["seconds"] / 1e9)
+    # The launches are under 1% of the time (ten 2048-square matmuls, the old floor, spent a
+    # third of it launching on the H100 in bfloat16).
+    assert measured["gflops"] == pytest.approx(rate / 1e9, rel=0.01)
+
+
+@pytest.mark.parametrize("cuda_available, device", [(True, "cuda"), (False, "cpu")])
+def test_pytorch_runs_on_cuda_where_it_sees_a_gpu(cuda_available, device):
+    assert references.torch_device(cuda_available) == device
+
+
+def test_the_time_to_a_target_accuracy_sums_the_epochs_until_it():
+    def epoch(number, accuracy, seconds):
+        return EpochMetrics(number, accuracy, accuracy, 0.1, 0.1, seconds, None, 0.5)
+
+    history = [epoch(0, 0.1, None), epoch(1, 0.95, 1.0), epoch(2, 0.975, 1.5), epoch(3, 0.99, 2)]
+    assert time_to_accuracy(history, 0.97) == 2.5
+    assert time_to_accuracy(history, 0.99) == 4.5
+    assert time_to_accuracy(history, 0.995) is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_trained_config_takes_the_benchs_dtype_and_precision(dtype):
+    settings = dataclasses.replace(QUICK_BENCH, dtype=dtype, matmul_precision="high", epochs=2)
+    configs = bench_configs(settings, "data")
+    assert {c.dtype for c in configs.values()} == {dtype}
+    assert {c.matmul_precision for c in configs.values()} == {"high"}
+    numerics = {"dtype": dtype, "matmul_precision": "high", "data_dir": "data"}
+    assert configs["mlp"] == Config(layer_sizes=settings.layer_sizes, num_epochs=2, **numerics)
+    assert configs["cnn"] == preset("cnn").replace(num_epochs=settings.cnn_epochs, **numerics)
+    assert configs["speedrun"] == preset("speedrun").replace(**numerics)
+
+
+def test_the_bench_dtype_is_one_of_configs():
+    assert BenchSettings(dtype="bfloat16").dtype == "bfloat16"
+    with pytest.raises(ConfigError, match=r"bench dtype must be one of float32, .*'float16'"):
+        BenchSettings(dtype="float16")
+
+
+def table_rows(text: str, cells: int, key=(0, 1)) -> dict[tuple[str, ...], list[str]]:
+    """The rows of `cells` cells of the Markdown tables in `text` (their headers included), keyed
+    by the cells at `key`."""
+    return {
+        tuple(row[i] for i in key): row
+        for line in text.splitlines()
+        if line.startswith("| ")
+        and line.endswith(" |")
+        and len(row := line[2:-2].split(" | ")) == cells
+        and row[0] != "---"
+    }
 
 
 QUICK_ARGS = [
@@ -74,6 +192,10 @@ def test_bench_quick_writes_results_with_a_fingerprint_and_the_rendered_table(
         "repeats": 2,
     }
     assert saved["fingerprint"]["cpu"]["cores"] > 0 and saved["fingerprint"]["versions"]["jax"]
+    assert (saved["fingerprint"]["dtype"], saved["fingerprint"]["matmul_precision"]) == (
+        "float32",
+        "highest",
+    )
     cpu = saved["platforms"]["cpu"]
     assert set(cpu["pipelines"]) == {
         "stream",
@@ -81,23 +203,57 @@ def test_bench_quick_writes_results_with_a_fingerprint_and_the_rendered_table(
         "device float64 (seed preset)",
         CNN_ROW,
         USER_CNN_ROW,
+        SPEEDRUN_ROW,
     }
+    # Every trained row: its examples/s from its epochs, timed to 99% (the speedrun) or 97%.
+    for name, timing in cpu["pipelines"].items():
+        assert timing["examples_per_second"] == pytest.approx(
+            NUM_TRAIN / timing["seconds_per_epoch"]["median"]
+        )
+        assert timing["target_accuracy"] == (0.99 if name == SPEEDRUN_ROW else 0.97)
+        assert (timing["time_to_target"] is None) == (timing["runs_reaching_target"] == 0)
+    # The speedrun preset as it is: its one epoch per run, its floor from its FLOPs.
+    assert saved["speedrun_config"] == preset("speedrun").replace(data_dir=data_dir).to_dict()
+    assert cpu["pipelines"][SPEEDRUN_ROW]["seconds_per_epoch"]["n"] == 1
+    assert saved["speedrun_gflop_per_epoch"] == pytest.approx(
+        cnn_flops_per_epoch(preset("speedrun"), NUM_TRAIN) / 1e9
+    )
     # The CNN's row: the cnn preset for one epoch, its floor from the CNN's FLOPs, PyTorch's CNN
     # beside it.
     assert saved["cnn_config"] == preset("cnn").replace(num_epochs=1, data_dir=data_dir).to_dict()
     assert cpu["pipelines"][CNN_ROW]["seconds_per_epoch"]["n"] == 1
     assert 0 <= cpu["pipelines"][CNN_ROW]["final_test_accuracy"]["median"] <= 1
+    # The large-GEMM rate in the run's dtype and in bfloat16, each from the matmuls it timed.
+    assert list(cpu["gemm"]) == ["float32", "bfloat16"]
+    for gemm in cpu["gemm"].values():
+        assert FIRST_GEMM_SIZE <= gemm["size"] <= MAX_GEMM_SIZE and gemm["count"] >= 1
+        assert gemm["gflops"] == pytest.approx(
+            2 * gemm["size"] ** 3 * gemm["count"] / gemm["seconds"] / 1e9
+        )
+    assert cpu["gemm_gflops"] == cpu["gemm"]["float32"]["gflops"]
     assert cpu["cnn_floor_seconds_per_epoch"] == pytest.approx(
         cnn_flops_per_epoch(preset("cnn"), NUM_TRAIN) / cpu["gemm_gflops"] / 1e9
     )
-    assert "pytorch-cpu float32 cnn" in saved["references"]
+    # The references: PyTorch where torch sees a GPU on CUDA, the examples/s of each.
+    torch_rows = (torch_row("float32"), torch_row("float32", cnn=True))
+    if importlib.util.find_spec("torch") is None:  # the test extra has autograd, not torch
+        assert all("skipped" in saved["references"][name] for name in torch_rows)
+        ran = {AUTOGRAD: "cpu"}
+    else:
+        ran = {AUTOGRAD: "cpu"} | dict.fromkeys(torch_rows, references.torch_device_here())
+    for name, on in ran.items():
+        timing = saved["references"][name]
+        assert timing["device"] == on
+        assert timing["examples_per_second"] == pytest.approx(
+            NUM_TRAIN / timing["seconds_per_epoch"]["median"]
+        )
     # The same network written by a user, through --model: its convolutions rewritten on a CPU.
     user = cpu["pipelines"][USER_CNN_ROW]
     assert user["seconds_per_epoch"]["n"] == 1 and 0 <= user["final_test_accuracy"]["median"] <= 1
     assert user["convolutions"] == {"im2col": 1, "winograd": 1}
     assert "convolutions" not in cpu["pipelines"][CNN_ROW]
     for name, timing in cpu["pipelines"].items():
-        if name in (CNN_ROW, USER_CNN_ROW):
+        if name in (CNN_ROW, USER_CNN_ROW, SPEEDRUN_ROW):
             continue  # checked above: their own runs
         s = timing["seconds_per_epoch"]
         assert s["n"] == 2 and 0 < s["min"] <= s["median"] <= s["max"]  # 2 runs of 1 epoch
@@ -124,15 +280,35 @@ def test_bench_quick_writes_results_with_a_fingerprint_and_the_rendered_table(
     )
     table = (out / "results.md").read_text()
     assert table == markdown(saved)
-    for name in (
-        "mnist_jax stream",
-        "mnist_jax device",
-        f"mnist_jax {CNN_ROW}",
-        f"mnist_jax {USER_CNN_ROW}",
-        "autograd float64",
-        "pytorch-cpu float32",
-    ):
-        assert f"| cpu | {name}" in table
+    assert (
+        "| platform | implementation (float32 unless named; matmul precision highest) | "
+        "s/epoch median [min, max] | examples/s | compile s | s to target test accuracy | "
+        "final test % | vs PyTorch | vs float32 floor | vs bfloat16 floor |"
+    ) in table.splitlines()
+    rows = table_rows(table, 10)
+    for name, timing in cpu["pipelines"].items():
+        cells = rows[("cpu", f"mnist_jax {name}")]
+        target, reached = timing["target_accuracy"], timing["time_to_target"]
+        assert cells[3] == f"{timing['examples_per_second']:,.0f}"
+        assert cells[5] == (f"{reached['median']:.2f}" if reached else "not reached") + (
+            f" ({100 * target:.0f}%)"
+        )
+        model = "speedrun" if name == SPEEDRUN_ROW else "cnn" if "cnn" in name else "mlp"
+        gflop = {
+            "mlp": saved["matmul_gflop_per_epoch"],
+            "cnn": saved["cnn_gflop_per_epoch"],
+            "speedrun": saved["speedrun_gflop_per_epoch"],
+        }[model]
+        assert cells[-2:] == [
+            f"{timing['seconds_per_epoch']['median'] * cpu['gemm'][dtype]['gflops'] / gflop:.2f}"
+            for dtype in ("float32", "bfloat16")
+        ]
+    for name, on in ran.items():  # each reference on the platform of its device, named
+        assert rows[({"cuda": "gpu", "cpu": "cpu"}[on], f"{name} on {on}")]
+    torch = saved["references"][torch_row("float32")].get("seconds_per_epoch", {}).get("median")
+    device = cpu["pipelines"]["device"]["seconds_per_epoch"]["median"]
+    vs_torch = rows[("cpu", "mnist_jax device")][-3]
+    assert vs_torch == (f"{device / torch:.2f}" if torch else "n/a")
     user_seconds = user["seconds_per_epoch"]["median"]
     ratio = user_seconds / cpu["pipelines"][CNN_ROW]["seconds_per_epoch"]["median"]
     assert (
@@ -167,6 +343,8 @@ def test_compare_gives_each_rows_ratio_to_the_baseline_and_refuses_other_setting
         "cpu": here["platforms"]["cpu"]
     }  # as from a CPU-only machine, on any host
     here["fingerprint"]["accelerators"] = []
+    for timing in here["references"].values():
+        timing.update({"device": "cpu"} if "device" in timing else {})
     paths = {
         "cpu": tmp_path / "cpu.json",
         "gpu": tmp_path / "gpu.json",
@@ -200,10 +378,14 @@ def test_compare_gives_each_rows_ratio_to_the_baseline_and_refuses_other_setting
     )
     timed_references = sum(
         "seconds_per_epoch" in here["references"][name]
-        for name in ("pytorch-cpu float32", "pytorch-cpu float32 cnn")
+        for name in (torch_row("float32"), torch_row("float32", cnn=True))
     )
-    # each platform's 5 rows, autograd, PyTorch's where timed
-    assert len(rows) == 5 + 5 + 1 + timed_references
+    # each platform's rows, autograd, PyTorch's where timed; each in the run's dtype and precision
+    assert len(rows) == 2 * len(here["platforms"]["cpu"]["pipelines"]) + 1 + timed_references
+    # (the seed preset and the notebook's code in float64, as their names say)
+    assert all(
+        row[3] == f"{'float64' if 'float64' in row[2] else 'float32'}, highest" for row in rows
+    )
     assert "1 x NVIDIA H200" in text and png_size(tmp_path / "cmp" / "compare.png")[0] > 500
     # Against the GPU machine as the baseline, its CPU rows are the reference for this CPU's.
     assert "| 4.00 |" in compare([cpu, gpu], str(tmp_path / "cmp2"), baseline=gpu)
@@ -220,7 +402,7 @@ def test_compare_gives_each_rows_ratio_to_the_baseline_and_refuses_other_setting
         == 0
     )
     assert differences(here | {"config": here["config"] | {"cnn_form": "native"}}, older) == [
-        "config.cnn_form: native against im2col"
+        f"config.cnn_form: native against {Config().cnn_form}"
     ]
 
     with pytest.raises(ConfigError, match=r"settings\.epochs: 1 against 3"):
@@ -241,6 +423,127 @@ def test_compare_gives_each_rows_ratio_to_the_baseline_and_refuses_other_setting
         f"| 1 x NVIDIA H200 ({gpu}) | gpu |" in twice
         and f"| 1 x NVIDIA H200 ({paths['other']}) | gpu |" in twice
     )
+
+
+def test_the_tables_name_their_dtype_and_precision_and_pytorchs_device(quick_bench, tmp_path):
+    out, _ = quick_bench
+    saved = json.loads((out / "results.json").read_text())
+    # The quick result as if run in bfloat16 at precision high, PyTorch's MLP on CUDA.
+    results = copy.deepcopy(saved)
+    results["settings"] |= {"dtype": "bfloat16", "matmul_precision": "high"}
+    cpu = results["platforms"]["cpu"]
+    cpu["gemm"] = {"bfloat16": cpu["gemm"]["bfloat16"]}
+    torch = {"median": 0.5, "min": 0.4, "max": 0.625, "n": 2}
+    results["references"] = {
+        torch_row("bfloat16"): {
+            "device": "cuda",
+            "seconds_per_epoch": torch,
+            "examples_per_second": 600.0,
+        },
+        AUTOGRAD: saved["references"][AUTOGRAD],
+        torch_row("bfloat16", cnn=True): {"skipped": "torch is not installed"},
+    }
+    table = markdown(results)
+    assert (
+        "| platform | implementation (bfloat16 unless named; matmul precision high) | "
+        "s/epoch median [min, max] | examples/s | compile s | s to target test accuracy | "
+        "final test % | vs PyTorch | vs bfloat16 floor |"
+    ) in table.splitlines()
+    assert (
+        "| sweep | value | s/epoch (device pipeline; bfloat16, matmul precision high) |" in table
+    )
+    assert "| pipeline | devices | s/epoch (bfloat16, matmul precision high) |" in table
+    gemm = cpu["gemm"]["bfloat16"]
+    assert (
+        f"large-GEMM rate {gemm['gflops']:.0f} GFLOP/s in bfloat16 ({gemm['count']} x "
+        f"{gemm['size']}-square matmuls in {gemm['seconds']:.3f} s), at matmul precision high"
+    ) in table
+    rows = table_rows(table, 9)
+    assert rows[("gpu", "pytorch bfloat16 on cuda")][2:5] == ["0.500 [0.400, 0.625]", "600", ""]
+    device = cpu["pipelines"]["device"]["seconds_per_epoch"]["median"]
+    assert rows[("cpu", "mnist_jax device")][-2] == f"{device / 0.5:.2f}"
+    assert rows[("cpu", f"mnist_jax {CNN_ROW}")][-2] == "n/a"  # PyTorch's CNN was not timed
+    assert (
+        rows[("cpu", "pytorch bfloat16 cnn")][2:] == ["skipped: torch is not installed"] + [""] * 6
+    )
+    assert "PyTorch's 0.500 s on cuda" in summary_line(results)
+    # bench compare: PyTorch's row on the GPU, every row in bfloat16 at precision high.
+    path = tmp_path / "bf16.json"
+    path.write_text(json.dumps(results))
+    text = compare([str(path)], str(tmp_path / "cmp"))
+    compared = table_rows(text, 10, key=(1, 2))
+    del compared[("platform", "implementation")]
+    assert all(
+        row[3] == f"{'float64' if 'float64' in row[2] else 'bfloat16'}, high"
+        for row in compared.values()
+    )
+    assert sum(row[3] == "float64, high" for row in compared.values()) == 2
+    assert ("gpu", "pytorch bfloat16") in compared
+    assert differences(saved, results) == [
+        "settings.dtype: float32 against bfloat16",
+        "settings.matmul_precision: highest against high",
+    ]
+
+
+@pytest.mark.parametrize("which", ["full", "quick"])
+def test_the_committed_older_results_render_with_the_figures_they_lack_absent(which):
+    results = read_results(str(COMMITTED[which]))
+    cpu = results["platforms"]["cpu"]
+    table = markdown(results)
+    assert "implementation (float32 unless named; matmul precision highest)" in table
+    rows = table_rows(table, 10)
+    del rows[("platform", "implementation (float32 unless named; matmul precision highest)")]
+    rows = {key: row[2:] for key, row in rows.items()}
+    # Every row, the references under today's names, on the CPU where they ran.
+    references = ("pytorch float32", AUTOGRAD, "pytorch float32 cnn")
+    assert set(rows) == {("cpu", f"mnist_jax {name}") for name in cpu["pipelines"]} | {
+        ("cpu", f"{name} on cpu") for name in references
+    }
+    timings = {f"mnist_jax {name}": t for name, t in cpu["pipelines"].items()} | {
+        f"{new} on cpu": results["references"][old]
+        for new, old in zip(
+            references, ("pytorch-cpu float32", AUTOGRAD, "pytorch-cpu float32 cnn"), strict=True
+        )
+    }
+    for (_, name), cells in rows.items():
+        seconds = timings[name]["seconds_per_epoch"]["median"]
+        floor = cpu["cnn_floor_seconds_per_epoch" if "cnn" in name else "floor_seconds_per_epoch"]
+        assert cells[-2:] == [f"{seconds / floor:.2f}", "—"]  # no bfloat16 floor then
+        if name.startswith("mnist_jax"):
+            reached = timings[name]["time_to_97"]
+            assert cells[3] == (f"{reached['median']:.2f}" if reached else "not reached") + (
+                " (97%)"
+            )
+        else:
+            assert cells[1] == "—"  # the references' examples/s were not recorded then
+
+
+def test_compare_sets_new_results_beside_the_committed_older_ones(quick_bench, tmp_path):
+    out, _ = quick_bench
+    old, new = str(COMMITTED["quick"]), str(out / "results.json")
+    older, newer = read_results(old), read_results(new)
+    text = compare([old, new], str(tmp_path / "cmp"), allow_mismatch=True)
+    # The dtype, a setting since, counts at its default (float32) in the older result.
+    assert "settings.dtype" not in text and "- settings.layer_sizes" in text
+    names = result_names({old: older, new: newer})
+    by_result = table_rows(text, 10, key=(0, 2))
+    device = by_result[(names[old], "mnist_jax device")]
+    reached = older["platforms"]["cpu"]["pipelines"]["device"]["time_to_97"]
+    assert device[3] == "float32, highest"
+    assert device[7] == (f"{reached['median']:.2f}" if reached else "not reached") + " (97%)"
+    torch = by_result[(names[old], "pytorch float32")]
+    assert torch[1] == "cpu" and torch[5] == "—" and torch[7] == "—"  # nor examples/s then
+    # The new rows' ratios to the older ones, PyTorch's under its new name included.
+    timing = newer["references"][torch_row("float32")]
+    if "seconds_per_epoch" in timing:  # torch is installed here
+        ratio = (
+            timing["seconds_per_epoch"]["median"]
+            / (older["references"]["pytorch-cpu float32"]["seconds_per_epoch"]["median"])
+        )
+        assert by_result[(names[new], "pytorch float32")][-1] == f"{ratio:.2f}"
+    assert by_result[(names[new], f"mnist_jax {SPEEDRUN_ROW}")][-1] == "—"  # none before
+    both = [str(COMMITTED["full"]), old, "--allow-mismatch", "--out", str(tmp_path / "old")]
+    assert main(["bench", "compare", *both]) == 0
 
 
 def test_the_machine_fingerprint(monkeypatch):
@@ -274,27 +577,3 @@ def test_the_machine_fingerprint(monkeypatch):
     assert got["xla_flags"] == "--xla_cpu_enable_fast_math=false"
     age = datetime.datetime.now(datetime.UTC) - datetime.datetime.fromisoformat(got["date"])
     assert datetime.timedelta(0) <= age < datetime.timedelta(minutes=5)
-
-
-def test_the_device_check_keeps_to_its_budget_and_records_each_step(tmp_path, idx_dir):
-    from benchmarks import device_check
-
-    out = tmp_path / "check"
-    status = device_check.main(
-        ["--idx-dir", idx_dir, "--out", str(out), "--steps", "seed", "cnn", "--budget", "0.5"]
-    )
-    summary = json.loads((out / "summary.json").read_text())
-    # in order, the chosen ones only
-    assert status == 1 and list(summary["steps"]) == ["seed", "cnn"]
-    assert all(
-        step["status"] == "timed out" and step["seconds"] < 30
-        for step in summary["steps"].values()
-    )
-    assert summary["steps"]["cnn"]["command"][-5:] == [
-        "--epochs",
-        "1",
-        "--quiet",
-        "--out",
-        str(out / "cnn"),
-    ]
-    assert summary["fingerprint"]["cpu"]["cores"] > 0 and (out / "seed.log").exists()

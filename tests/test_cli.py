@@ -5,7 +5,6 @@ import importlib.metadata
 import io
 import json
 import os
-import subprocess
 import sys
 
 import jax
@@ -15,7 +14,7 @@ from mnist_jax import Config
 from mnist_jax.cli import main
 from mnist_jax.reporters import ConsoleReporter
 from mnist_jax.sweep import sweep
-from tests.helpers import TINY_FLAGS
+from tests.helpers import TINY_FLAGS, run_in_a_child
 
 
 def test_train_then_eval_through_the_console_script(data_dir, tmp_path):
@@ -31,7 +30,7 @@ def test_train_then_eval_through_the_console_script(data_dir, tmp_path):
         "--out",
         str(out),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = run_in_a_child(cmd)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     header = lines.index("Epoch | Train accuracy | Test accuracy | Seconds | Examples/s")
@@ -43,7 +42,7 @@ def test_train_then_eval_through_the_console_script(data_dir, tmp_path):
         r[2].strip() for r in rows
     ]
 
-    proc = subprocess.run([cmd[0], "eval", str(out)], capture_output=True, text=True, timeout=300)
+    proc = run_in_a_child([cmd[0], "eval", str(out)])
     assert proc.returncode == 0, proc.stderr
     assert f"test accuracy {100 * summary['final_test_accuracy']:.2f}%" in proc.stdout
 
@@ -168,10 +167,7 @@ def test_every_commands_help_prints_and_exits_0(command, capsys):
 
 
 def test_the_console_script_prints_help(tmp_path):
-    proc = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "mnist-jax"), "--help"],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = run_in_a_child(
+        [os.path.join(os.path.dirname(sys.executable), "mnist-jax"), "--help"], timeout=120
     )
     assert proc.returncode == 0 and proc.stdout.startswith("usage: mnist-jax") and not proc.stderr

@@ -159,7 +159,7 @@ BAD_FLAGS = {
     "batch_size": (["--batch-size", "0"], "batch_size must be positive"),
     "num_epochs": (["--epochs", "0"], "num_epochs must be positive"),
     "seed": (["--seed", "-1"], "seed must lie in [0, 2**32)"),
-    "dtype": (["--dtype", "bfloat16"], "dtype must be one of"),
+    "dtype": (["--dtype", "bf16"], "dtype must be one of float32, float64, bfloat16"),
     "init": (["--init", "torch"], "init must be one of"),
     "shuffle": (["--no-shuffle", "--validation-size", "10"], "validation_size needs shuffle"),
     "eval_batch_size": (["--eval-batch-size", "0"], "eval_batch_size must be positive"),
@@ -191,7 +191,7 @@ BAD_FLAGS = {
     "cnn_pooling": (["--cnn-pooling", "sum"], "cnn_pooling must be one of avg, max"),
     "cnn_form": (
         ["--cnn-form", "fft"],
-        "cnn_form must be one of im2col, shifted, native, space_to_depth, winograd",
+        "cnn_form must be one of im2col, shifted, native, space_to_depth, winograd, auto",
     ),
     "conv_rewrite": (["--conv-rewrite", "always"], "conv_rewrite must be one of auto, on, off"),
     "augment_shift": (

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from mnist_jax.cli import main
-from tests.helpers import MNIST_JAX, TINY_FLAGS
+from tests.helpers import MNIST_JAX, TINY_FLAGS, child_env
 
 
 def test_a_live_run_holds_its_folder_and_a_dead_one_does_not(data_dir, tmp_path, capsys):
@@ -28,6 +28,7 @@ def test_a_live_run_holds_its_folder_and_a_dead_one_does_not(data_dir, tmp_path,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        env=child_env(),
     )
     try:
         deadline = time.monotonic() + 120

@@ -64,21 +64,22 @@ def test_memory_estimate_counts_the_state_and_batches():
 
 def test_memory_estimate_against_the_arrays_a_run_holds(data_dir):
     """The estimate's training state and data against the bytes of the arrays a real run's set-up
-    holds on the device path (`jax.live_arrays()`): the state is parameters and Adam's two moments,
-    which the estimate bounds with gradients and an update (5/3 of it); the data, which the
-    estimate sizes for the 70,000 MNIST images, is the tiny data's images and labels."""
+    holds on the device path (`jax.live_arrays` of the CPU, where the run is pinned, whatever the
+    default platform): the state is parameters and Adam's two moments, which the estimate bounds
+    with gradients and an update (5/3 of it); the data, which the estimate sizes for the 70,000
+    MNIST images, is the tiny data's images and labels."""
 
     from mnist_jax.runtime import parallel
     from mnist_jax.runtime.memory import estimate_bytes
     from mnist_jax.steps import make_steps
 
     def live_bytes() -> int:
-        """Bytes of the live device buffers (an array put on the device it is on shares its
-        buffer)."""
+        """Bytes of the live buffers on the run's platform (an array put on the device it is on
+        shares its buffer)."""
         gc.collect()
         buffers = {
             shard.data.unsafe_buffer_pointer(): shard.data.nbytes
-            for array in jax.live_arrays()
+            for array in jax.live_arrays(config.platform)
             for shard in array.addressable_shards
         }
         return sum(buffers.values())
@@ -87,7 +88,7 @@ def test_memory_estimate_against_the_arrays_a_run_holds(data_dir):
         layer_sizes=(784, 64, 10), batch_size=32, platform="cpu", devices=1, data_dir=data_dir
     )
     shares = data.load(data_dir)
-    steps, mesh = make_steps(config), parallel.make_mesh(1, "cpu")
+    steps, mesh = make_steps(config), parallel.make_mesh(1, config.platform)
     estimate = estimate_bytes(config, steps=steps)
     start = live_bytes()
     state = parallel.replicate(steps.init(0), mesh)

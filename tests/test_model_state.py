@@ -2,7 +2,6 @@
 `Model` and for Flax NNX, Flax Linen and Equinox CNNs adapted by `mnist_jax.models`."""
 
 import signal
-import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +16,17 @@ from mnist_jax.runtime.memory import estimate_bytes
 from mnist_jax.steps import make_steps
 from mnist_jax.sweep import grid, sweep
 from tests import framework_models
-from tests.helpers import MNIST_JAX, NUM_TRAIN, assert_same_params, params_of, scores, tiny, worker
+from tests.helpers import (
+    MNIST_JAX,
+    NUM_TRAIN,
+    assert_same_params,
+    params_of,
+    run_in_a_child,
+    scores,
+    tiny,
+    train_as_a_child,
+    worker,
+)
 
 FRAMEWORKS = ["nnx_cnn", "linen_cnn", "equinox_cnn"]
 
@@ -49,6 +58,7 @@ def counting_model(config) -> Model:
 
 
 @pytest.mark.parametrize("pipeline", ["device", "stream"])
+@pytest.mark.device
 def test_padding_rows_never_reach_a_models_state(data_dir, pipeline):
     # 300 examples in batches of 32: the last batch has 12 real rows and 20 of padding, and on
     # the stream path the last chunk two batches that are all padding.
@@ -110,22 +120,14 @@ def test_a_batchnorm_models_statistics_move_and_evaluation_reads_them(data_dir, 
 def test_a_frameworks_model_resumes_after_sigkill_bit_for_bit(data_dir, tmp_path, name, pipeline):
     killed, whole = str(tmp_path / "killed"), str(tmp_path / "whole")
     # Killed in its third and last epoch: on the stream path after a chunk, mid-epoch.
-    proc = subprocess.run(
-        [*worker("kill"), data_dir, killed, "3", pipeline, "5", "3", "0", path_of(name)],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = run_in_a_child(
+        [*worker("kill"), data_dir, killed, "3", pipeline, "5", "3", "0", path_of(name)]
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert checkpoints.latest(killed).epoch == 2
-    resumed = subprocess.run(
-        [*MNIST_JAX, "train", "--resume", killed, "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = run_in_a_child([*MNIST_JAX, "train", "--resume", killed, "--quiet"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    train(
+    train_as_a_child(
         tiny(data_dir, num_epochs=3, pipeline=pipeline, model=path_of(name)),
         whole,
         tensorboard=True,

@@ -152,6 +152,7 @@ def float64_batchnorm_cnn(case: str, form: str):
 
 @pytest.mark.parametrize("form", LAYER_FORMS)
 @pytest.mark.parametrize("case", CNNS)
+@pytest.mark.device
 def test_the_cnns_batchnorm_matches_numpy_in_training_and_at_evaluation(case, form):
     with jax.enable_x64(True):
         config, model, params, state, images = float64_batchnorm_cnn(case, form)
@@ -244,6 +245,37 @@ def test_the_cnn_preset_keeps_flaxs_network():
         cnn.cnn_pooling,
         cnn.cnn_dense,
     ) == ((32, 64), (3, 3), "same", "avg", 256)
+
+
+# The CNN presets' `auto` form on each platform: cuDNN's or the TPU's own convolution off the CPU;
+# on the CPU the forms their committed results ran in (the conv-forms benchmark's choices).
+AUTO_FORMS = {
+    ("cnn", "cpu"): "winograd",
+    ("cnn-strong", "cpu"): "winograd",
+    ("speedrun", "cpu"): "space_to_depth",
+    **{(name, p): "native" for name in ("cnn", "cnn-strong", "speedrun") for p in ("gpu", "tpu")},
+}
+
+
+@pytest.mark.parametrize("name, platform", AUTO_FORMS)
+def test_auto_takes_the_platforms_form_and_a_run_records_it(name, platform):
+    config = preset(name)
+    assert config.cnn_form == "auto"
+    form = AUTO_FORMS[name, platform]
+    assert models.layer_form(config, platform) == form
+    assert models.as_run(config, platform) == config.replace(cnn_form=form)
+    # a form asked for by name is kept on every platform
+    assert models.layer_form(config.replace(cnn_form="im2col"), platform) == "im2col"
+    # the model built for that platform is that form: only `native` binds XLA's convolution
+    small = config.replace(cnn_channels=(2,) * len(config.cnn_kernels), platform=platform)
+    steps = make_steps(small)
+    text = str(jax.make_jaxpr(steps.eval_step)(steps.init(0).variables, masked_batch(4, 4)))
+    assert ("conv_general_dilated" in text) == (form == "native")
+
+
+def test_auto_leaves_models_without_the_cnns_layers_as_given():
+    assert models.as_run(Config(), "cpu") == Config()
+    assert models.as_run(Config(model="tests.custom_models:tiny_cnn"), "gpu").cnn_form == "auto"
 
 
 def test_dropout_scales_the_kept_units_and_is_off_without_a_key():

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.helpers import suite_cache_env
+from tests.helpers import child_env, suite_cache_env
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 SEED_TABLE = {
@@ -22,20 +22,18 @@ SEED_TABLE = {
 }
 
 
-def execute(name: str, monkeypatch, **env) -> nbformat.NotebookNode:
-    """Runs the notebook in a fresh kernel (this interpreter's) with `env` set; errors raise. The
-    kernel keeps its compiled programs in this worker's cache (conftest.py), which is idle while it
-    runs."""
-    for key, value in {**suite_cache_env(), **env}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+def execute(name: str, **env: str) -> nbformat.NotebookNode:
+    """Runs the notebook in a fresh kernel (this interpreter's, in `child_env`) with `env` set;
+    errors raise. The kernel keeps its compiled programs in this worker's cache (conftest.py),
+    which is idle while it runs."""
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
     NotebookClient(
         notebook,
         timeout=600,
         kernel_name="python3",
         resources={"metadata": {"path": str(NOTEBOOKS)}},
-    ).execute()
+    ).execute(env=child_env(**suite_cache_env(), PATH=path, **env))
     return notebook
 
 
@@ -71,10 +69,8 @@ def test_notebooks_are_stored_without_outputs(name):
     assert code and all(cell.outputs == [] and cell.execution_count is None for cell in code)
 
 
-def test_the_main_notebook_runs_on_small_data(data_dir, monkeypatch):
-    notebook = execute(
-        "mnist_jax.ipynb", monkeypatch, TFDS_DATA_DIR=data_dir, MNIST_JAX_NOTEBOOK_EPOCHS="1"
-    )
+def test_the_main_notebook_runs_on_small_data(data_dir):
+    notebook = execute("mnist_jax.ipynb", TFDS_DATA_DIR=data_dir, MNIST_JAX_NOTEBOOK_EPOCHS="1")
     text = text_of(notebook)
     assert "train (300, 28, 28, 1) uint8 | test (100, 28, 28, 1)" in text
     assert sorted(seed_rows(text)) == [0, 1]
@@ -87,8 +83,8 @@ def test_the_main_notebook_runs_on_small_data(data_dir, monkeypatch):
 
 
 @pytest.mark.slow
-def test_the_main_notebook_reproduces_the_seed_table(real_data_dir, monkeypatch):
-    text = text_of(execute("mnist_jax.ipynb", monkeypatch, TFDS_DATA_DIR=real_data_dir))
+def test_the_main_notebook_reproduces_the_seed_table(real_data_dir):
+    text = text_of(execute("mnist_jax.ipynb", TFDS_DATA_DIR=real_data_dir))
     assert "first-batch objective 593.5535733141" in text
     rows = seed_rows(text)
     assert sorted(rows) == [0, 1, 2, 3, 4, 5]
@@ -98,10 +94,8 @@ def test_the_main_notebook_reproduces_the_seed_table(real_data_dir, monkeypatch)
 
 
 @pytest.mark.slow
-def test_the_devices_notebook_runs_the_benchmarks(data_dir, monkeypatch):
-    notebook = execute(
-        "devices.ipynb", monkeypatch, TFDS_DATA_DIR=data_dir, MNIST_JAX_NOTEBOOK_QUICK="1"
-    )
+def test_the_devices_notebook_runs_the_benchmarks(data_dir):
+    notebook = execute("devices.ipynb", TFDS_DATA_DIR=data_dir, MNIST_JAX_NOTEBOOK_QUICK="1")
     text = text_of(notebook)
     assert re.search(r"^cpu: \d+ x cpu", text, re.MULTILINE)
     assert "'chart.png', 'results.json', 'results.md', 'sweeps.png'" in text
@@ -109,13 +103,10 @@ def test_the_devices_notebook_runs_the_benchmarks(data_dir, monkeypatch):
     assert images_in(notebook) == 2
 
 
-def test_the_adam_paper_notebook_runs_the_whole_procedure_on_small_data(
-    data_dir, tmp_path, monkeypatch
-):
+def test_the_adam_paper_notebook_runs_the_whole_procedure_on_small_data(data_dir, tmp_path):
     results = tmp_path / "adam-paper"
     notebook = execute(
         "adam_paper.ipynb",
-        monkeypatch,
         TFDS_DATA_DIR=data_dir,
         MNIST_JAX_NOTEBOOK_QUICK="1",
         MNIST_JAX_ADAM_PAPER_DIR=str(results),

@@ -4,7 +4,6 @@ every bad input refused first."""
 import json
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 import jax
@@ -20,7 +19,15 @@ from mnist_jax.reporters import Reporter
 from mnist_jax.steps import epoch_key, init_state, normalise
 from mnist_jax.sweep import sweep
 from tests import custom_models
-from tests.helpers import TINY_FLAGS, params_of, tiny, worker
+from tests.helpers import (
+    MNIST_JAX,
+    TINY_FLAGS,
+    params_of,
+    run_in_a_child,
+    tiny,
+    train_as_a_child,
+    worker,
+)
 
 CUSTOM = "tests.custom_models:tiny_cnn"
 
@@ -159,15 +166,13 @@ def test_a_model_without_a_key_parameter_is_called_without_one(tiny_config):
 
 def test_a_custom_model_resumes_bit_identically_after_a_kill(data_dir, tmp_path):
     killed, whole = str(tmp_path / "killed"), str(tmp_path / "whole")
-    proc = subprocess.run(
-        [*worker("kill"), data_dir, killed, "2", "stream", "5", "3", "0", CUSTOM],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = run_in_a_child(
+        [*worker("kill"), data_dir, killed, "2", "stream", "5", "3", "0", CUSTOM]
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    assert main(["train", "--resume", killed, "--quiet"]) == 0
-    train(tiny(data_dir, num_epochs=3, model=CUSTOM, pipeline="stream"), whole)
+    proc = run_in_a_child([*MNIST_JAX, "train", "--resume", killed, "--quiet"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    train_as_a_child(tiny(data_dir, num_epochs=3, model=CUSTOM, pipeline="stream"), whole)
     resumed, uninterrupted = params_of(killed), params_of(whole)
     assert resumed.keys() == uninterrupted.keys()
     for name in resumed:
@@ -197,6 +202,7 @@ def test_the_built_in_model_as_an_object_trains_as_by_name(tiny_config, pipeline
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.device
 def test_model_and_optimizer_objects_record_and_resume(tiny_config, tmp_path, capsys):
     config = tiny_config.replace(num_epochs=3)
     model, out = custom_models.tiny_cnn(config), str(tmp_path / "objects")

@@ -43,6 +43,7 @@ def reference_params(config, share):
 
 
 @pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.device
 def test_both_pipelines_match_plain_optax_with_a_short_last_batch(data_dir, tiny_config, shuffle):
     config = tiny_config.replace(shuffle=shuffle)
     expected = reference_params(config, data.load(data_dir)["train"])
@@ -84,6 +85,7 @@ class CompileCounter(Reporter):
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES)
+@pytest.mark.device
 def test_nothing_is_compiled_after_the_first_epoch(tiny_config, pipeline):
     counter = CompileCounter()
     train(tiny_config.replace(num_epochs=3, pipeline=pipeline), reporter=counter)
@@ -91,6 +93,7 @@ def test_nothing_is_compiled_after_the_first_epoch(tiny_config, pipeline):
 
 
 @pytest.mark.parametrize("name", PIPELINES)
+@pytest.mark.device
 def test_donated_state_is_consumed_and_evaluation_still_works(data_dir, tiny_config, name):
     config = tiny_config.replace(pipeline=name)
     splits = data.load(data_dir)
@@ -132,6 +135,7 @@ def test_progress_counts_batches(tiny_config):
     assert seen == [(1, 4), (1, 8), (1, 10)]
 
 
+@pytest.mark.device
 def test_evaluate_over_padded_batches_counts_every_example_once(tiny_config, data_dir):
     config = tiny_config
     state = init_state(config)

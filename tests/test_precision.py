@@ -27,6 +27,7 @@ def precisions(text: str) -> set[str]:
 
 
 @pytest.mark.parametrize("value", MATMUL_PRECISIONS)
+@pytest.mark.device
 def test_the_steps_carry_the_requested_precision_whatever_the_callers(value):
     config = Config(model="cnn", cnn_channels=(4, 8), cnn_dense=16, matmul_precision=value)
     steps = make_steps(config)
@@ -120,3 +121,66 @@ def test_deterministic_asks_for_what_the_platform_needs(monkeypatch, started, pl
         " " + determinism.GPU_FLAG if outcome == "flag added" else ""
     )
     assert os.environ["XLA_FLAGS"] == flags
+
+
+def operand_types(text: str) -> set[str]:
+    """The element types of every matrix product's and convolution's operands in a lowered
+    program's StableHLO."""
+    tensor = r"tensor<(?:\d+x)*(\w+)>"
+    found = re.findall(
+        rf"stablehlo\.(?:dot_general|convolution)[^\n]*: \({tensor}, {tensor}\)", text
+    )
+    return {t for pair in found for t in pair}
+
+
+BFLOAT16_MODELS = {
+    "mlp": Config(layer_sizes=(784, 32, 10)),
+    "cnn": Config(model="cnn", cnn_channels=(4, 8), cnn_dense=16, cnn_form="winograd"),
+    "cnn, batchnorm": Config(
+        model="cnn", cnn_channels=(4, 8), cnn_dense=16, cnn_batchnorm=True, cnn_form="im2col"
+    ),
+    # users' BatchNorm CNNs, each written with its framework's layers, as brought (rewritten)
+    "linen": Config(model="tests.framework_models:linen_cnn"),
+    "equinox": Config(model="tests.framework_models:equinox_cnn", conv_rewrite="off"),
+}
+# Equinox's BatchNorm normalizes in float32 and, at evaluation, returns float32, so the product
+# after it is float32 there: the model's own numerics, which the harness leaves as written.
+EVALUATION_IN_FLOAT32 = {"equinox"}
+
+
+@pytest.mark.parametrize("name", BFLOAT16_MODELS)
+def test_bfloat16_computes_the_products_in_bfloat16_and_keeps_the_rest_float32(name):
+    config = BFLOAT16_MODELS[name].replace(dtype="bfloat16")
+    steps = make_steps(config)
+    state = steps.init(0)
+    images = jax.random.randint(jax.random.key(1), (8, 28, 28, 1), 0, 256).astype(jnp.uint8)
+    batch = Batch(images, jnp.arange(8) % 10, jnp.ones(8, bool))
+    key = jax.random.key(2)
+    train_text = jax.jit(steps.train_step).lower(state, batch, key).as_text()
+    eval_text = jax.jit(steps.eval_step).lower(state.variables, batch).as_text()
+    # every product, forward and backward, in bfloat16; and there are products
+    assert operand_types(train_text) == {"bf16"}
+    assert operand_types(eval_text) == {"bf16"} | (
+        {"f32"} if name in EVALUATION_IN_FLOAT32 else set()
+    )
+    new_state, loss = jax.jit(steps.train_step)(state, batch, key)
+    correct, total_loss = jax.jit(steps.eval_step)(new_state.variables, batch)
+    kept = jax.tree.leaves((new_state.params, new_state.opt_state, new_state.model_state))
+    floating = [a for a in kept if jnp.issubdtype(a.dtype, jnp.floating)]
+    assert floating and {a.dtype for a in floating} == {jnp.dtype("float32")}
+    assert loss.dtype == total_loss.dtype == jnp.float32
+    # The same model in float32, from the same initial state: its logits agree to bfloat16's
+    # rounding and no closer (the products really were rounded).
+    full = make_steps(config.replace(dtype="float32"))
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, full.init(0), state))
+    mixed_loss = float(jax.jit(steps.eval_step)(state.variables, batch)[1])
+    full_loss = float(jax.jit(full.eval_step)(state.variables, batch)[1])
+    assert mixed_loss == pytest.approx(full_loss, rel=3e-2) and mixed_loss != full_loss
+
+
+def test_bfloat16_is_recorded_and_shown(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    flags = [*TINY_FLAGS, "--epochs", "1", "--data-dir", data_dir, "--dtype", "bfloat16"]
+    assert main(["train", *flags, "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    assert "bfloat16 mixed precision, float32 parameters (highest" in capsys.readouterr().out

@@ -6,7 +6,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
 
 import jax
 import numpy as np
@@ -24,8 +23,10 @@ from tests.helpers import (
     folder_state,
     metrics_lines,
     params_of,
+    run_in_a_child,
     scores,
     tiny,
+    train_as_a_child,
     worker,
 )
 
@@ -33,13 +34,14 @@ from tests.helpers import (
 @pytest.fixture(scope="module")
 def uninterrupted(data_dir, tmp_path_factory):
     """The tiny run of 4 epochs trained with no stop, once per data path for the tests that need
-    it: its parameters and each epoch's scores."""
+    it, on the platform of the processes it is compared with: its parameters and each epoch's
+    scores."""
     runs = {}
 
     def run(pipeline: str) -> tuple[dict, list]:
         if pipeline not in runs:
             out = tmp_path_factory.mktemp(f"uninterrupted-{pipeline}")
-            train(tiny(data_dir, num_epochs=4, pipeline=pipeline), str(out))
+            train_as_a_child(tiny(data_dir, num_epochs=4, pipeline=pipeline), str(out))
             runs[pipeline] = params_of(out), scores(out)
         return runs[pipeline]
 
@@ -47,25 +49,16 @@ def uninterrupted(data_dir, tmp_path_factory):
 
 
 @pytest.mark.parametrize("pipeline", ["device", "stream"])
+@pytest.mark.device
 def test_resume_after_sigkill_is_bit_identical(data_dir, tmp_path, pipeline, uninterrupted):
     killed = str(tmp_path / "killed")
-    proc = subprocess.run(
-        [*worker("kill"), data_dir, killed, "3", pipeline],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_in_a_child([*worker("kill"), data_dir, killed, "3", pipeline])
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert checkpoints.latest(killed).epoch == 2 and not os.path.exists(
         os.path.join(killed, "summary.json")
     )
 
-    resumed = subprocess.run(
-        [*MNIST_JAX, "train", "--resume", killed, "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = run_in_a_child([*MNIST_JAX, "train", "--resume", killed, "--quiet"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert [line.split("|")[0].strip() for line in resumed.stdout.splitlines() if "|" in line][
         1:
@@ -75,6 +68,7 @@ def test_resume_after_sigkill_is_bit_identical(data_dir, tmp_path, pipeline, uni
     assert scores(killed) == epochs
 
 
+@pytest.mark.device
 def test_checkpoints_keep_the_newest(tiny_config, tmp_path):
     config = tiny_config.replace(num_epochs=5, keep_checkpoints=2, checkpoint_every=2)
     result = train(config, str(tmp_path))
@@ -229,12 +223,8 @@ def test_a_signal_stops_saves_and_resumes_exactly(
     """SIGINT (Ctrl-C) and SIGTERM (a preemption) alike: stop at the next boundary, checkpoint,
     release the lock, exit 128 + the signal's number."""
     stopped = str(tmp_path / "stopped")
-    proc = subprocess.run(
-        [*worker("interrupt"), data_dir, stopped, "2", pipeline],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "STOP_SIGNAL": stop_signal},
+    proc = run_in_a_child(
+        [*worker("interrupt"), data_dir, stopped, "2", pipeline], STOP_SIGNAL=stop_signal
     )
     assert proc.returncode == status, proc.stderr[-2000:]
     assert f"stopped by {stop_signal} after epoch" in proc.stderr
@@ -248,12 +238,7 @@ def test_a_signal_stops_saves_and_resumes_exactly(
     assert (saved.epoch, saved.batches_done) == ((1, 8) if pipeline == "stream" else (2, 0))
     assert summary["history"][-1]["epoch"] == saved.epoch
 
-    resumed = subprocess.run(
-        [*MNIST_JAX, "train", "--resume", stopped, "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = run_in_a_child([*MNIST_JAX, "train", "--resume", stopped, "--quiet"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     # the worker's run is the tiny run's (4 epochs, 4 batches a chunk)
     params, epochs = uninterrupted(pipeline)
@@ -268,7 +253,7 @@ def test_same_config_gives_identical_results_in_another_process(
     """The same config run by the command in a fresh process, against the tiny run trained in this
     one."""
     out = tmp_path / "again"
-    subprocess.run(
+    proc = run_in_a_child(
         [
             *MNIST_JAX,
             "train",
@@ -283,11 +268,9 @@ def test_same_config_gives_identical_results_in_another_process(
             "--quiet",
             "--out",
             str(out),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
+        ]
     )
+    assert proc.returncode == 0, proc.stderr[-2000:]
     params, epochs = uninterrupted(pipeline)
     assert scores(out) == epochs
     assert_same_params(params_of(out), params)
@@ -309,7 +292,8 @@ def test_a_damaged_checkpoint_is_named_and_resume_falls_back(data_dir, tmp_path,
 
 def test_recipes_resume_bit_identically_with_the_best_parameters(data_dir, tmp_path):
     """Dropout, a schedule, weight decay, clipping and label smoothing, stopped part-way through an
-    epoch on the stream path and resumed, end exactly where an uninterrupted run ends."""
+    epoch on the stream path and resumed, end exactly where an uninterrupted run ends (each run in
+    a process of its own, on one platform)."""
     recipe = [
         "--dropout",
         "0.3",
@@ -332,14 +316,16 @@ def test_recipes_resume_bit_identically_with_the_best_parameters(data_dir, tmp_p
     ]
     stopped, whole = str(tmp_path / "stopped"), str(tmp_path / "whole")
     interrupt = [*worker("interrupt"), data_dir]
-    assert (
-        subprocess.run([*interrupt, stopped, "2", "stream", *recipe], timeout=300).returncode
-        == 130
-    )
+    proc = run_in_a_child([*interrupt, stopped, "2", "stream", *recipe])
+    assert proc.returncode == 130, proc.stderr[-2000:]
     with open(os.path.join(stopped, "summary.json")) as f:
         assert json.load(f)["status"] == "interrupted"
-    assert main(["train", "--resume", stopped, "--quiet"]) == 0
-    assert subprocess.run([*interrupt, whole, "0", "stream", *recipe], timeout=300).returncode == 0
+    for command in (
+        [*MNIST_JAX, "train", "--resume", stopped, "--quiet"],
+        [*interrupt, whole, "0", "stream", *recipe],
+    ):
+        proc = run_in_a_child(command)
+        assert proc.returncode == 0, proc.stderr[-2000:]
     for name in ("params.npz", "params-best.npz"):
         with np.load(os.path.join(stopped, name)) as a, np.load(os.path.join(whole, name)) as b:
             assert_same_params(dict(a), dict(b))
@@ -365,7 +351,7 @@ def test_soak_five_kills_and_resumes_reach_the_uninterrupted_parameters(data_dir
     for kill in range(5):
         kill_epoch = rng.randint(kill_epoch + 1, epochs - (4 - kill))
         kill_batch = rng.choice([1, 5, 9])  # chunks of 4 batches: after the first, second or third
-        proc = subprocess.run(
+        proc = run_in_a_child(
             [
                 *worker("kill"),
                 data_dir,
@@ -375,20 +361,12 @@ def test_soak_five_kills_and_resumes_reach_the_uninterrupted_parameters(data_dir
                 str(kill_batch),
                 str(epochs),
                 str(int(kill > 0)),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
+            ]
         )
         assert proc.returncode == -signal.SIGKILL, (seed, proc.stderr[-2000:])
-    proc = subprocess.run(
-        [*MNIST_JAX, "train", "--resume", out, "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_in_a_child([*MNIST_JAX, "train", "--resume", out, "--quiet"])
     assert proc.returncode == 0, (seed, proc.stderr[-2000:])
-    train(tiny(data_dir, num_epochs=epochs, pipeline="stream"), whole)
+    train_as_a_child(tiny(data_dir, num_epochs=epochs, pipeline="stream"), whole)
     assert_same_params(params_of(out), params_of(whole))
     assert [m["test_loss"] for m in metrics_lines(out)] == [
         m["test_loss"] for m in metrics_lines(whole)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mnist_jax.runtime.compilation import CACHE_ENV, default_cache_dir
-from tests.helpers import ROOT
+from tests.helpers import ROOT, child_env
 
 SMALL = [
     "--layer-sizes",
@@ -24,14 +24,14 @@ SMALL = [
 ]
 
 
-def python(code: str, env: dict | None = None) -> str:
+def python(code: str) -> str:
     proc = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=ROOT,
-        env=env,
+        env=child_env(),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout.strip().splitlines()[-1]
@@ -99,7 +99,7 @@ def train_command(data_dir: str, out: Path, env: dict, *flags: str) -> dict:
 def test_a_run_compiles_three_programs_and_a_second_run_loads_them_from_the_cache(
     data_dir, tmp_path
 ):
-    env = {k: v for k, v in os.environ.items() if k != CACHE_ENV} | {
+    env = {k: v for k, v in child_env().items() if k != CACHE_ENV} | {
         "XDG_CACHE_HOME": str(tmp_path / "xdg")
     }
     first = train_command(data_dir, tmp_path / "first", env)

@@ -46,6 +46,7 @@ def test_padded_step_equals_a_step_on_the_real_rows(tiny_config, synthetic):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.device
 def test_first_step_is_adam_as_the_seed_ran_it(tiny_config, synthetic):
     config = tiny_config
     images, labels = (

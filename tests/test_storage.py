@@ -12,7 +12,16 @@ from mnist_jax import train
 from mnist_jax.cli import main
 from mnist_jax.errors import StorageError
 from mnist_jax.runs import checkpoints
-from tests.helpers import MNIST_JAX, TINY_FLAGS, assert_same_params, metrics_lines, params_of, tiny
+from tests.helpers import (
+    MNIST_JAX,
+    TINY_FLAGS,
+    assert_same_params,
+    metrics_lines,
+    params_of,
+    run_in_a_child,
+    tiny,
+    train_as_a_child,
+)
 
 
 def _fail_writes(monkeypatch, name: str) -> None:
@@ -83,40 +92,21 @@ def small_tmpfs(tmp_path):
 
 @pytest.mark.parametrize("fault", ["full", "read-only"])
 def test_a_real_full_or_read_only_filesystem(data_dir, tmp_path, small_tmpfs, fault):
+    """Each run of the folder in a process of its own; the run it ends as, in this one on their
+    platform."""
     config = tiny(data_dir, num_epochs=4)
     out = str(small_tmpfs / "run")
-    flags = [*TINY_FLAGS, "--epochs", "4", "--data-dir", data_dir, "--out", out, "--quiet"]
+    flags = [*TINY_FLAGS, "--data-dir", data_dir, "--out", out, "--quiet"]
     if fault == "read-only":
-        assert (
-            main(
-                [
-                    "train",
-                    *TINY_FLAGS,
-                    "--epochs",
-                    "2",
-                    "--keep-checkpoints",
-                    "1",
-                    "--data-dir",
-                    data_dir,
-                    "--out",
-                    out,
-                    "--quiet",
-                ]
-            )
-            == 0
+        proc = run_in_a_child(
+            [*MNIST_JAX, "train", *flags, "--epochs", "2", "--keep-checkpoints", "1"]
         )
+        assert proc.returncode == 0, proc.stderr[-2000:]
         subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True, timeout=60)
-        proc = subprocess.run(
-            [*MNIST_JAX, "train", "--resume", out, "--quiet"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        proc = run_in_a_child([*MNIST_JAX, "train", "--resume", out, "--quiet"])
         before = params_of(out)
     else:  # three checkpoints of about 150 KiB each do not fit in 400 KiB
-        proc = subprocess.run(
-            [*MNIST_JAX, "train", *flags], capture_output=True, text=True, timeout=300
-        )
+        proc = run_in_a_child([*MNIST_JAX, "train", *flags, "--epochs", "4"])
     assert proc.returncode == 1, proc.stderr[-2000:]
     message = "Read-only file system" if fault == "read-only" else "No space left on device"
     assert "mnist-jax train: error: cannot write " in proc.stderr and message in proc.stderr
@@ -129,9 +119,10 @@ def test_a_real_full_or_read_only_filesystem(data_dir, tmp_path, small_tmpfs, fa
         subprocess.run(["mount", "-o", "remount,rw", str(small_tmpfs)], check=True, timeout=60)
     moved = str(tmp_path / "moved")  # to a disk with room, then on
     shutil.copytree(out, moved)
-    assert main(["train", "--resume", moved, "--quiet"]) == 0
+    proc = run_in_a_child([*MNIST_JAX, "train", "--resume", moved, "--quiet"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
     whole = str(tmp_path / "whole")
-    train(
+    train_as_a_child(
         config.replace(num_epochs=2, keep_checkpoints=1) if fault == "read-only" else config, whole
     )
     assert_same_params(params_of(moved), params_of(whole))

@@ -40,6 +40,7 @@ def result(config, run_dir):
     return train(config, run_dir)
 
 
+@pytest.mark.device
 def test_short_run_learns_and_records_every_epoch(result):
     history = result.history
     assert [m.epoch for m in history] == [0, 1, 2, 3]
@@ -49,6 +50,7 @@ def test_short_run_learns_and_records_every_epoch(result):
     assert [W.shape for W, _ in result.params] == [(784, 32), (32, 10)]
 
 
+@pytest.mark.device
 def test_same_config_same_result(config, result):
     again = train(config)
     for a, b in zip(jax.tree.leaves(result.params), jax.tree.leaves(again.params), strict=True):
@@ -57,6 +59,7 @@ def test_same_config_same_result(config, result):
     assert strip(again.history) == strip(result.history)
 
 
+@pytest.mark.device
 def test_float64_runs_in_float64(config):
     result = train(config.replace(dtype="float64", init="numpy", num_epochs=1))
     assert all(leaf.dtype == np.float64 for leaf in jax.tree.leaves(result.params))
@@ -228,3 +231,17 @@ def test_every_preset_validates_and_trains_one_epoch(name, data_dir):
     assert [m.epoch for m in result.history] == [0, 1]
     assert all(np.isfinite([m.train_loss, m.test_loss]).all() for m in result.history)
     assert result.history[1].train_accuracy > result.history[0].train_accuracy
+
+
+def test_a_cnn_run_records_and_shows_the_form_it_took(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    cnn = ["--model", "cnn", "--cnn-channels", "2,4", "--cnn-dense", "8", "--epochs", "1"]
+    flags = ["--batch-size", "32", "--eval-batch-size", "62", "--data-dir", data_dir]
+    assert main(["train", *cnn, *flags, "--out", str(out)]) == 0
+    form = "winograd" if jax.default_backend() == "cpu" else "native"  # `auto` there
+    assert json.loads((out / "config.json").read_text())["cnn_form"] == form
+    assert json.loads((out / "summary.json").read_text())["config"]["cnn_form"] == form
+    assert f"Training cnn ({form} form) with adam" in capsys.readouterr().out
+    # resumed and extended as recorded: the same form, no mismatch with `auto`
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--data-dir", data_dir]) == 0
+    assert json.loads((out / "summary.json").read_text())["config"]["cnn_form"] == form

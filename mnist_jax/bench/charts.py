@@ -16,9 +16,11 @@ def _log_ticks(ax, values: Sequence[float]) -> None:
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
-def epoch_chart(rows: Sequence[tuple[str, str, dict]], platforms: dict, path: str) -> None:
+def epoch_chart(
+    rows: Sequence[tuple[str, str, dict]], floors: Sequence[tuple[str, float]], path: str
+) -> None:
     """A bar per timed implementation, (platform, name, timing): the median with min-max whiskers,
-    and each platform's FLOP floors (the MLP's, the CNN's) as lines."""
+    and each floor, (label, seconds), as a line."""
     timed = [
         (f"{platform}: {name}", t["seconds_per_epoch"])
         for platform, name, t in rows
@@ -35,20 +37,8 @@ def epoch_chart(rows: Sequence[tuple[str, str, dict]], platforms: dict, path: st
             [s["max"] - s["median"] for _, s in timed],
         ],
     )
-    for platform, entry in platforms.items():
-        ax.axvline(
-            entry["floor_seconds_per_epoch"],
-            ls="--",
-            color="tab:red",
-            label=f"{platform} MLP floor",
-        )
-        if "cnn_floor_seconds_per_epoch" in entry:
-            ax.axvline(
-                entry["cnn_floor_seconds_per_epoch"],
-                ls=":",
-                color="tab:purple",
-                label=f"{platform} CNN floor",
-            )
+    for i, (label, seconds) in enumerate(floors):
+        ax.axvline(seconds, ls=("--", ":", "-.")[i % 3], color=f"C{i + 3}", label=label)
     ax.set(
         xlabel="seconds per epoch (median, min-max bars)",
         xscale="log",
@@ -116,9 +106,15 @@ def sweep_charts(platforms: dict, path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
-def results_charts(rows: Sequence[tuple[str, str, dict]], platforms: dict, out: str) -> None:
-    """chart.png and sweeps.png in `out`."""
-    epoch_chart(rows, platforms, os.path.join(out, "chart.png"))
+def results_charts(
+    rows: Sequence[tuple[str, str, dict]],
+    floors: Sequence[tuple[str, float]],
+    platforms: dict,
+    out: str,
+) -> None:
+    """chart.png (the timed rows against the floors) and sweeps.png (the platforms' sweeps) in
+    `out`."""
+    epoch_chart(rows, floors, os.path.join(out, "chart.png"))
     sweep_charts(platforms, os.path.join(out, "sweeps.png"))
 
 

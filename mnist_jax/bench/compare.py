@@ -3,10 +3,23 @@ row's time as a ratio to a baseline result's, refused across different configura
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from collections.abc import Sequence
 
-from mnist_jax.bench.render import machine, machine_name, median, read_results, timed_rows
+from mnist_jax.bench.render import (
+    ABSENT,
+    machine,
+    machine_name,
+    median,
+    numerics,
+    read_results,
+    row_dtype,
+    time_to_target,
+    timed_rows,
+)
+from mnist_jax.bench.settings import FULL_BENCH
 from mnist_jax.config import Config
 from mnist_jax.errors import ConfigError, InputError
 from mnist_jax.runs.storage import write_atomic
@@ -19,7 +32,11 @@ def differences(a: dict, b: dict) -> list[str]:
     """The measured settings (the model's config and the benchmark's own) in which two results
     differ. A setting newer than a result counts at its default there, as `Config.from_dict` reads
     it."""
-    found, defaults = [], {"config": Config().to_dict(), "settings": {}}
+    found = []
+    defaults = {
+        "config": Config().to_dict(),
+        "settings": json.loads(json.dumps(dataclasses.asdict(FULL_BENCH))),
+    }
     for part in ("config", "settings"):
         left, right = defaults[part] | a[part], defaults[part] | b[part]
         for key in sorted(set(left) | set(right)):
@@ -54,11 +71,15 @@ def comparison_rows(named: dict[str, dict], baseline: str) -> list[dict]:
     """Every timed row of every result, with its time as a ratio to the baseline's."""
     rows = []
     for label, results in named.items():
+        precision = numerics(results)[1]
         for platform, implementation, timing in timed_rows(results):
             seconds = median(timing)
             if seconds is None:
                 continue
             reference = median(_baseline_row(named[baseline], platform, implementation))
+            target, reached = (
+                time_to_target(timing) if "compile_seconds" in timing else (None, None)
+            )
             rows.append(
                 {
                     "result": label,
@@ -68,7 +89,11 @@ def comparison_rows(named: dict[str, dict], baseline: str) -> list[dict]:
                     "seconds": seconds,
                     "examples_per_second": timing.get("examples_per_second"),
                     "compile_seconds": (timing.get("compile_seconds") or {}).get("median"),
+                    "target_accuracy": target,
+                    "time_to_target": (reached or {}).get("median"),
                     "final_test_accuracy": (timing.get("final_test_accuracy") or {}).get("median"),
+                    "dtype": row_dtype(results, implementation),
+                    "matmul_precision": precision,
                     "vs_baseline": seconds / reference if reference else None,
                 }
             )
@@ -76,7 +101,15 @@ def comparison_rows(named: dict[str, dict], baseline: str) -> list[dict]:
 
 
 def _cell(value, form: str) -> str:
-    return "" if value is None else format(value, form)
+    return ABSENT if value is None else format(value, form)
+
+
+def _target_cell(row: dict) -> str:
+    """Seconds to the row's target test accuracy, with the target; absent for a reference."""
+    if row["target_accuracy"] is None:
+        return ABSENT
+    seconds = _cell(row["time_to_target"], ".2f").replace(ABSENT, "not reached")
+    return f"{seconds} ({100 * row['target_accuracy']:.0f}%)"
 
 
 def comparison_markdown(
@@ -107,13 +140,15 @@ def comparison_markdown(
         )
     lines += [
         "",
-        "| result | platform | implementation | s/epoch | examples/s | compile s | final test % "
-        f"| vs {baseline} |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| result | platform | implementation | dtype, matmul precision | s/epoch | examples/s "
+        f"| compile s | s to target test accuracy | final test % | vs {baseline} |",
+        "|" + " --- |" * 10,
     ]
     lines += [
-        f"| {row['result']} | {row['platform']} | {row['implementation']} | {row['seconds']:.3f} "
+        f"| {row['result']} | {row['platform']} | {row['implementation']} | {row['dtype']}, "
+        f"{row['matmul_precision']} | {row['seconds']:.3f} "
         f"| {_cell(row['examples_per_second'], ',.0f')} | {_cell(row['compile_seconds'], '.2f')} "
+        f"| {_target_cell(row)} "
         f"| {_cell(row['final_test_accuracy'] and 100 * row['final_test_accuracy'], '.2f')} | "
         f"{_cell(row['vs_baseline'], '.2f')} |"
         for row in rows

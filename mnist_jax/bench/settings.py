@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from mnist_jax.config import MATMUL_PRECISIONS
+from mnist_jax.config import DTYPES, MATMUL_PRECISIONS
 from mnist_jax.errors import ConfigError
 
 
@@ -37,11 +37,18 @@ class BenchSettings:
     )
     cnn_epochs: int = knob(1, "epochs per timed run of the `cnn` preset, and of PyTorch's CNN")
     cnn_repeats: int = knob(
-        2, "timed runs of the `cnn` preset (no warm-up: it is compiled ahead of time)"
+        2,
+        "timed runs of the `cnn` and `speedrun` presets (no warm-up: they are compiled ahead of "
+        "time)",
     )
     matmul_precision: str = knob(
         "highest",
         "every row's matmul precision (`Config.matmul_precision`): `highest`, `high` or `default`",
+    )
+    dtype: str = knob(
+        "float32",
+        "every row's dtype but the seed preset's (`Config.dtype`, PyTorch's too): "
+        + ", ".join(f"`{dtype}`" for dtype in DTYPES),
     )
 
     def __post_init__(self):
@@ -49,6 +56,10 @@ class BenchSettings:
             raise ConfigError(
                 f"bench matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, "
                 f"got {self.matmul_precision!r}"
+            )
+        if self.dtype not in DTYPES:
+            raise ConfigError(
+                f"bench dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}"
             )
         for f in dataclasses.fields(self):
             if f.type == "str":

@@ -8,7 +8,7 @@ from mnist_jax.config import OBJECT_PREFIX, Config, Hyperparameters
 from mnist_jax.errors import ConfigError
 from mnist_jax.factories import call_factory
 from mnist_jax.models.adapters import from_equinox, from_linen, from_nnx
-from mnist_jax.models.cnn import check_cnn_form, cnn
+from mnist_jax.models.cnn import as_run, check_cnn_form, cnn, layer_form
 from mnist_jax.models.interface import Model, ModelState, Params, Variables, takes_key
 from mnist_jax.models.mlp import mlp
 from mnist_jax.models.rewrite import rewrite_convolutions
@@ -19,10 +19,12 @@ __all__ = [
     "ModelState",
     "Params",
     "Variables",
+    "as_run",
     "cnn",
     "from_equinox",
     "from_linen",
     "from_nnx",
+    "layer_form",
     "make_model",
     "mlp",
     "rewrite_convolutions",

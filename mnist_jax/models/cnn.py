@@ -7,25 +7,51 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from mnist_jax.config import Config, Hyperparameters, cnn_feature_side, numbers
+from mnist_jax.config import Config, Hyperparameters, cnn_feature_side, numbers, parameter_dtype
 from mnist_jax.errors import ConfigError
 from mnist_jax.models import conv
 from mnist_jax.models.interface import Model
 from mnist_jax.models.layers import batch_norm, batchnorm_state, dropout
 
+AUTO = "auto"  # the form chosen for the platform (`layer_form`)
+
 
 def check_cnn_form(config: Config) -> None:
-    """Raises ConfigError unless `config.cnn_form` is one of `conv.LAYER_FORMS`."""
-    if config.cnn_form not in conv.LAYER_FORMS:
+    """Raises ConfigError unless `config.cnn_form` is one of `conv.LAYER_FORMS` or `auto`."""
+    if config.cnn_form not in (*conv.LAYER_FORMS, AUTO):
         raise ConfigError(
-            f"cnn_form must be one of {', '.join(conv.LAYER_FORMS)}, got {config.cnn_form!r}"
+            f"cnn_form must be one of {', '.join((*conv.LAYER_FORMS, AUTO))}, got "
+            f"{config.cnn_form!r}"
         )
+
+
+def layer_form(config: Config, platform: str | None = None) -> str:
+    """The form the CNN's layers take on `platform` (default: `config.platform`, else JAX's
+    default): `config.cnn_form`, or for `auto` XLA's native convolution on a GPU or TPU (cuDNN's
+    and the TPU's own kernels) and on a CPU the form the conv-forms benchmark measured fastest
+    for the network: `winograd` when every kernel is 3x3, as in `cnn` and `cnn-strong`,
+    otherwise `space_to_depth`, as in `speedrun` (see the Performance page)."""
+    check_cnn_form(config)
+    if config.cnn_form != AUTO:
+        return config.cnn_form
+    if (platform or config.platform or jax.default_backend()) != "cpu":
+        return "native"
+    return conv.WINOGRAD if set(config.cnn_kernels) == {3} else conv.SPACE_TO_DEPTH
+
+
+def as_run(config: Config, platform: str | None = None) -> Config:
+    """`config` as a run on `platform` records it: the built-in CNN's `auto` form replaced by
+    the form it takes there (`layer_form`). Other models have no layers of the package's and
+    keep the setting as given."""
+    if config.model != "cnn" or config.cnn_form != AUTO:
+        return config
+    return config.replace(cnn_form=layer_form(config, platform))
 
 
 def cnn(config: Config, hyperparameters: Hyperparameters | None = None) -> Model:
     """A CNN of `config.cnn_channels` convolutions (`cnn_kernels`, `cnn_padding`), each followed
-    by relu and 2x2 pooling (`cnn_pooling`; each layer given to XLA in `cnn_form`, one of
-    `conv.LAYER_FORMS`), then a dense relu layer of `cnn_dense` units and a dense output layer. The
+    by relu and 2x2 pooling (`cnn_pooling`; each layer given to XLA in `layer_form`'s form), then
+    a dense relu layer of `cnn_dense` units and a dense output layer. The
     defaults are the CNN of Flax's MNIST example: conv 32 3x3 SAME, relu, 2x2 average pool,
     conv 64 3x3 SAME, relu, 2x2 average pool, dense 256, relu, dense 10. Kernels are
     LeCun-normal and biases zero, as Flax initializes them. In training, `input_dropout` drops
@@ -35,8 +61,8 @@ def cnn(config: Config, hyperparameters: Hyperparameters | None = None) -> Model
     With `cnn_batchnorm`, BatchNorm (`layers.batch_norm`, its scale starting at one) comes
     between each hidden layer's matmul or convolution and its bias, and the model is stateful:
     its state is each layer's running statistics, which evaluation uses."""
-    check_cnn_form(config)
-    dtype = jnp.dtype(config.dtype)
+    form = layer_form(config)
+    dtype = jnp.dtype(parameter_dtype(config))
     rates = numbers(config, hyperparameters)
     channels = (1, *config.cnn_channels)
     side = cnn_feature_side(config)
@@ -79,7 +105,7 @@ def cnn(config: Config, hyperparameters: Hyperparameters | None = None) -> Model
                 params[name]["b"],
                 config.cnn_padding,
                 config.cnn_pooling,
-                config.cnn_form,
+                form,
                 partial(batch_normalize, name) if normalized else None,
             )
         dense0, dense1 = params["dense0"], params["dense1"]

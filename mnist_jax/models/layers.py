@@ -33,10 +33,12 @@ def batch_norm(
     """BatchNorm without its offset (the layer's bias adds it): each channel (`x`'s last axis)
     standardised by its mean and variance over every other axis, then multiplied by `scale`.
     In training the batch's statistics are used and folded into `running` (decay
-    `BATCHNORM_MOMENTUM`); at evaluation `running`'s are used and returned unchanged."""
+    `BATCHNORM_MOMENTUM`); at evaluation `running`'s are used and returned unchanged. The
+    statistics are taken in `running`'s dtype, the result given in `x`'s."""
+    wide = x.astype(running["mean"].dtype)  # under bfloat16's mixed precision, float32
     if training:
         axes = tuple(range(x.ndim - 1))
-        mean, var = x.mean(axes), x.var(axes)
+        mean, var = wide.mean(axes), wide.var(axes)
         decay = BATCHNORM_MOMENTUM
         running = {
             "mean": decay * running["mean"] + (1 - decay) * jax.lax.stop_gradient(mean),
@@ -44,4 +46,5 @@ def batch_norm(
         }
     else:
         mean, var = running["mean"], running["var"]
-    return (x - mean) * (jax.lax.rsqrt(var + BATCHNORM_EPSILON) * scale), running
+    normalized = (wide - mean) * (jax.lax.rsqrt(var + BATCHNORM_EPSILON) * scale)
+    return normalized.astype(x.dtype), running

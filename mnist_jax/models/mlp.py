@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnist_jax.config import Config, Hyperparameters, is_on, numbers
+from mnist_jax.config import Config, Hyperparameters, is_on, numbers, parameter_dtype
 from mnist_jax.losses import log_softmax, summed_nll
 from mnist_jax.models.interface import Model
 from mnist_jax.models.layers import dropout
@@ -127,7 +127,7 @@ def mlp(config: Config, hyperparameters: Hyperparameters | None = None) -> Model
     With `init="numpy"` the weights come from `RandomState(s)`, `s` the seed the harness made
     the key from (`jax.random.key(seed)`), in the notebook's order.
     """
-    dtype = jnp.dtype(config.dtype)
+    dtype = jnp.dtype(parameter_dtype(config))
     rates = numbers(config, hyperparameters)
 
     def init(key: jax.Array) -> Layers:

@@ -67,15 +67,14 @@ class ConsoleReporter(Reporter):
 
     def on_start(self, config: Config, environment: dict, steps_per_epoch: int) -> None:
         self.steps_per_epoch = steps_per_epoch
-        model = (
-            f"{'-'.join(map(str, config.layer_sizes))} MLP"
-            if config.model == "mlp"
-            else config.model
-        )
+        model = {
+            "mlp": f"{'-'.join(map(str, config.layer_sizes))} MLP",
+            "cnn": f"cnn ({config.cnn_form} form)",
+        }.get(config.model, config.model)
         deterministic = ", deterministic" if config.deterministic else ""
         self._print(
-            f"Training {model} with {config.optimizer}, {config.dtype} ({config.matmul_precision} "
-            f"matmul precision{deterministic}), "
+            f"Training {model} with {config.optimizer}, {_numerics(config)} "
+            f"({config.matmul_precision} matmul precision{deterministic}), "
             f"batch {config.batch_size}, {config.num_epochs} epochs on "
             f"{environment['num_devices']} x {environment['device']}"
         )
@@ -134,3 +133,10 @@ class ConsoleReporter(Reporter):
 
     def on_warning(self, message: str) -> None:
         print(f"mnist-jax: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _numerics(config: Config) -> str:
+    """The run's dtype, saying what bfloat16's mixed precision keeps in float32."""
+    if config.dtype == "bfloat16":
+        return "bfloat16 mixed precision, float32 parameters"
+    return config.dtype
