@@ -217,7 +217,9 @@ def _train(
     with precision(config):
         sizes = {name: share.total for name, share in shares.items()}
         tracks_best = "validation" in shares
-        with jax.default_device(mesh.devices.flat[0]):  # the run's platform, not JAX's default
+        # on a device of the run's own (this process's), not JAX's default platform
+        local = next(d for d in mesh.devices.flat if d.process_index == jax.process_index())
+        with jax.default_device(local):
             initial = steps.init(config.seed)
         saved_template = Saved(initial, initial.variables if tracks_best else None)
         checkpoint = (

@@ -105,7 +105,8 @@ def test_the_committed_cnn_runs_are_complete():
         # (settings added since a run was made take their defaults).
         if Path(folder).name.startswith(("cnn-cosine", "cnn-run")):
             schedule = "cosine" if Path(folder).name.startswith("cnn-cosine") else "constant"
-            assert Config.from_dict(summary["config"]) == as_run_here("cnn").replace(
+            recorded = Config.from_dict(summary["config"])
+            assert recorded == as_run_here("cnn", recorded).replace(
                 seed=summary["config"]["seed"], schedule=schedule
             )
         assert [m["epoch"] for m in summary["history"]] == list(
@@ -121,7 +122,7 @@ def test_the_committed_cnn_strong_runs_are_the_preset_as_it_is():
         summary = json.loads((folder / "summary.json").read_text())
         assert summary["status"] == "completed"
         config = Config.from_dict(summary["config"])
-        assert config == as_run_here("cnn-strong").replace(seed=config.seed)
+        assert config == as_run_here("cnn-strong", config).replace(seed=config.seed)
         assert [m["epoch"] for m in summary["history"]] == list(range(config.num_epochs + 1))
         seeds.append(config.seed)
     assert seeds == [42, 43, 44]
@@ -135,7 +136,7 @@ def test_the_committed_cnn_strong_runs_are_the_preset_as_it_is():
     strengths = ("augment_shift", "augment_rotation", "augment_scale")
     for cell in grid["cells"]:
         config = Config.from_dict(cell["config"])
-        assert config == as_run_here("cnn-strong").replace(
+        assert config == as_run_here("cnn-strong", config).replace(
             num_epochs=10, validation_size=10_000, **{k: getattr(config, k) for k in strengths}
         )
     assert [[cell["config"][k] for k in strengths] for cell in grid["cells"]] == [
@@ -158,15 +159,17 @@ def test_the_committed_augmentation_cost_is_the_strong_cnns_augmentation():
 def test_the_committed_seed_run_is_the_seed_preset():
     summary = json.loads((RESULTS / "seed" / "summary.json").read_text())
     assert summary["status"] == "completed"
-    assert Config.from_dict(summary["config"]) == as_run_here("seed")
+    recorded = Config.from_dict(summary["config"])
+    assert recorded == as_run_here("seed", recorded)
 
 
-def as_run_here(name: str) -> Config:
+def as_run_here(name: str, recorded: Config) -> Config:
     """The preset as a run on this CPU records it: the CNN's `auto` form as it ran (so the
-    committed CNN runs are the presets' own forms). An MLP has no CNN layers; its runs,
-    made before `auto`, recorded the default of then, `im2col`."""
+    committed CNN runs are the presets' own forms). An MLP has no CNN layers; its runs, made
+    before `auto`, recorded the default of then (or, older still, nothing), kept as `recorded`
+    has it."""
     config = as_run(preset(name), "cpu")
-    return config if config.model == "cnn" else config.replace(cnn_form="im2col")
+    return config if config.model == "cnn" else config.replace(cnn_form=recorded.cnn_form)
 
 
 TUNING = [
@@ -205,7 +208,8 @@ def test_each_printed_grid_table_is_what_the_code_renders_from_its_grid_json(nam
 def test_the_presets_results_are_todays_presets():
     for name in TUNED_PRESETS:
         saved = json.loads((RESULTS / "recipes" / f"{name}-8-seeds" / "sweep.json").read_text())
-        assert Config.from_dict(saved["config"]) == as_run_here(name) and len(saved["seeds"]) == 8
+        recorded = Config.from_dict(saved["config"])
+        assert recorded == as_run_here(name, recorded) and len(saved["seeds"]) == 8
     assert (RESULTS / "adam-paper" / "training-cost.png").exists()
 
 
