@@ -411,22 +411,17 @@ def grid(
     ]
     if given:
         raise ConfigError(f"the grid varies {', '.join(given)}, which is also given as an object")
-    cells = [
-        (
-            settings,
-            as_run(cell, parallel.population_devices(cell.devices, cell.platform)[0].platform),
-        )
-        for settings, cell in grid_configs(recorded(config, model, optimizer), axes)
-    ]
+    cells = grid_configs(recorded(config, model, optimizer), axes)
     if any(cell.deterministic for _, cell in cells):
-        make_deterministic()
+        make_deterministic()  # before anything below starts JAX's backends
+    devices = [parallel.population_devices(cell.devices, cell.platform) for _, cell in cells]
+    cells = [  # the CNN's form, as it runs
+        (settings, as_run(cell, cell_devices[0].platform))
+        for (settings, cell), cell_devices in zip(cells, devices, strict=True)
+    ]
     events_dir = _events_dir(out_dir, tensorboard)
     groups: dict[tuple, list[int]] = {}
     steps = [make_steps(cell_config, model, optimizer) for _, cell_config in cells]
-    devices = [
-        parallel.population_devices(cell_config.devices, cell_config.platform)
-        for _, cell_config in cells
-    ]
     for index, (_, cell_config) in enumerate(cells):
         _check_fits(cell_config, devices[index], len(seeds), steps[index])
         key = (

@@ -2,11 +2,11 @@
 caps, each step's process group killed whole, no JAX in its own process, and its refusal to pass
 without an accelerator."""
 
+import functools
 import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,7 +16,7 @@ import pytest
 from benchmarks import device_check
 from mnist_jax.data import is_prepared
 from tests.conftest import cpu_only
-from tests.helpers import ROOT, child_env
+from tests.helpers import ROOT, run_in_a_child
 
 # The check as a child process, reporting at its end whether it imported JAX itself.
 CHECK = [
@@ -33,11 +33,8 @@ LOOSE_CAPS = [f"--cap={name}=600" for name in device_check.CAPS]
 AREAS = ["training", "pipelines", "models", "model_state", "precision", "resume", "open_harness"]
 
 
-def in_a_child(command: list[str]) -> subprocess.CompletedProcess:
-    """`command` run from the repository in a process of its own, its output captured."""
-    return subprocess.run(
-        command, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=600
-    )
+# the check, run as a child: its steps may take the loose caps the tests give them
+in_a_child = functools.partial(run_in_a_child, timeout=600)
 
 
 def alive(pid: int) -> bool:

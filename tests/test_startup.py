@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mnist_jax.runtime.compilation import CACHE_ENV, default_cache_dir
-from tests.helpers import ROOT, child_env
+from tests.helpers import ROOT, child_env, run_in_a_child
 
 SMALL = [
     "--layer-sizes",
@@ -25,14 +25,7 @@ SMALL = [
 
 
 def python(code: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env=child_env(),
-    )
+    proc = run_in_a_child([sys.executable, "-c", code], timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout.strip().splitlines()[-1]
 
