@@ -422,11 +422,12 @@ def _train(args: argparse.Namespace) -> int:
         print(f"Run saved in {out}")
     if result.status == "interrupted":
         resume = f"; continue with: mnist-jax train --resume {out}" if out else ""
-        print(
-            f"mnist-jax train: stopped by {result.stopped_by} after epoch "
-            f"{result.history[-1].epoch}{resume}",
-            file=sys.stderr,
+        where = (
+            f"after epoch {result.history[-1].epoch}"
+            if result.history
+            else "before epoch 0's evaluation ended (nothing was trained)"
         )
+        print(f"mnist-jax train: stopped by {result.stopped_by} {where}{resume}", file=sys.stderr)
         # as the shell reports a death by that signal
         return 128 + signal.Signals[result.stopped_by].value
     if result.status == "diverged":

@@ -184,7 +184,7 @@ class Config:
     eval_batch_size: int = setting(10_000, "batch of the full-split evaluations")
     pipeline: str = setting(
         "device",
-        "`device`: each split in device memory, an epoch one compiled `lax.scan`; "
+        "`device`: each split in device memory, an epoch one compiled program; "
         "`stream`: tf.data chunks streamed to the device",
     )
     devices: int | None = setting(
@@ -203,7 +203,7 @@ class Config:
     checkpoint_every: int = setting(1, "save a checkpoint every N epochs (and after the last)")
     keep_checkpoints: int = setting(3, "keep the newest K checkpoints")
     batches_per_chunk: int = setting(
-        16, "`stream` only: batches per transfer and per compiled call"
+        16, "`stream` only: batches per transfer (and at most per compiled call)"
     )
     data_dir: str | None = setting(
         None, "tfds data folder (unset: `$TFDS_DATA_DIR`, else `~/tensorflow_datasets`)"

@@ -69,8 +69,9 @@ class Result:
     convolutions: dict[str, int] = field(default_factory=dict)
 
     @property
-    def final_test_accuracy(self) -> float:
-        return self.history[-1].test_accuracy
+    def final_test_accuracy(self) -> float | None:
+        """The last epoch's; None for a run stopped before its epoch 0 was scored."""
+        return self.history[-1].test_accuracy if self.history else None
 
     def summary(self) -> dict:
         """The JSON-ready summary written as summary.json."""
@@ -78,7 +79,7 @@ class Result:
             "status": self.status,
             "config": self.config.to_dict(),
             "history": [dataclasses.asdict(m) for m in self.history],
-            "final_train_accuracy": self.history[-1].train_accuracy,
+            "final_train_accuracy": self.history[-1].train_accuracy if self.history else None,
             "final_test_accuracy": self.final_test_accuracy,
             "compile_seconds": self.compile_seconds,
             "compilations": self.compilations,

@@ -74,8 +74,9 @@ def score(
 
 class _StopOnSignal:
     """Within the block, SIGINT (Ctrl-C) and SIGTERM (a preemption: what SLURM, Kubernetes and
-    preemptible machines send) ask the loop to stop at its next boundary. Across processes the
-    request is shared at every boundary, so all of them stop at the same step."""
+    preemptible machines send) ask the loop to stop at its next boundary: the end of the compiled
+    call under way, seconds away (`pipelines.pacing`). Across processes the request is shared at
+    every boundary, so all of them stop at the same step. The handlers found are put back."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -131,6 +132,9 @@ def train(
     saved as configured. `resume=True` continues the run in `out_dir` from its newest intact
     checkpoint (or from the start if it has none), exactly as if it had not stopped.
     A run whose loss turns non-finite stops with status "diverged", keeping what came before.
+    Called from the main thread, it takes SIGINT and SIGTERM as a request to stop: within
+    seconds (the compiled call under way, `pipelines.pacing`) it saves a checkpoint and returns
+    with status "interrupted"; the handlers it found are put back when it returns.
     `tensorboard=True` also writes TensorBoard event files in `out_dir/tensorboard`.
     Every setting, the model and the optimizer are checked before anything is written.
     """
@@ -156,6 +160,10 @@ def train(
         if optimizer is None:
             make_optimizer(config)  # a factory's faults too, before any data is read
         memory.check_fits(config, mesh, steps=checked)
+        # From here a signal asks for a stop, answered at the first boundary. Every process
+        # takes signals so from near its start, so none of them dies at once while the others
+        # wait for it in a collective.
+        interrupt = stack.enter_context(_StopOnSignal())
         start = time.perf_counter()
         shares = data.load(config.data_dir, config.validation_size)
         data_seconds = time.perf_counter() - start
@@ -186,6 +194,7 @@ def train(
             run_dir,
             out_dir if resume else None,
             reporter,
+            interrupt,
             lambda: {
                 "compile_seconds": compilations.seconds,
                 "compilations": compilations.programs,
@@ -212,6 +221,7 @@ def _train(
     run_dir: RunDir | None,
     resume_from: str | None,
     reporter: Reporter,
+    interrupt: _StopOnSignal,
     costs: Callable[[], dict],
 ) -> Result:
     with precision(config):
@@ -263,39 +273,47 @@ def _train(
 
         if checkpoint and run_dir:
             run_dir.restart_from(checkpoint)
-        if not checkpoint:
-            record(0, _evaluate(pipeline, state.variables, sizes), None)
         status, divergence = "completed", None
-        with _StopOnSignal() as interrupt:
-            for epoch in range(start_epoch, config.num_epochs + 1):
-                start = time.perf_counter()
-                run = pipeline.train_epoch(
-                    state, epoch, functools.partial(reporter.on_batch, epoch), interrupt.requested
+        if not checkpoint:
+            scores = _evaluate(pipeline, state.variables, sizes, interrupt.requested)
+            if scores is None:  # stopped before anything was trained: nothing to save
+                status, start_epoch = "interrupted", config.num_epochs + 1
+            else:
+                record(0, scores, None)
+        for epoch in range(start_epoch, config.num_epochs + 1):
+            start = time.perf_counter()
+            run = pipeline.train_epoch(
+                state, epoch, functools.partial(reporter.on_batch, epoch), interrupt.requested
+            )
+            state, seconds = run.state, time.perf_counter() - start
+            # None if the epoch or its evaluation stopped part-way
+            scores = (
+                _evaluate(pipeline, state.variables, sizes, interrupt.requested)
+                if run.completed
+                else None
+            )
+            divergence = _divergence(
+                epoch, run, scores, history[-1].epoch, run_dir.last_saved if run_dir else None
+            )
+            if divergence:
+                status = "diverged"
+                break
+            reporter.on_steps(epoch, run.first_step, run.losses)
+            if scores:
+                record(epoch, scores, seconds)
+            # once per boundary: a collective across processes
+            stopping = interrupt.requested()
+            if run_dir:
+                run_dir.end_epoch(
+                    epoch,
+                    Saved(state, best),
+                    history,
+                    batches_done=None if scores else run.batches_done,
+                    stopping=stopping,
                 )
-                state, seconds = run.state, time.perf_counter() - start
-                scores = _evaluate(pipeline, state.variables, sizes) if run.completed else None
-                divergence = _divergence(
-                    epoch, run, scores, history[-1].epoch, run_dir.last_saved if run_dir else None
-                )
-                if divergence:
-                    status = "diverged"
-                    break
-                reporter.on_steps(epoch, run.first_step, run.losses)
-                if run.completed:
-                    record(epoch, scores, seconds)
-                # once per boundary: a collective across processes
-                stopping = interrupt.requested()
-                if run_dir:
-                    run_dir.end_epoch(
-                        epoch,
-                        Saved(state, best),
-                        history,
-                        batches_done=None if run.completed else run.batches_done,
-                        stopping=stopping,
-                    )
-                if stopping and epoch < config.num_epochs:
-                    status = "interrupted"
-                    break
+            if stopping and (scores is None or epoch < config.num_epochs):
+                status = "interrupted"
+                break
     stopped_by = interrupt.agreed if status == "interrupted" else None
     best_epoch_number = best_epoch(history)
     kept = best if best_epoch_number is not None else None
@@ -327,10 +345,18 @@ def _host_copy(variables: Variables | None) -> Variables | None:
     )
 
 
-def _evaluate(pipeline: Pipeline, variables: Variables, sizes: dict[str, int]) -> dict[str, float]:
-    """Every split's metrics, and the seconds they took."""
+def _evaluate(
+    pipeline: Pipeline,
+    variables: Variables,
+    sizes: dict[str, int],
+    should_stop: Callable[[], bool],
+) -> dict[str, float] | None:
+    """Every split's metrics, and the seconds they took; None if `should_stop` cut it short."""
     start, scores = time.perf_counter(), {}
-    for name, totals in pipeline.evaluate(variables).items():
+    totals_by_split = pipeline.evaluate(variables, should_stop)
+    if totals_by_split is None:
+        return None
+    for name, totals in totals_by_split.items():
         scores.update(split_metrics(name, *totals, sizes[name]))
     return {name: float(value) for name, value in scores.items()} | {
         "eval_seconds": time.perf_counter() - start

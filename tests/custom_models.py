@@ -1,6 +1,9 @@
 """Models and optimizers that the tests load by import path (`tests.custom_models:NAME`), as a
 researcher's own module would be loaded: good ones, and every way of getting one wrong."""
 
+import os
+import time
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -48,6 +51,20 @@ def tiny_cnn(config):
         return x @ params["out"]["w"] + params["out"]["b"]
 
     return Model(init, apply)
+
+
+def slow_cnn(config):
+    """`tiny_cnn` made slow on purpose: each training step sleeps $SLOW_STEP_SECONDS and each
+    evaluation batch $SLOW_EVAL_SECONDS, read as the program runs, so that the programs compiled
+    are the same whatever the sleeps (none where unset)."""
+    model = tiny_cnn(config)
+
+    def apply(params, images, key=None):
+        variable = "SLOW_EVAL_SECONDS" if key is None else "SLOW_STEP_SECONDS"
+        jax.debug.callback(lambda: time.sleep(float(os.environ.get(variable, "0"))))
+        return model.apply(params, images, key)
+
+    return Model(model.init, apply)
 
 
 def linear(config):

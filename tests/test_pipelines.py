@@ -13,14 +13,15 @@ import numpy as np
 import optax
 import pytest
 
-from mnist_jax import accuracy, data, loss, train
+from mnist_jax import Model, accuracy, data, loss, train
 from mnist_jax.data import streams
 from mnist_jax.optimizers import make_optimizer
 from mnist_jax.pipelines import PIPELINES, evaluate_over, local_orders, make_pipeline
 from mnist_jax.reporters import Reporter
 from mnist_jax.runtime import parallel
 from mnist_jax.steps import init_state, make_steps, normalise
-from tests.helpers import NUM_TRAIN, worker
+from mnist_jax.training import score
+from tests.helpers import NUM_TEST, NUM_TRAIN, worker
 
 
 def reference_params(config, share):
@@ -124,15 +125,59 @@ def test_the_stream_refuses_epochs_out_of_order(data_dir, tiny_config):
         pipeline.train_epoch(state, 2, lambda done: None)
 
 
-def test_progress_counts_batches(tiny_config):
+@pytest.mark.parametrize("pipeline", ["device", "stream"])
+def test_progress_counts_batches(tiny_config, pipeline):
+    """After each compiled call: the first of a process runs one step (its time sizes the
+    next); the tiny run's steps are quick, so the rest of the epoch (the stream: of the chunk)
+    is one call."""
     seen = []
 
     class Progress(Reporter):
         def on_batch(self, epoch, done):
             seen.append((epoch, done))
 
-    train(tiny_config.replace(num_epochs=1, pipeline="stream"), reporter=Progress())
-    assert seen == [(1, 4), (1, 8), (1, 10)]
+    train(tiny_config.replace(num_epochs=2, pipeline=pipeline), reporter=Progress())
+    assert (
+        seen
+        == {
+            "device": [(1, 1), (1, 10), (2, 10)],
+            "stream": [(1, 1), (1, 4), (1, 8), (1, 10), (2, 4), (2, 8), (2, 10)],
+        }[pipeline]
+    )
+
+
+def memorising_model(shares) -> Model:
+    """A model that has learnt every example of every split by heart (its nearest neighbour's
+    label): right on every row, a batch's padding (a copy of the split's first row) too."""
+    images = np.concatenate([share.images for share in shares.values()])
+    labels = np.concatenate([share.labels for share in shares.values()])
+
+    def init(key):
+        return {"images": normalise(images, jnp.float32), "labels": jax.nn.one_hot(labels, 10)}
+
+    def apply(params, images):
+        flat = images.reshape(images.shape[0], -1)
+        distances = jnp.sum((flat[:, None, :] - params["images"][None]) ** 2, axis=-1)
+        return 10 * params["labels"][jnp.argmin(distances, axis=1)]
+
+    return Model(init, apply)
+
+
+@pytest.mark.parametrize("pipeline", ["device", "stream"])
+def test_padding_rows_are_not_counted_even_when_the_model_gets_them_right(tiny_config, pipeline):
+    """The tiny evaluation batches (62 rows) end with 10 rows of padding in train, 24 in test."""
+    config = tiny_config.replace(pipeline=pipeline)
+    shares = data.load(config.data_dir)
+    model = memorising_model(shares)
+    mesh = parallel.make_mesh(1)
+    steps = make_steps(config, model)
+    state = parallel.replicate(steps.init(config.seed), mesh)
+    totals = make_pipeline(config, steps, shares, state, mesh).evaluate(state.variables)
+    assert {name: int(correct) for name, (correct, _) in totals.items()} == {
+        "train": NUM_TRAIN,
+        "test": NUM_TEST,
+    }
+    assert score(state.params, config, "test", model=model)[0] == 1.0
 
 
 @pytest.mark.device

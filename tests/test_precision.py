@@ -43,9 +43,9 @@ def test_the_steps_carry_the_requested_precision_whatever_the_callers(value):
 @pytest.mark.parametrize("command", ["train", "sweep"])
 def test_every_program_a_run_or_sweep_compiles_carries_it(tiny_config, command, monkeypatch):
     """The programs each path compiles ahead of time, captured as they are lowered: the epoch (a
-    scan of the step), the evaluation of every split, and a sweep's vmapped versions of both."""
-    from mnist_jax import pipelines
+    loop of the step), the evaluation of every split, and a sweep's vmapped versions of both."""
     from mnist_jax import sweep as sweeps
+    from mnist_jax.pipelines import device, loops
 
     lowered = []
 
@@ -55,8 +55,8 @@ def test_every_program_a_run_or_sweep_compiles_carries_it(tiny_config, command, 
         )
         return real(function, *example_args, donate_argnums=donate_argnums)
 
-    real = pipelines.compile_timed
-    monkeypatch.setattr(pipelines, "compile_timed", capture)
+    real = loops.compile_timed
+    monkeypatch.setattr(device, "compile_timed", capture)
     monkeypatch.setattr(sweeps, "compile_timed", capture)
     config = tiny_config.replace(num_epochs=1, matmul_precision="high")
     with jax.default_matmul_precision("default"):

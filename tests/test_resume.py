@@ -214,17 +214,23 @@ def test_a_run_shaped_over_its_length_is_not_extended(data_dir, tmp_path, capsys
 
 # The signals share one handler: SIGTERM on both paths, SIGINT on the path that stops part-way.
 @pytest.mark.parametrize(
-    "pipeline, stop_signal, status",
-    [("stream", "SIGINT", 130), ("device", "SIGTERM", 143), ("stream", "SIGTERM", 143)],
+    "pipeline, stop_signal, status, flags",
+    [
+        ("stream", "SIGINT", 130, []),
+        ("device", "SIGTERM", 143, []),
+        ("stream", "SIGTERM", 143, []),
+        # an epoch's end where no checkpoint is due: the stop forces one
+        ("device", "SIGTERM", 143, ["--checkpoint-every", "3"]),
+    ],
 )
 def test_a_signal_stops_saves_and_resumes_exactly(
-    data_dir, tmp_path, pipeline, stop_signal, status, uninterrupted
+    data_dir, tmp_path, pipeline, stop_signal, status, flags, uninterrupted
 ):
     """SIGINT (Ctrl-C) and SIGTERM (a preemption) alike: stop at the next boundary, checkpoint,
     release the lock, exit 128 + the signal's number."""
     stopped = str(tmp_path / "stopped")
     proc = run_in_a_child(
-        [*worker("interrupt"), data_dir, stopped, "2", pipeline], STOP_SIGNAL=stop_signal
+        [*worker("interrupt"), data_dir, stopped, "2", pipeline, *flags], STOP_SIGNAL=stop_signal
     )
     assert proc.returncode == status, proc.stderr[-2000:]
     assert f"stopped by {stop_signal} after epoch" in proc.stderr
@@ -234,7 +240,8 @@ def test_a_signal_stops_saves_and_resumes_exactly(
     assert summary["status"] == "interrupted" and summary["stopped_by"] == stop_signal
     assert not os.path.exists(os.path.join(stopped, "run.lock"))
     saved = checkpoints.latest(stopped)
-    # stream: stopped after 8 of epoch 2's 10 batches; device: an epoch is one call, so after it
+    # stream: stopped after 8 of epoch 2's 10 batches; device: epoch 2 is one call (the tiny
+    # run's steps are quick), so after it
     assert (saved.epoch, saved.batches_done) == ((1, 8) if pipeline == "stream" else (2, 0))
     assert summary["history"][-1]["epoch"] == saved.epoch
 

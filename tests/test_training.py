@@ -14,6 +14,7 @@ from mnist_jax import Config, accuracy, data, preset, train
 from mnist_jax.cli import main
 from mnist_jax.config import PRESETS
 from mnist_jax.errors import RunExistsError
+from mnist_jax.records import EpochMetrics, best_epoch
 from mnist_jax.runs.rundir import RunDir
 from mnist_jax.steps import normalise
 from tests.helpers import NUM_TRAIN, assert_same_params, params_of, tiny
@@ -220,6 +221,26 @@ def test_the_best_epoch_is_recorded_and_its_parameters_kept(data_dir, tmp_path, 
     assert plain.best_epoch is None and not (tmp_path / "plain" / "params-best.npz").exists()
     assert main(["eval", str(tmp_path / "plain"), "--best"]) == 2
     assert "has no params-best.npz" in capsys.readouterr().err
+
+
+def test_a_tie_for_the_best_epoch_goes_to_the_earliest(data_dir, tmp_path):
+    """The rule as documented (`records.best_epoch`): on a history of equals, and in a run that
+    never moves (no update at all), whose every epoch ties with epoch 0."""
+
+    def scored(*validation):
+        return [
+            EpochMetrics(epoch, 0.0, 0.0, 0.0, 0.0, None, None, 0.0, accuracy)
+            for epoch, accuracy in enumerate(validation)
+        ]
+
+    assert best_epoch(scored(0.5, 0.9, 0.7, 0.9, 0.9)) == 1
+    assert best_epoch(scored(0.3, 0.3)) == 0
+    config = tiny(data_dir, num_epochs=3, validation_size=100)
+    result = train(config, str(tmp_path / "still"), optimizer=optax.set_to_zero())
+    assert len({m.validation_accuracy for m in result.history}) == 1
+    assert result.best_epoch == 0
+    summary = json.loads((tmp_path / "still" / "summary.json").read_text())
+    assert summary["best"]["epoch"] == 0
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

@@ -22,6 +22,7 @@ from benchmarks import adam_paper, augment_cost, conv_forms, conv_rewrite, recip
 from mnist_jax.bench.render import markdown as bench_markdown  # noqa: E402
 from mnist_jax.bench.render import summary_line  # noqa: E402
 from mnist_jax.cli import flag_table  # noqa: E402
+from mnist_jax.pipelines import pacing  # noqa: E402
 from mnist_jax.report import load_entries, markdown_table  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -113,6 +114,11 @@ BLOCKS: dict[str, Callable[..., str]] = {
         for panel in adam_paper.PANELS
     ),
     "startup": lambda: startup.render(),
+    "stop-bound": lambda: (
+        f"**within {pacing.STOP_SECONDS:g} s, plus the time of one step**, whatever the model and "
+        f"the epoch's length: every compiled call is sized to last about "
+        f"{pacing.CALL_SECONDS:g} s, which leaves the rest for the checkpoint.\n"
+    ),
     "conv-forms": lambda: conv_forms.render(),
     "conv-rewrite": lambda: conv_rewrite.render(),
     "augment-cost": lambda: augment_cost.render(),

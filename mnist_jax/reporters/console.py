@@ -113,13 +113,16 @@ class ConsoleReporter(Reporter):
 
     def on_end(self, result: Result) -> None:
         final = "Final" if result.status == "completed" else f"Run {result.status}; last"
+        if not result.history:
+            final = f"Run {result.status} before its first evaluation ended; no"
         cached = (
             f" ({result.compilations_from_cache} from the cache)"
             if result.compilations_from_cache
             else ""
         )
+        accuracy = f" {100 * result.final_test_accuracy:.2f}%" if result.history else ""
         self._print(
-            f"{final} test accuracy {100 * result.final_test_accuracy:.2f}%; compiled "
+            f"{final} test accuracy{accuracy}; compiled "
             f"{result.compilations} programs{cached} in {result.compile_seconds:.2f} s, "
             f"trained in {result.summary()['train_seconds']:.2f} s"
         )

@@ -265,7 +265,8 @@ class RunDir:
                     buffer = io.BytesIO()
                     np.savez(buffer, **params_to_arrays(params))
                     write_atomic(os.path.join(self.path, name), buffer.getvalue())
-            plot_curves(result.history, os.path.join(self.path, "curves.png"))
+            if result.history:
+                plot_curves(result.history, os.path.join(self.path, "curves.png"))
             write_json(os.path.join(self.path, "summary.json"), result.summary())
 
     def config(self) -> Config:
