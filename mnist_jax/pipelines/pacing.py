@@ -4,7 +4,8 @@ A stop (SIGINT, SIGTERM) is answered between compiled calls, so the length of a 
 wait. A `Pacer` sizes each call to last about `CALL_SECONDS` by the time per step of the call
 before it; the first call of a process runs one step, and every call runs one at least. The
 sizes never change what is computed: every span of steps runs in the same compiled program, so
-only where a stop can fall depends on them. Processes of one run agree on each size.
+only where a stop can fall depends on them. The processes of a run take the smallest size any
+of them asks for.
 """
 
 from __future__ import annotations
@@ -29,13 +30,15 @@ class Pacer:
         self.step_seconds: float | None = None  # the last call's time per step
 
     def next_span(self, remaining: int) -> int:
-        """How many of the `remaining` steps the next call runs: the same in every process."""
+        """How many of the `remaining` steps the next call runs: the same in every process, the
+        fewest any of them asks for."""
         steps = 1 if self.step_seconds is None else int(self.seconds / self.step_seconds)
         steps = max(1, min(remaining, steps))
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 
-            steps = int(multihost_utils.broadcast_one_to_all(np.int32(steps)))
+            # the stop check's own all-gather (an int32 per process): nothing more to compile
+            steps = int(np.min(multihost_utils.process_allgather(np.array([steps], np.int32))))
         return steps
 
     def timed(self, steps: int, program: Callable[..., T], *args) -> T:
