@@ -195,9 +195,6 @@ class DevicePipeline:
             (np.int32(0), np.int32(1)),
             donate_argnums=(0,),
         )
-        self.eval_sizes = {
-            name: -(-s.total // config.eval_batch_size) for name, s in shares.items()
-        }
         shapes = jax.eval_shape(
             lambda v, splits: {
                 name: no_batches_evaluated(
@@ -211,6 +208,8 @@ class DevicePipeline:
         self.no_results = parallel.replicate(
             jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes), mesh
         )
+        # each split's evaluation batches: the length of its per-batch results
+        self.eval_sizes = {name: results[0].shape[0] for name, results in shapes.items()}
         self.eval_program, _ = compile_timed(
             evaluation_span_program(config, steps, mesh),
             state.variables,
